@@ -1,0 +1,412 @@
+//! The validated configuration model. Built only by [`crate::validate`]; every value in it has
+//! been checked, so the proxy never re-validates. Defaults follow AWS ALB's where ALB has one.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// A whole, valid configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Process settings.
+    pub proxy: ProxySettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// Admin listener.
+    pub admin: AdminSettings,
+    /// Scaler settings.
+    pub scaler: ScalerSettings,
+    /// Listeners, in file order.
+    pub listeners: Vec<Listener>,
+    /// Target groups, in file order; names are unique.
+    pub target_groups: Vec<TargetGroup>,
+}
+
+impl Config {
+    /// The target group with this name.
+    pub fn target_group(&self, name: &str) -> Option<&TargetGroup> {
+        self.target_groups.iter().find(|t| t.name == name)
+    }
+
+    /// One line describing the configuration, printed by `--check`.
+    pub fn summary(&self) -> String {
+        let rules: usize = self.listeners.iter().map(|l| l.rules.len()).sum();
+        format!(
+            "config ok: {} listener(s), {} rule(s), {} target group(s), admin on {}",
+            self.listeners.len(),
+            rules,
+            self.target_groups.len(),
+            self.admin.bind
+        )
+    }
+}
+
+/// `[proxy]`.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Worker threads per listener (default 1).
+    pub threads: usize,
+    /// SIGTERM drain time (default 30 s).
+    pub grace_period: Duration,
+    /// Idle upstream keep-alive connections kept in the pool (default 128).
+    pub upstream_keepalive_pool: usize,
+    /// Peers whose forwarding headers are trusted.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Request id header name, lower case (default `x-request-id`).
+    pub request_id_header: String,
+    /// Poll interval of config and target files (default 1 s).
+    pub watch_interval: Duration,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable text.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// Format.
+    pub format: LogFormat,
+    /// `tracing` filter directive.
+    pub level: String,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// Bind address (default `127.0.0.1:9901`).
+    pub bind: SocketAddr,
+}
+
+/// `[scaler]`.
+#[derive(Debug, Clone)]
+pub struct ScalerSettings {
+    /// Proxy metrics URL.
+    pub metrics_url: String,
+    /// Tick interval (default 5 s).
+    pub interval: Duration,
+    /// Never call ECS (default true).
+    pub dry_run: bool,
+    /// Scaler admin bind address (default `127.0.0.1:9902`).
+    pub admin_bind: SocketAddr,
+}
+
+/// Listener protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerProtocol {
+    /// Plain HTTP/1.1 (and h2c when `http2`).
+    Http,
+    /// TLS-terminated HTTP/1.1 and HTTP/2.
+    Https,
+}
+
+/// A TLS certificate of a listener.
+#[derive(Debug, Clone)]
+pub struct Certificate {
+    /// PEM chain path.
+    pub cert: PathBuf,
+    /// PEM key path.
+    pub key: PathBuf,
+    /// SNI names, lower case; empty for the default certificate.
+    pub server_names: Vec<String>,
+}
+
+/// `[[listeners]]`.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    /// Unique name.
+    pub name: String,
+    /// Bind address.
+    pub bind: SocketAddr,
+    /// Protocol.
+    pub protocol: ListenerProtocol,
+    /// Certificates (https only; the first is the default).
+    pub certificates: Vec<Certificate>,
+    /// HTTP/2 from clients.
+    pub http2: bool,
+    /// Request header read timeout (default 60 s).
+    pub header_timeout: Duration,
+    /// Client keep-alive idle timeout (default 60 s, as ALB).
+    pub idle_timeout: Duration,
+    /// Largest request header in bytes (default 65536); larger gets 431.
+    pub max_header_bytes: usize,
+    /// Rules sorted by ascending priority.
+    pub rules: Vec<Rule>,
+    /// Action when no rule matches.
+    pub default_action: Action,
+}
+
+/// A listener rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Priority, unique within the listener; lower is tried first.
+    pub priority: u32,
+    /// All must match.
+    pub conditions: Vec<Condition>,
+    /// Action on match.
+    pub action: Action,
+}
+
+/// A compiled wildcard pattern (`*` any run of characters, `?` one character).
+#[derive(Debug, Clone)]
+pub struct Wildcard {
+    /// The pattern as written.
+    pub pattern: String,
+    /// Compiled matcher.
+    pub matcher: globset::GlobMatcher,
+}
+
+impl Wildcard {
+    /// Whether `text` matches the pattern.
+    pub fn is_match(&self, text: &str) -> bool {
+        self.matcher.is_match(text)
+    }
+}
+
+/// A rule condition.
+#[derive(Debug, Clone)]
+pub enum Condition {
+    /// Host header (port stripped, lower-cased) matches any pattern.
+    Host(Vec<Wildcard>),
+    /// Path equals any.
+    PathExact(Vec<String>),
+    /// Path starts with any.
+    PathPrefix(Vec<String>),
+    /// Path matches any glob.
+    PathGlob(Vec<Wildcard>),
+    /// Header `name` (lower case) has a value matching any pattern.
+    Header {
+        /// Header name, lower case.
+        name: String,
+        /// Value patterns.
+        values: Vec<Wildcard>,
+    },
+    /// Query parameter `name` has a value matching any pattern.
+    Query {
+        /// Parameter name.
+        name: String,
+        /// Value patterns.
+        values: Vec<Wildcard>,
+    },
+    /// Method is any of these (upper case).
+    Method(Vec<String>),
+    /// Client address is in any CIDR.
+    SourceCidr(Vec<IpNet>),
+}
+
+/// A rule or default action.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Forward to weighted target groups (weights sum > 0).
+    Forward(Vec<WeightedGroup>),
+    /// Fixed response.
+    FixedResponse(FixedResponse),
+    /// Redirect.
+    Redirect(Redirect),
+}
+
+/// A target group in a forward action.
+#[derive(Debug, Clone)]
+pub struct WeightedGroup {
+    /// Target group name (exists in the config).
+    pub target_group: String,
+    /// Weight 0..=999.
+    pub weight: u32,
+}
+
+/// A fixed response.
+#[derive(Debug, Clone)]
+pub struct FixedResponse {
+    /// Status.
+    pub status: u16,
+    /// Content type.
+    pub content_type: String,
+    /// Body (≤ 1024 bytes).
+    pub body: String,
+}
+
+/// A redirect; `None` parts keep the request's.
+#[derive(Debug, Clone)]
+pub struct Redirect {
+    /// 301, 302, 303, 307 or 308.
+    pub status: u16,
+    /// `http` or `https`.
+    pub protocol: Option<String>,
+    /// Host.
+    pub host: Option<String>,
+    /// Port.
+    pub port: Option<u16>,
+    /// Path.
+    pub path: Option<String>,
+    /// Query.
+    pub query: Option<String>,
+}
+
+/// Load-balancing algorithm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Weighted round robin.
+    RoundRobin,
+    /// Fewest requests in flight (weighted).
+    LeastOutstandingRequests,
+    /// Weighted random.
+    WeightedRandom,
+    /// Consistent hash on a request property.
+    ConsistentHash(HashOn),
+}
+
+/// What a consistent hash uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    /// A header (lower case name).
+    Header(String),
+    /// A cookie.
+    Cookie(String),
+    /// The client address.
+    SourceIp,
+}
+
+/// Cookie stickiness.
+#[derive(Debug, Clone)]
+pub struct Stickiness {
+    /// Cookie lifetime (default 1 day, as ALB).
+    pub duration: Duration,
+    /// Cookie name (default `BERTHSTICKY`).
+    pub cookie_name: String,
+}
+
+/// Upstream timeouts.
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    /// Connect (default 5 s).
+    pub connect: Duration,
+    /// Read (default 60 s).
+    pub read: Duration,
+    /// Total (default none).
+    pub total: Option<Duration>,
+    /// Pool idle (default 60 s).
+    pub idle: Duration,
+}
+
+/// Retry policy.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Extra attempts (default 2).
+    pub attempts: u32,
+    /// Budget as percent of requests (default 20).
+    pub budget_percent: u32,
+    /// Always-allowed retries per second (default 10).
+    pub min_per_second: u32,
+}
+
+/// Health check protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthProtocol {
+    /// HTTP GET.
+    Http,
+    /// TCP connect.
+    Tcp,
+}
+
+/// Status codes counted healthy: a list of inclusive ranges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matcher(pub Vec<(u16, u16)>);
+
+impl Matcher {
+    /// Whether `status` is healthy.
+    pub fn matches(&self, status: u16) -> bool {
+        self.0.iter().any(|(lo, hi)| (*lo..=*hi).contains(&status))
+    }
+}
+
+/// Active health check (defaults are ALB's).
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    /// Checks on; when off, targets are healthy once registered.
+    pub enabled: bool,
+    /// Protocol (default HTTP).
+    pub protocol: HealthProtocol,
+    /// Path (default `/`).
+    pub path: String,
+    /// Host header.
+    pub host: Option<String>,
+    /// Port override.
+    pub port: Option<u16>,
+    /// Healthy statuses (default 200).
+    pub matcher: Matcher,
+    /// Interval (default 30 s).
+    pub interval: Duration,
+    /// Timeout (default 5 s).
+    pub timeout: Duration,
+    /// Successes to healthy (default 5).
+    pub healthy_threshold: u32,
+    /// Failures to unhealthy (default 2).
+    pub unhealthy_threshold: u32,
+}
+
+/// Passive outlier ejection.
+#[derive(Debug, Clone)]
+pub struct Outlier {
+    /// On (default true).
+    pub enabled: bool,
+    /// Consecutive 5xx to eject (default 5).
+    pub consecutive_5xx: u32,
+    /// Consecutive connect failures to eject (default 3).
+    pub consecutive_connect_failures: u32,
+    /// Base ejection time (default 30 s).
+    pub base_ejection_time: Duration,
+    /// Longest ejection (default 300 s).
+    pub max_ejection_time: Duration,
+    /// Largest ejected share, percent (default 50).
+    pub max_ejection_percent: u32,
+}
+
+/// A target as configured or discovered.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TargetSpec {
+    /// Address.
+    pub address: SocketAddr,
+    /// Weight 1..=1000.
+    pub weight: u32,
+}
+
+/// Where a target group's targets come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Fixed list.
+    Static(Vec<TargetSpec>),
+    /// Watched file.
+    File(PathBuf),
+}
+
+/// `[[target_groups]]`.
+#[derive(Debug, Clone)]
+pub struct TargetGroup {
+    /// Unique name.
+    pub name: String,
+    /// Algorithm (default round robin).
+    pub algorithm: Algorithm,
+    /// Cookie stickiness, if on.
+    pub stickiness: Option<Stickiness>,
+    /// Deregistration delay (default 300 s, as ALB).
+    pub deregistration_delay: Duration,
+    /// Slow start (default zero: off).
+    pub slow_start: Duration,
+    /// Upstream timeouts.
+    pub timeouts: Timeouts,
+    /// Retries.
+    pub retry: RetryPolicy,
+    /// Active health check.
+    pub health_check: HealthCheck,
+    /// Passive ejection.
+    pub outlier: Outlier,
+    /// Target source.
+    pub source: Source,
+}

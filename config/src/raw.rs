@@ -1,0 +1,360 @@
+//! The TOML schema as written by users: serde structs with unknown keys rejected.
+//!
+//! Nothing here is validated beyond its TOML type; [`crate::validate`] turns these into the
+//! checked [`crate::model`]. Durations are strings such as `"30s"`, `"1m30s"` or `"250ms"`.
+
+use serde::Deserialize;
+
+/// The whole configuration file (`berth.toml`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Process-wide proxy settings.
+    pub proxy: Option<RawProxy>,
+    /// Logging.
+    pub log: Option<RawLog>,
+    /// The admin listener (`/metrics`, `/healthz`, `/targets`).
+    pub admin: Option<RawAdmin>,
+    /// The scaler's settings; read by `berth-scaler`, ignored by the proxy.
+    pub scaler: Option<RawScaler>,
+    /// Client-facing listeners.
+    #[serde(default)]
+    pub listeners: Vec<RawListener>,
+    /// Target groups that listeners forward to.
+    #[serde(default)]
+    pub target_groups: Vec<RawTargetGroup>,
+}
+
+/// `[proxy]`: settings of the proxy process.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxy {
+    /// Worker threads per listener service (default 1).
+    pub threads: Option<i64>,
+    /// How long SIGTERM keeps serving in-flight requests before exit (default `"30s"`).
+    pub grace_period: Option<String>,
+    /// Idle keep-alive connections kept per upstream pool (default 128).
+    pub upstream_keepalive_pool: Option<i64>,
+    /// CIDRs whose `X-Forwarded-*` headers are trusted and extended (default none).
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Name of the request id header added to every request (default `x-request-id`).
+    pub request_id_header: Option<String>,
+    /// Poll interval for config-file and target-file changes (default `"1s"`).
+    pub watch_interval: Option<String>,
+}
+
+/// `[log]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// `"text"` (default) or `"json"`.
+    pub format: Option<String>,
+    /// A `tracing` filter such as `"info"` or `"berth_proxy=debug,info"` (default `"info"`).
+    pub level: Option<String>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Bind address (default `127.0.0.1:9901`).
+    pub bind: Option<String>,
+}
+
+/// `[scaler]`: parsed by `berth-scaler`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScaler {
+    /// URL of the proxy's metrics (default `http://127.0.0.1:9901/metrics`).
+    pub metrics_url: Option<String>,
+    /// Scrape and decision interval (default `"5s"`).
+    pub interval: Option<String>,
+    /// Compute and log decisions without calling ECS (default `true`).
+    pub dry_run: Option<bool>,
+    /// Admin bind address of the scaler (default `127.0.0.1:9902`).
+    pub admin_bind: Option<String>,
+}
+
+/// `[[listeners]]`: where clients connect.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    /// Unique name, used in metrics labels.
+    pub name: Option<String>,
+    /// `ip:port` to bind.
+    pub bind: Option<String>,
+    /// `"http"` (default) or `"https"`.
+    pub protocol: Option<String>,
+    /// TLS certificates for `https`; the first is the default, the others are picked by SNI.
+    #[serde(default)]
+    pub certificates: Vec<RawCertificate>,
+    /// Accept HTTP/2 (ALPN `h2` on https, prior knowledge h2c on http). Default true on https.
+    pub http2: Option<bool>,
+    /// Time allowed to read the request header (default `"60s"`).
+    pub header_timeout: Option<String>,
+    /// Idle timeout of client keep-alive connections (default `"60s"`, as ALB).
+    pub idle_timeout: Option<String>,
+    /// Largest request header accepted, in bytes; larger gets 431 (default 65536).
+    pub max_header_bytes: Option<i64>,
+    /// Rules, matched in ascending priority.
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+    /// Action when no rule matches.
+    pub default_action: Option<RawAction>,
+}
+
+/// `[[listeners.certificates]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    /// PEM certificate chain file.
+    pub cert: Option<String>,
+    /// PEM private key file.
+    pub key: Option<String>,
+    /// SNI names this certificate serves (`*.example.com` allowed). Empty: default certificate.
+    #[serde(default)]
+    pub server_names: Vec<String>,
+}
+
+/// `[[listeners.rules]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    /// 1..=50000, unique per listener; lower wins (as ALB).
+    pub priority: Option<i64>,
+    /// All conditions must match. An empty list matches everything.
+    #[serde(default)]
+    pub conditions: Vec<RawCondition>,
+    /// What to do on a match.
+    pub action: Option<RawAction>,
+}
+
+/// One rule condition; exactly one of the keys is set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCondition {
+    /// Host header patterns, `*` and `?` wildcards, case-insensitive; any may match.
+    pub host: Option<Vec<String>>,
+    /// Exact paths; any may match.
+    pub path_exact: Option<Vec<String>>,
+    /// Path prefixes; any may match.
+    pub path_prefix: Option<Vec<String>>,
+    /// Path globs (`*` within a segment, `**` across); any may match.
+    pub path_glob: Option<Vec<String>>,
+    /// Header name for a header condition (with `values`).
+    pub header: Option<String>,
+    /// Query parameter name for a query condition (with `values`).
+    pub query: Option<String>,
+    /// Values (wildcards allowed) for `header` / `query`; any may match.
+    pub values: Option<Vec<String>>,
+    /// HTTP methods; any may match.
+    pub method: Option<Vec<String>>,
+    /// Client source CIDRs; any may match.
+    pub source_cidr: Option<Vec<String>>,
+}
+
+/// An action; exactly one of the keys is set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAction {
+    /// Forward to one or several weighted target groups.
+    pub forward: Option<Vec<RawWeightedGroup>>,
+    /// Answer with a fixed response.
+    pub fixed_response: Option<RawFixedResponse>,
+    /// Answer with a redirect.
+    pub redirect: Option<RawRedirect>,
+}
+
+/// One target group of a forward action.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWeightedGroup {
+    /// Target group name.
+    pub target_group: Option<String>,
+    /// Relative weight 0..=999 (default 1).
+    pub weight: Option<i64>,
+}
+
+/// A fixed response.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFixedResponse {
+    /// Status code 200..=599.
+    pub status: Option<i64>,
+    /// Content type (default `text/plain`).
+    pub content_type: Option<String>,
+    /// Body, at most 1024 bytes (as ALB).
+    pub body: Option<String>,
+}
+
+/// A redirect; unset parts keep the request's own (`#{host}`-style placeholders are not needed).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedirect {
+    /// 301 (default), 302, 303, 307 or 308.
+    pub status: Option<i64>,
+    /// `"http"` or `"https"`.
+    pub protocol: Option<String>,
+    /// Host.
+    pub host: Option<String>,
+    /// Port.
+    pub port: Option<i64>,
+    /// Path, starting with `/`.
+    pub path: Option<String>,
+    /// Query without `?`.
+    pub query: Option<String>,
+}
+
+/// `[[target_groups]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTargetGroup {
+    /// Unique name.
+    pub name: Option<String>,
+    /// `round_robin` (default), `least_outstanding_requests`, `weighted_random`,
+    /// `consistent_hash`.
+    pub algorithm: Option<String>,
+    /// For `consistent_hash`: what to hash.
+    pub hash_on: Option<RawHashOn>,
+    /// Cookie stickiness.
+    pub stickiness: Option<RawStickiness>,
+    /// Time a draining target keeps its in-flight requests (default `"300s"`, as ALB).
+    pub deregistration_delay: Option<String>,
+    /// Time over which a new target's share ramps up (default `"0s"`: off; 30s..900s as ALB).
+    pub slow_start: Option<String>,
+    /// Upstream timeouts.
+    pub timeouts: Option<RawTimeouts>,
+    /// Retries of idempotent requests.
+    pub retry: Option<RawRetry>,
+    /// Active health check.
+    pub health_check: Option<RawHealthCheck>,
+    /// Passive outlier ejection.
+    pub outlier: Option<RawOutlier>,
+    /// Where targets come from.
+    pub source: Option<RawSource>,
+}
+
+/// `hash_on`: exactly one key.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHashOn {
+    /// Hash a request header.
+    pub header: Option<String>,
+    /// Hash a cookie.
+    pub cookie: Option<String>,
+    /// Hash the client address.
+    pub source_ip: Option<bool>,
+}
+
+/// `stickiness`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStickiness {
+    /// On or off (default on when the table is present).
+    pub enabled: Option<bool>,
+    /// Cookie lifetime (default `"1d"`, as ALB).
+    pub duration: Option<String>,
+    /// Cookie name (default `BERTHSTICKY`).
+    pub cookie_name: Option<String>,
+}
+
+/// `timeouts`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    /// TCP connect (default `"5s"`).
+    pub connect: Option<String>,
+    /// Waiting for the upstream response header and between body reads (default `"60s"`).
+    pub read: Option<String>,
+    /// Whole request, end to end (default none).
+    pub total: Option<String>,
+    /// Idle upstream keep-alive connection lifetime in the pool (default `"60s"`).
+    pub idle: Option<String>,
+}
+
+/// `retry`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// Extra attempts per request (default 2).
+    pub attempts: Option<i64>,
+    /// Retries allowed as a share of requests, in percent (default 20).
+    pub budget_percent: Option<i64>,
+    /// Retries always allowed per second regardless of the budget (default 10).
+    pub min_per_second: Option<i64>,
+}
+
+/// `health_check`. Defaults are ALB's.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    /// Checks on (default true).
+    pub enabled: Option<bool>,
+    /// `"http"` (default) or `"tcp"`.
+    pub protocol: Option<String>,
+    /// Path for HTTP checks (default `/`).
+    pub path: Option<String>,
+    /// Host header for HTTP checks (default the target address).
+    pub host: Option<String>,
+    /// Port to check (default the target's port).
+    pub port: Option<i64>,
+    /// Status codes counted healthy, e.g. `"200"`, `"200-399"`, `"200,204"` (default `"200"`).
+    pub matcher: Option<String>,
+    /// Time between checks (default `"30s"`).
+    pub interval: Option<String>,
+    /// Time a check may take (default `"5s"`).
+    pub timeout: Option<String>,
+    /// Consecutive successes to become healthy (default 5).
+    pub healthy_threshold: Option<i64>,
+    /// Consecutive failures to become unhealthy (default 2).
+    pub unhealthy_threshold: Option<i64>,
+}
+
+/// `outlier`: passive ejection.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlier {
+    /// On (default true).
+    pub enabled: Option<bool>,
+    /// Consecutive 5xx responses that eject (default 5).
+    pub consecutive_5xx: Option<i64>,
+    /// Consecutive connect failures that eject (default 3).
+    pub consecutive_connect_failures: Option<i64>,
+    /// First ejection time, multiplied by the ejection count (default `"30s"`).
+    pub base_ejection_time: Option<String>,
+    /// Longest ejection (default `"300s"`).
+    pub max_ejection_time: Option<String>,
+    /// Largest share of the group ejected at once, percent (default 50).
+    pub max_ejection_percent: Option<i64>,
+}
+
+/// `source`: where targets come from. `kind` selects the fields that apply.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    /// `"static"` or `"file"`.
+    pub kind: Option<String>,
+    /// For `static`: the targets.
+    pub targets: Option<Vec<RawTarget>>,
+    /// For `file`: a TOML or JSON file holding `targets = [...]`, watched for changes.
+    pub path: Option<String>,
+}
+
+/// One static target.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    /// `ip:port`.
+    pub address: Option<String>,
+    /// Relative weight 1..=1000 (default 1).
+    pub weight: Option<i64>,
+}
+
+/// The content of a targets file (`kind = "file"`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTargetsFile {
+    /// The targets.
+    #[serde(default)]
+    pub targets: Vec<RawTarget>,
+}

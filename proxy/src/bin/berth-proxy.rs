@@ -1,0 +1,78 @@
+//! `berth-proxy`: the load balancer.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use berth_config::model::LogFormat;
+use berth_proxy::runtime::ConfigSource;
+use clap::Parser;
+
+/// berth: an L7 load balancer for Amazon ECS services.
+#[derive(Debug, Parser)]
+#[command(name = "berth-proxy", version)]
+struct Cli {
+    /// Configuration file (TOML). Without it, the embedded default runs.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Validate the configuration, print every error, and exit.
+    #[arg(long)]
+    check: bool,
+    /// Log format, overriding `[log].format`.
+    #[arg(long, value_parser = ["text", "json"])]
+    log_format: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let source = match &cli.config {
+        Some(p) => ConfigSource::File(p.clone()),
+        None => ConfigSource::Embedded,
+    };
+    let config = match source.load() {
+        Ok(c) => c,
+        Err(errors) => {
+            let origin = cli
+                .config
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "embedded default".into());
+            eprintln!("{origin}: {} error(s)", errors.0.len());
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    if cli.check {
+        println!("{}", config.summary());
+        return ExitCode::SUCCESS;
+    }
+    let json = match cli.log_format.as_deref() {
+        Some(f) => f == "json",
+        None => config.log.format == LogFormat::Json,
+    };
+    init_logs(&config.log.level, json);
+    match berth_proxy::server::run(config, source).context("berth-proxy failed to start") {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logs(level: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

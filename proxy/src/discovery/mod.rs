@@ -1,0 +1,71 @@
+//! Target sources. A [`Discovery`] yields the complete current target list of one target group
+//! each time it is asked; the group reconciles it with its running targets (new ones start
+//! `initial`, missing ones drain). On error the group keeps its last good list (fail-static).
+
+pub mod file;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use berth_config::model::{Source, TargetSpec};
+
+/// Why a source could not produce targets.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    /// A targets file could not be read.
+    #[error("cannot read targets file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A targets file has invalid content.
+    #[error("invalid targets file {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// Every problem, one per line.
+        message: String,
+    },
+}
+
+/// A source of targets for one target group.
+#[async_trait]
+pub trait Discovery: Send + Sync + std::fmt::Debug {
+    /// The complete current target list, or an error (the caller keeps its last good list).
+    async fn discover(&self) -> Result<Vec<TargetSpec>, DiscoveryError>;
+
+    /// How often to ask.
+    fn poll_interval(&self) -> Duration;
+
+    /// A short name for logs and metrics (`static`, `file`).
+    fn kind(&self) -> &'static str;
+}
+
+/// A fixed list.
+#[derive(Debug)]
+pub struct StaticSource(pub Vec<TargetSpec>);
+
+#[async_trait]
+impl Discovery for StaticSource {
+    async fn discover(&self) -> Result<Vec<TargetSpec>, DiscoveryError> {
+        Ok(self.0.clone())
+    }
+
+    fn poll_interval(&self) -> Duration {
+        Duration::from_secs(3600)
+    }
+
+    fn kind(&self) -> &'static str {
+        "static"
+    }
+}
+
+/// Builds the discovery for a configured source.
+pub fn from_config(source: &Source, watch_interval: Duration) -> Box<dyn Discovery> {
+    match source {
+        Source::Static(list) => Box::new(StaticSource(list.clone())),
+        Source::File(path) => Box::new(file::FileSource::new(path.clone(), watch_interval)),
+    }
+}

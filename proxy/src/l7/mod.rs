@@ -1,0 +1,4 @@
+//! HTTP (L7): listener rules and the pingora `ProxyHttp` implementation.
+
+pub mod proxy;
+pub mod rules;

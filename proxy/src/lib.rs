@@ -1,0 +1,20 @@
+//! berth proxy: an L7 load balancer for Amazon ECS services, built on pingora.
+//!
+//! Data flow: configuration ([`runtime::Shared`], swapped on reload) → listeners ([`l7`]) →
+//! rules → target group ([`group::Group`]) → balancer ([`balance`]) → target; targets come
+//! from [`discovery`] sources and are checked by [`health`]. [`admin`] serves `/metrics`,
+//! `/healthz` and `/targets`.
+
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod balance;
+pub mod discovery;
+pub mod group;
+pub mod health;
+pub mod l7;
+pub mod metrics;
+pub mod runtime;
+pub mod server;
+pub mod target;
+pub mod tls;

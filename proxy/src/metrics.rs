@@ -1,0 +1,112 @@
+//! Metric names and recorders: the one source of truth for what berth exports. The scaler reads
+//! these names too. Labels are bounded: listener, target group, target address (targets are
+//! configured or discovered, never client-supplied), status class and fixed reason strings —
+//! never a raw path or a client address.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Requests answered, by `listener`, `target_group` (empty for proxy-generated answers with no
+/// group), `class` (`2xx`..`5xx`) and `origin` (`target` or `proxy`).
+/// ALB: `RequestCount`, `HTTPCode_Target_{2,3,4,5}XX_Count` (origin=target) and
+/// `HTTPCode_ELB_{3,4,5}XX_Count` (origin=proxy).
+pub const REQUESTS: &str = "berth_requests_total";
+/// Proxy-generated responses by `listener` and `reason` (`no_healthy_target`,
+/// `header_too_large`, `fixed_response`, `redirect`, `upstream_connect`, `upstream_timeout`,
+/// `upstream_error`, `bad_request`, `internal`).
+pub const PROXY_RESPONSES: &str = "berth_proxy_responses_total";
+/// Time from sending the request to a target until its response header arrived, by
+/// `target_group`. ALB: `TargetResponseTime`.
+pub const TARGET_RESPONSE_SECONDS: &str = "berth_target_response_seconds";
+/// Whole request duration as the client saw it, by `listener`.
+pub const REQUEST_SECONDS: &str = "berth_request_duration_seconds";
+/// Requests sent to each target, by `target_group` and `target`. ALB: `RequestCountPerTarget`.
+pub const TARGET_REQUESTS: &str = "berth_target_requests_total";
+/// Targets by `target_group` and `state` (`initial`, `healthy`, `unhealthy`, `draining`).
+/// ALB: `HealthyHostCount`, `UnHealthyHostCount`.
+pub const TARGETS: &str = "berth_targets";
+/// 1 when every target of a `target_group` is unhealthy and it fails open (routes to all).
+pub const FAIL_OPEN: &str = "berth_target_group_fail_open";
+/// Client connections open now, by `listener`. ALB: `ActiveConnectionCount`.
+pub const ACTIVE_CONNECTIONS: &str = "berth_active_connections";
+/// Client connections accepted, by `listener`. ALB: `NewConnectionCount`.
+pub const NEW_CONNECTIONS: &str = "berth_new_connections_total";
+/// Request body bytes received from clients, by `listener`. ALB: `ProcessedBytes` (part).
+pub const BYTES_IN: &str = "berth_received_bytes_total";
+/// Response body bytes sent to clients, by `listener`. ALB: `ProcessedBytes` (part).
+pub const BYTES_OUT: &str = "berth_sent_bytes_total";
+/// Failed connects to targets, by `target_group`. ALB: `TargetConnectionErrorCount`.
+pub const CONNECT_ERRORS: &str = "berth_target_connect_errors_total";
+/// Retries sent to another target, by `target_group`.
+pub const RETRIES: &str = "berth_retries_total";
+/// Retries refused because the budget was spent, by `target_group`.
+pub const RETRY_BUDGET_EXHAUSTED: &str = "berth_retry_budget_exhausted_total";
+/// Passive ejections, by `target_group` and `reason` (`5xx`, `connect`).
+pub const EJECTIONS: &str = "berth_ejections_total";
+/// Active health checks, by `target_group` and `result` (`success`, `failure`).
+pub const HEALTH_CHECKS: &str = "berth_health_checks_total";
+/// Config reloads by `result` (`success`, `failure`).
+pub const RELOADS: &str = "berth_config_reloads_total";
+/// Unix time of the last successful config load.
+pub const CONFIG_LAST_RELOAD: &str = "berth_config_last_reload_success_timestamp_seconds";
+/// Target source refreshes, by `target_group` and `result` (`success`, `failure`).
+pub const DISCOVERY_UPDATES: &str = "berth_discovery_updates_total";
+
+/// Buckets of the latency histograms, in seconds.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the global Prometheus recorder once and returns its handle for `/metrics`.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets(LATENCY_BUCKETS)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // A second install (tests in one process) keeps the first recorder.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(REQUESTS, "Requests answered, by status class and origin (target or proxy).");
+    describe_counter!(PROXY_RESPONSES, "Proxy-generated responses by reason.");
+    describe_histogram!(TARGET_RESPONSE_SECONDS, Unit::Seconds, "Target response time (to response header).");
+    describe_histogram!(REQUEST_SECONDS, Unit::Seconds, "Whole request duration.");
+    describe_counter!(TARGET_REQUESTS, "Requests sent to each target.");
+    describe_gauge!(TARGETS, "Targets by state.");
+    describe_gauge!(FAIL_OPEN, "1 when the target group has no healthy target and routes to all.");
+    describe_gauge!(ACTIVE_CONNECTIONS, "Open client connections.");
+    describe_counter!(NEW_CONNECTIONS, "Accepted client connections.");
+    describe_counter!(BYTES_IN, Unit::Bytes, "Request body bytes from clients.");
+    describe_counter!(BYTES_OUT, Unit::Bytes, "Response body bytes to clients.");
+    describe_counter!(CONNECT_ERRORS, "Failed connects to targets.");
+    describe_counter!(RETRIES, "Requests retried on another target.");
+    describe_counter!(RETRY_BUDGET_EXHAUSTED, "Retries refused by the retry budget.");
+    describe_counter!(EJECTIONS, "Passive outlier ejections.");
+    describe_counter!(HEALTH_CHECKS, "Active health checks by result.");
+    describe_counter!(RELOADS, "Configuration reloads by result.");
+    describe_gauge!(CONFIG_LAST_RELOAD, Unit::Seconds, "Unix time of the last successful config load.");
+    describe_counter!(DISCOVERY_UPDATES, "Target source refreshes by result.");
+}
+
+/// The status class label of a status code.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}

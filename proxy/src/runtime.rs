@@ -1,0 +1,283 @@
+//! The running state: the current configuration snapshot (swapped atomically on reload), the
+//! target groups that outlive reloads, and the background loops that feed them.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use berth_config::{Config, ConfigError, ConfigErrors};
+
+use crate::discovery;
+use crate::group::Group;
+use crate::health::active;
+use crate::metrics as m;
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// A file, re-read on reload.
+    File(PathBuf),
+    /// The embedded default; relative paths resolve against the working directory.
+    Embedded,
+}
+
+impl ConfigSource {
+    /// Reads and validates the configuration.
+    pub fn load(&self) -> Result<Config, ConfigErrors> {
+        match self {
+            ConfigSource::File(p) => berth_config::load(p),
+            ConfigSource::Embedded => {
+                berth_config::parse(berth_config::EMBEDDED_DEFAULT, std::path::Path::new("."))
+            }
+        }
+    }
+}
+
+/// One immutable view of the configuration and its target groups; requests hold it for
+/// their whole life, so a reload never changes a request in flight.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Running target groups by name.
+    pub groups: HashMap<String, Arc<Group>>,
+    /// Reload generation (0 at start).
+    pub generation: u64,
+}
+
+impl Snapshot {
+    /// The listener configuration with this name.
+    pub fn listener(&self, name: &str) -> Option<&berth_config::model::Listener> {
+        self.config.listeners.iter().find(|l| l.name == name)
+    }
+}
+
+/// State shared by the listeners, the admin endpoint and the background loops.
+#[derive(Debug)]
+pub struct Shared {
+    /// The current snapshot.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// Where reloads read from.
+    pub source: ConfigSource,
+    /// Groups by name; kept across reloads so targets keep their health and counters.
+    groups: Mutex<HashMap<String, Arc<Group>>>,
+    /// True once every listener accepts connections.
+    pub ready: AtomicBool,
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+impl Shared {
+    /// Builds the first snapshot from a valid configuration.
+    pub fn new(config: Config, source: ConfigSource) -> Arc<Shared> {
+        let mut groups = HashMap::new();
+        let snapshot = build_snapshot(&mut groups, config, 0);
+        record_reload_success();
+        Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            source,
+            groups: Mutex::new(groups),
+            ready: AtomicBool::new(false),
+            reload_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Re-reads and validates the configuration; on success swaps it in, on any error keeps the
+    /// running one. Either way the outcome is logged and counted.
+    pub async fn reload(self: &Arc<Self>, why: &str) -> Result<u64, ConfigErrors> {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        let started = Instant::now();
+        let result = self.source.load().and_then(|new| {
+            let old = self.snapshot.load();
+            restart_only_changes(&old.config, &new).map(|()| new)
+        });
+        match result {
+            Ok(config) => {
+                let generation = self.snapshot.load().generation + 1;
+                let snapshot = {
+                    let mut groups = match self.groups.lock() {
+                        Ok(g) => g,
+                        Err(p) => p.into_inner(),
+                    };
+                    build_snapshot(&mut groups, config, generation)
+                };
+                let new_groups: Vec<Arc<Group>> = snapshot.groups.values().cloned().collect();
+                self.snapshot.store(Arc::new(snapshot));
+                for g in new_groups {
+                    self.ensure_loop(g);
+                }
+                record_reload_success();
+                metrics::counter!(m::RELOADS, "result" => "success").increment(1);
+                tracing::info!(trigger = why, generation, elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "configuration reloaded");
+                Ok(generation)
+            }
+            Err(errors) => {
+                metrics::counter!(m::RELOADS, "result" => "failure").increment(1);
+                for e in &errors.0 {
+                    tracing::error!(trigger = why, error = %e, "configuration reload rejected; keeping the running configuration");
+                }
+                Err(errors)
+            }
+        }
+    }
+
+    /// Starts the background loop of every group that has none yet (call inside the control
+    /// runtime).
+    pub fn start_loops(self: &Arc<Self>) {
+        let groups: Vec<Arc<Group>> = self.snapshot.load().groups.values().cloned().collect();
+        for g in groups {
+            self.ensure_loop(g);
+        }
+    }
+
+    fn ensure_loop(self: &Arc<Self>, group: Arc<Group>) {
+        if group.loop_started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let shared = Arc::clone(self);
+        tokio::spawn(group_loop(shared, group));
+    }
+}
+
+/// Builds a snapshot, reusing groups that keep their name and retiring the others.
+fn build_snapshot(
+    groups: &mut HashMap<String, Arc<Group>>,
+    config: Config,
+    generation: u64,
+) -> Snapshot {
+    let mut next = HashMap::new();
+    for tg in &config.target_groups {
+        let g = match groups.remove(&tg.name) {
+            Some(g) => {
+                g.config.store(Arc::new(tg.clone()));
+                g
+            }
+            None => Arc::new(Group::new(tg.clone())),
+        };
+        next.insert(tg.name.clone(), g);
+    }
+    for (name, old) in groups.drain() {
+        tracing::info!(target_group = %name, "target group removed");
+        old.removed.store(true, Ordering::SeqCst);
+    }
+    groups.extend(next.iter().map(|(k, v)| (k.clone(), Arc::clone(v))));
+    Snapshot {
+        config: Arc::new(config),
+        groups: next,
+        generation,
+    }
+}
+
+fn record_reload_success() {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    metrics::gauge!(m::CONFIG_LAST_RELOAD).set(now);
+}
+
+/// Settings that bind sockets or size the process cannot change without a restart; a reload
+/// that changes them is rejected as a whole, naming each.
+fn restart_only_changes(old: &Config, new: &Config) -> Result<(), ConfigErrors> {
+    let mut errors = Vec::new();
+    let mut err = |path: String, what: &str| {
+        errors.push(ConfigError::new(
+            path,
+            format!("{what} cannot change on reload; restart berth to apply it"),
+            None,
+        ))
+    };
+    if old.admin.bind != new.admin.bind {
+        err("admin.bind".into(), "the admin address");
+    }
+    if old.proxy.threads != new.proxy.threads {
+        err("proxy.threads".into(), "the thread count");
+    }
+    if old.proxy.upstream_keepalive_pool != new.proxy.upstream_keepalive_pool {
+        err("proxy.upstream_keepalive_pool".into(), "the pool size");
+    }
+    if old.listeners.len() != new.listeners.len() {
+        err("listeners".into(), "the set of listeners");
+    }
+    for (i, (a, b)) in old.listeners.iter().zip(&new.listeners).enumerate() {
+        if a.name != b.name || a.bind != b.bind {
+            err(format!("listeners[{i}]"), "a listener's name or bind address");
+        }
+        if a.protocol != b.protocol || a.http2 != b.http2 {
+            err(format!("listeners[{i}].protocol"), "a listener's protocol");
+        }
+        let certs = |l: &berth_config::model::Listener| {
+            l.certificates
+                .iter()
+                .map(|c| (c.cert.clone(), c.key.clone(), c.server_names.clone()))
+                .collect::<Vec<_>>()
+        };
+        if certs(a) != certs(b) {
+            err(format!("listeners[{i}].certificates"), "a listener's certificates");
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// Tick of the group loop: reaping and gauges run this often; discovery and health checks when
+/// their own intervals are due.
+const TICK: Duration = Duration::from_millis(100);
+
+/// The life of one target group: discovery, active health checks, draining, gauges. Ends when
+/// the group is removed from the configuration.
+async fn group_loop(shared: Arc<Shared>, group: Arc<Group>) {
+    let mut source_cfg = None;
+    let mut source: Option<Box<dyn discovery::Discovery>> = None;
+    let mut next_discovery = Instant::now();
+    let mut next_check = Instant::now();
+    let checking = Arc::new(AtomicBool::new(false));
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !group.removed.load(Ordering::SeqCst) {
+        ticker.tick().await;
+        let cfg = group.config.load_full();
+        let watch = shared.snapshot.load().config.proxy.watch_interval;
+        let src_key = format!("{:?}", cfg.source);
+        if source_cfg.as_ref() != Some(&src_key) {
+            source = Some(discovery::from_config(&cfg.source, watch));
+            source_cfg = Some(src_key);
+            next_discovery = Instant::now();
+        }
+        let now = Instant::now();
+        if let Some(src) = source.as_ref() {
+            if now >= next_discovery {
+                next_discovery = now + src.poll_interval();
+                match src.discover().await {
+                    Ok(list) => {
+                        group.apply_discovered(&list);
+                        metrics::counter!(m::DISCOVERY_UPDATES, "target_group" => group.name.clone(), "result" => "success").increment(1);
+                    }
+                    Err(e) => {
+                        metrics::counter!(m::DISCOVERY_UPDATES, "target_group" => group.name.clone(), "result" => "failure").increment(1);
+                        tracing::warn!(target_group = %group.name, source = src.kind(), error = %e, "target source failed; keeping the last good targets");
+                    }
+                }
+            }
+        }
+        if now >= next_check && !checking.load(Ordering::SeqCst) {
+            next_check = now + cfg.health_check.interval;
+            checking.store(true, Ordering::SeqCst);
+            let g = Arc::clone(&group);
+            let flag = Arc::clone(&checking);
+            tokio::spawn(async move {
+                active::check_group(&g).await;
+                flag.store(false, Ordering::SeqCst);
+                g.publish_gauges();
+            });
+        }
+        group.reap_drained();
+        group.publish_gauges();
+    }
+    tracing::debug!(target_group = %group.name, "group loop stopped");
+}

@@ -1,0 +1,212 @@
+//! Process assembly: the pingora server with one proxy service per listener, and the control
+//! runtime that runs the admin endpoint, target groups' loops and configuration reloads.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use berth_config::model::ListenerProtocol;
+use berth_config::Config;
+use pingora::apps::HttpServerOptions;
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+
+use crate::l7::proxy::BerthProxy;
+use crate::runtime::{ConfigSource, Shared};
+
+/// Why berth could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The admin address could not be bound.
+    #[error("cannot bind the admin listener on {addr}: {source}")]
+    AdminBind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A listener's TLS could not be set up.
+    #[error("listener {listener}: {source}")]
+    Tls {
+        /// Listener name.
+        listener: String,
+        /// Cause.
+        source: crate::tls::TlsError,
+    },
+    /// The control runtime could not start.
+    #[error("cannot start the control runtime: {0}")]
+    Runtime(std::io::Error),
+    /// A listener address is already taken.
+    #[error("listener {listener}: cannot bind {addr}: {source}")]
+    ListenerBind {
+        /// Listener name.
+        listener: String,
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// Runs berth until a signal stops it. Never returns on success (pingora exits the process).
+pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
+    let prom = crate::metrics::install();
+    // Fail early and clearly on taken listener ports (pingora would panic).
+    for l in &config.listeners {
+        std::net::TcpListener::bind(l.bind).map_err(|source| StartError::ListenerBind {
+            listener: l.name.clone(),
+            addr: l.bind,
+            source,
+        })?;
+    }
+    let shared = Shared::new(config.clone(), source);
+
+    let control = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("berth-control")
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)?;
+    let admin_addr = config.admin.bind;
+    let admin = control
+        .block_on(crate::admin::bind(admin_addr))
+        .map_err(|source| StartError::AdminBind {
+            addr: admin_addr,
+            source,
+        })?;
+    let hangup = control
+        .block_on(async {
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        })
+        .map_err(StartError::Runtime)?;
+    {
+        let shared = Arc::clone(&shared);
+        control.spawn(async move {
+            shared.start_loops();
+        });
+    }
+    control.spawn(crate::admin::serve(admin, Arc::clone(&shared), prom));
+    control.spawn(watch_reloads(Arc::clone(&shared), hangup));
+    control.spawn(wait_ready(
+        Arc::clone(&shared),
+        config.listeners.iter().map(|l| l.bind).collect(),
+    ));
+
+    let conf = ServerConf {
+        threads: config.proxy.threads,
+        grace_period_seconds: Some(config.proxy.grace_period.as_secs_f64().ceil() as u64),
+        graceful_shutdown_timeout_seconds: Some(1),
+        upstream_keepalive_pool_size: config.proxy.upstream_keepalive_pool,
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    for l in &config.listeners {
+        let scheme = match l.protocol {
+            ListenerProtocol::Http => "http",
+            ListenerProtocol::Https => "https",
+        };
+        let proxy = BerthProxy {
+            listener: l.name.clone(),
+            scheme,
+            shared: Arc::clone(&shared),
+        };
+        let mut svc = pingora::proxy::http_proxy_service_with_name(
+            &server.configuration,
+            proxy,
+            &format!("listener {}", l.name),
+        );
+        let bind = l.bind.to_string();
+        match l.protocol {
+            ListenerProtocol::Http => {
+                if let Some(app) = svc.app_logic_mut() {
+                    let mut opts = HttpServerOptions::default();
+                    opts.h2c = l.http2;
+                    app.server_options = Some(opts);
+                }
+                svc.add_tcp(&bind);
+            }
+            ListenerProtocol::Https => {
+                let tls = crate::tls::settings(&l.certificates, l.http2).map_err(|source| {
+                    StartError::Tls {
+                        listener: l.name.clone(),
+                        source,
+                    }
+                })?;
+                svc.add_tls_with_settings(&bind, None, tls);
+            }
+        }
+        svc.threads = Some(config.proxy.threads);
+        server.add_service(svc);
+    }
+    tracing::info!(
+        listeners = config.listeners.len(),
+        target_groups = config.target_groups.len(),
+        admin = %config.admin.bind,
+        "berth proxy starting"
+    );
+    // The control runtime lives as long as the process.
+    std::mem::forget(control);
+    server.run_forever()
+}
+
+/// Marks the process ready once every listener accepts connections.
+async fn wait_ready(shared: Arc<Shared>, binds: Vec<SocketAddr>) {
+    for addr in binds {
+        loop {
+            let probe = if addr.ip().is_unspecified() {
+                SocketAddr::new(
+                    if addr.is_ipv4() {
+                        std::net::Ipv4Addr::LOCALHOST.into()
+                    } else {
+                        std::net::Ipv6Addr::LOCALHOST.into()
+                    },
+                    addr.port(),
+                )
+            } else {
+                addr
+            };
+            if tokio::net::TcpStream::connect(probe).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    shared.ready.store(true, Ordering::SeqCst);
+    tracing::info!("all listeners accept connections; ready");
+}
+
+/// Reloads on SIGHUP and when the configuration file changes (polled).
+async fn watch_reloads(shared: Arc<Shared>, mut hangup: tokio::signal::unix::Signal) {
+    let path = match &shared.source {
+        ConfigSource::File(p) => Some(p.clone()),
+        ConfigSource::Embedded => None,
+    };
+    let stamp = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
+    };
+    let mut last = path.as_deref().and_then(stamp);
+    loop {
+        let interval = shared.snapshot.load().config.proxy.watch_interval;
+        tokio::select! {
+            _ = hangup.recv() => {
+                let _ = shared.reload("SIGHUP").await;
+                last = path.as_deref().and_then(stamp);
+            }
+            _ = tokio::time::sleep(interval) => {
+                if let Some(p) = path.as_deref() {
+                    let now = stamp(p);
+                    if now != last {
+                        last = now;
+                        if now.is_some() {
+                            let _ = shared.reload("file change").await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

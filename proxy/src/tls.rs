@@ -1,0 +1,118 @@
+//! TLS for HTTPS listeners: loads every certificate of a listener and picks one by SNI
+//! (exact name first, then `*.` wildcard), falling back to the first certificate.
+
+use std::sync::Arc;
+
+use berth_config::model::Certificate;
+use pingora::listeners::tls::TlsSettings;
+use pingora::tls::sign::CertifiedKey;
+use pingora::tls::{ClientHello, CryptoProvider, ResolvesServerCert};
+
+/// Why a listener's TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A certificate or key file could not be loaded.
+    #[error("cannot load certificate {cert} / key {key}: {why}")]
+    Load {
+        /// Certificate path.
+        cert: String,
+        /// Key path.
+        key: String,
+        /// Reason.
+        why: String,
+    },
+    /// The listener has no certificate.
+    #[error("an https listener needs at least one certificate")]
+    NoCertificate,
+}
+
+/// Chooses a certificate by SNI.
+#[derive(Debug)]
+pub struct SniResolver {
+    default: Arc<CertifiedKey>,
+    by_name: Vec<(String, Arc<CertifiedKey>)>,
+}
+
+impl SniResolver {
+    /// Loads every certificate of a listener.
+    pub fn load(certs: &[Certificate]) -> Result<SniResolver, TlsError> {
+        pingora::tls::install_default_crypto_provider();
+        let mut default = None;
+        let mut by_name = Vec::new();
+        for c in certs {
+            let key = Arc::new(load_one(c)?);
+            if default.is_none() {
+                default = Some(Arc::clone(&key));
+            }
+            for n in &c.server_names {
+                by_name.push((n.to_ascii_lowercase(), Arc::clone(&key)));
+            }
+        }
+        Ok(SniResolver {
+            default: default.ok_or(TlsError::NoCertificate)?,
+            by_name,
+        })
+    }
+
+    /// The certificate for a server name.
+    pub fn pick(&self, sni: Option<&str>) -> Arc<CertifiedKey> {
+        if let Some(name) = sni.map(str::to_ascii_lowercase) {
+            if let Some((_, k)) = self.by_name.iter().find(|(n, _)| *n == name) {
+                return Arc::clone(k);
+            }
+            if let Some((_, parent)) = name.split_once('.') {
+                let wild = format!("*.{parent}");
+                if let Some((_, k)) = self.by_name.iter().find(|(n, _)| *n == wild) {
+                    return Arc::clone(k);
+                }
+            }
+        }
+        Arc::clone(&self.default)
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.pick(hello.server_name()))
+    }
+}
+
+fn load_one(c: &Certificate) -> Result<CertifiedKey, TlsError> {
+    let cert = c.cert.display().to_string();
+    let key = c.key.display().to_string();
+    let err = |why: String| TlsError::Load {
+        cert: cert.clone(),
+        key: key.clone(),
+        why,
+    };
+    let (chain, private) = pingora::tls::load_certs_and_key_files(&cert, &key)
+        .map_err(|e| err(e.to_string()))?
+        .ok_or_else(|| err("no certificate or key found in the files".into()))?;
+    let provider = CryptoProvider::get_default()
+        .ok_or_else(|| err("no TLS crypto provider installed".into()))?;
+    let signing = provider
+        .key_provider
+        .load_private_key(private)
+        .map_err(|e| err(e.to_string()))?;
+    Ok(CertifiedKey::new(chain, signing))
+}
+
+/// TLS settings for a listener: SNI resolver, and ALPN h2+http/1.1 when `http2`.
+pub fn settings(certs: &[Certificate], http2: bool) -> Result<TlsSettings, TlsError> {
+    let resolver = SniResolver::load(certs)?;
+    let first = &certs[0];
+    let mut s = TlsSettings::intermediate(
+        &first.cert.display().to_string(),
+        &first.key.display().to_string(),
+    )
+    .map_err(|e| TlsError::Load {
+        cert: first.cert.display().to_string(),
+        key: first.key.display().to_string(),
+        why: e.to_string(),
+    })?;
+    s.set_cert_resolver(Arc::new(resolver));
+    if http2 {
+        s.enable_h2();
+    }
+    Ok(s)
+}
