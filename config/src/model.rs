@@ -384,6 +384,41 @@ pub enum Source {
     Static(Vec<TargetSpec>),
     /// Watched file.
     File(PathBuf),
+    /// The tasks of an ECS service or task definition family.
+    Ecs(EcsSource),
+}
+
+/// Which ECS tasks a target group takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EcsSelector {
+    /// The tasks of a service (task group `service:<name>`).
+    Service(String),
+    /// The tasks of a task definition family, whatever started them.
+    Family(String),
+}
+
+/// A container port by number or by port-mapping name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortRef {
+    /// The container port.
+    Number(u16),
+    /// The port mapping's name.
+    Name(String),
+}
+
+/// An ECS target source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EcsSource {
+    /// Cluster name or ARN.
+    pub cluster: String,
+    /// Service or family.
+    pub selector: EcsSelector,
+    /// Container receiving traffic.
+    pub container: String,
+    /// Its port.
+    pub port: PortRef,
+    /// Poll interval (default 2 s).
+    pub poll_interval: Duration,
 }
 
 /// `[[target_groups]]`.

@@ -332,12 +332,34 @@ pub struct RawOutlier {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSource {
-    /// `"static"` or `"file"`.
+    /// `"static"`, `"file"` or `"ecs"`.
     pub kind: Option<String>,
     /// For `static`: the targets.
     pub targets: Option<Vec<RawTarget>>,
     /// For `file`: a TOML or JSON file holding `targets = [...]`, watched for changes.
     pub path: Option<String>,
+    /// For `ecs`: the cluster name or ARN.
+    pub cluster: Option<String>,
+    /// For `ecs`: the service whose tasks are targets (or use `family`).
+    pub service: Option<String>,
+    /// For `ecs`: a task definition family whose running tasks are targets (or use `service`).
+    pub family: Option<String>,
+    /// For `ecs`: the container that receives traffic.
+    pub container: Option<String>,
+    /// For `ecs`: the container port (a number) or the name of its port mapping (a string).
+    pub port: Option<RawPort>,
+    /// For `ecs`: how often to ask ECS (default `"2s"`).
+    pub poll_interval: Option<String>,
+}
+
+/// A container port by number or by port-mapping name.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawPort {
+    /// The container port.
+    Number(i64),
+    /// The port mapping's `name`.
+    Name(String),
 }
 
 /// One static target.

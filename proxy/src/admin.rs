@@ -1,5 +1,6 @@
 //! The admin listener: `GET /metrics` (Prometheus text), `GET /healthz` (200 once the
-//! configuration is loaded and every listener accepts connections) and `GET /targets` (JSON).
+//! configuration is loaded and every listener accepts connections), `GET /targets` (JSON) and
+//! `GET /sd/prometheus` (Prometheus HTTP service discovery of every discovered ECS task).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -102,11 +103,27 @@ async fn handle(
                 reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "starting\n")
             }
         }
+        "/sd/prometheus" => {
+            let snap = shared.snapshot.load();
+            let sources: Vec<(String, berth_config::model::EcsSource)> = snap
+                .config
+                .target_groups
+                .iter()
+                .filter_map(|tg| match &tg.source {
+                    berth_config::model::Source::Ecs(e) => Some((tg.name.clone(), e.clone())),
+                    _ => None,
+                })
+                .collect();
+            match serde_json::to_vec(&crate::discovery::ecs::sd_entries(&sources)) {
+                Ok(body) => reply(StatusCode::OK, "application/json", body),
+                Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", e.to_string()),
+            }
+        }
         "/targets" => match serde_json::to_vec(&targets_view(&shared)) {
             Ok(body) => reply(StatusCode::OK, "application/json", body),
             Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", e.to_string()),
         },
-        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics, /healthz, /targets\n"),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics, /healthz, /targets, /sd/prometheus\n"),
     })
 }
 

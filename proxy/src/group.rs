@@ -79,8 +79,8 @@ impl Group {
 
     /// Reconciles the running targets with a complete discovered list: new addresses join
     /// (`initial`), known ones keep their state (and leave draining if they were), missing ones
-    /// start draining.
-    pub fn apply_discovered(&self, specs: &[TargetSpec]) {
+    /// start draining. Returns true when a target was added.
+    pub fn apply_discovered(&self, specs: &[TargetSpec]) -> bool {
         let cfg = self.config.load();
         let now = now_ms();
         let current = self.targets.load();
@@ -90,6 +90,7 @@ impl Group {
             specs.iter().map(|s| (s.address, s.weight)).collect();
         let mut list: Vec<Arc<Target>> = Vec::with_capacity(specs.len());
         let mut changed = false;
+        let mut added = false;
         for s in specs {
             match by_addr.get(&s.address) {
                 Some(t) => {
@@ -105,6 +106,7 @@ impl Group {
                 }
                 None => {
                     changed = true;
+                    added = true;
                     tracing::info!(target_group = %self.name, target = %s.address, "target registered");
                     list.push(Arc::new(Target::new(
                         s.address,
@@ -127,6 +129,7 @@ impl Group {
         if changed || list.len() != current.list.len() {
             self.store(list);
         }
+        added
     }
 
     fn store(&self, list: Vec<Arc<Target>>) {

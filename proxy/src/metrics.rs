@@ -52,6 +52,12 @@ pub const RELOADS: &str = "berth_config_reloads_total";
 pub const CONFIG_LAST_RELOAD: &str = "berth_config_last_reload_success_timestamp_seconds";
 /// Target source refreshes, by `target_group` and `result` (`success`, `failure`).
 pub const DISCOVERY_UPDATES: &str = "berth_discovery_updates_total";
+/// Seconds since the last successful refresh of a `target_group`'s source.
+pub const DISCOVERY_AGE: &str = "berth_discovery_last_success_age_seconds";
+/// AWS API calls by `operation` and `outcome` (`success`, `throttled`, `error`).
+pub const ECS_API_CALLS: &str = "berth_aws_api_calls_total";
+/// ECS tasks seen in each `cluster` by last `state` (`PENDING`, `RUNNING`, ...).
+pub const ECS_TASKS: &str = "berth_ecs_tasks";
 
 /// Buckets of the latency histograms, in seconds.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -98,6 +104,9 @@ fn describe() {
     describe_counter!(RELOADS, "Configuration reloads by result.");
     describe_gauge!(CONFIG_LAST_RELOAD, Unit::Seconds, "Unix time of the last successful config load.");
     describe_counter!(DISCOVERY_UPDATES, "Target source refreshes by result.");
+    describe_gauge!(DISCOVERY_AGE, Unit::Seconds, "Seconds since the last successful target source refresh.");
+    describe_counter!(ECS_API_CALLS, "AWS API calls by operation and outcome.");
+    describe_gauge!(ECS_TASKS, "ECS tasks seen by last status.");
 }
 
 /// The status class label of a status code.

@@ -237,6 +237,8 @@ async fn group_loop(shared: Arc<Shared>, group: Arc<Group>) {
     let mut next_discovery = Instant::now();
     let mut next_check = Instant::now();
     let checking = Arc::new(AtomicBool::new(false));
+    let mut last_success: Option<Instant> = None;
+    let mut ticks: u64 = 0;
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !group.removed.load(Ordering::SeqCst) {
@@ -255,7 +257,11 @@ async fn group_loop(shared: Arc<Shared>, group: Arc<Group>) {
                 next_discovery = now + src.poll_interval();
                 match src.discover().await {
                     Ok(list) => {
-                        group.apply_discovered(&list);
+                        last_success = Some(Instant::now());
+                        if group.apply_discovered(&list) {
+                            // New targets are checked at once rather than an interval later.
+                            next_check = now;
+                        }
                         metrics::counter!(m::DISCOVERY_UPDATES, "target_group" => group.name.clone(), "result" => "success").increment(1);
                     }
                     Err(e) => {
@@ -277,7 +283,14 @@ async fn group_loop(shared: Arc<Shared>, group: Arc<Group>) {
             });
         }
         group.reap_drained();
-        group.publish_gauges();
+        ticks += 1;
+        if ticks % 5 == 0 {
+            group.publish_gauges();
+            if let Some(t) = last_success {
+                metrics::gauge!(m::DISCOVERY_AGE, "target_group" => group.name.clone())
+                    .set(t.elapsed().as_secs_f64());
+            }
+        }
     }
     tracing::debug!(target_group = %group.name, "group loop stopped");
 }

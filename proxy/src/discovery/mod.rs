@@ -2,6 +2,8 @@
 //! each time it is asked; the group reconciles it with its running targets (new ones start
 //! `initial`, missing ones drain). On error the group keeps its last good list (fail-static).
 
+pub mod ecs;
+pub mod ecs_api;
 pub mod file;
 
 use std::time::Duration;
@@ -20,6 +22,9 @@ pub enum DiscoveryError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// ECS could not be read and no earlier poll succeeded.
+    #[error("ECS: {0}")]
+    Ecs(String),
     /// A targets file has invalid content.
     #[error("invalid targets file {path}: {message}")]
     Invalid {
@@ -67,5 +72,6 @@ pub fn from_config(source: &Source, watch_interval: Duration) -> Box<dyn Discove
     match source {
         Source::Static(list) => Box::new(StaticSource(list.clone())),
         Source::File(path) => Box::new(file::FileSource::new(path.clone(), watch_interval)),
+        Source::Ecs(ecs) => Box::new(ecs::EcsDiscovery::new(ecs.clone())),
     }
 }

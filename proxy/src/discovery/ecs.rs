@@ -1,0 +1,698 @@
+//! ECS discovery: the tasks of a service (or task definition family) become targets.
+//!
+//! Work is grouped by cluster: one [`ClusterPoller`] per cluster serves every target group
+//! that names it, so a cycle costs one paginated `ListTasks` per cluster, `DescribeTasks` only
+//! for tasks not seen before (and for tasks not yet eligible, to catch them turning healthy),
+//! a slower re-describe of the others, and task definitions cached by ARN (revisions are
+//! immutable). Any failed call keeps the last good snapshot (fail-static).
+//!
+//! Which tasks become targets, and at which address, is the pure function [`resolve`].
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use berth_config::model::{EcsSelector, EcsSource, PortRef, TargetSpec};
+use serde::Serialize;
+
+use super::ecs_api::{ApiError, AwsEcs, EcsApi, Task, TaskDefinition};
+use super::{Discovery, DiscoveryError};
+use crate::metrics as m;
+
+/// Largest batch `DescribeTasks` / `DescribeContainerInstances` accept.
+const BATCH: usize = 100;
+/// Known, eligible tasks are re-described this many poll cycles apart.
+const REDESCRIBE_EVERY: u32 = 5;
+
+/// A discovered task with what is needed to address it.
+#[derive(Debug, Clone)]
+pub struct KnownTask {
+    /// The task.
+    pub task: Task,
+    /// The private IP of its container instance (EC2 bridge/host mode).
+    pub instance_ip: Option<IpAddr>,
+}
+
+/// What one cluster looked like at the last successful poll.
+#[derive(Debug, Default)]
+pub struct ClusterSnapshot {
+    /// Running tasks by ARN.
+    pub tasks: HashMap<String, KnownTask>,
+    /// Task definitions by ARN.
+    pub task_definitions: HashMap<String, TaskDefinition>,
+    /// When it was taken.
+    pub taken_at: Option<Instant>,
+}
+
+/// A resolved target with its Prometheus service-discovery labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EcsTarget {
+    /// Address.
+    pub address: SocketAddr,
+    /// Labels (cluster, service, task ARN, family, revision, AZ, launch type).
+    pub labels: Vec<(&'static str, String)>,
+}
+
+/// Why a task is not a target (for debugging and tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skip {
+    /// Not this target group's service or family.
+    OtherGroup,
+    /// Not RUNNING, or desired STOPPED.
+    NotRunning,
+    /// The container's ECS health check does not report HEALTHY.
+    NotHealthy,
+    /// No address could be worked out.
+    NoAddress(&'static str),
+}
+
+/// Works out whether a task is a target of `source`, and its address: the ENI IP and the
+/// container port in awsvpc mode; the container instance's IP and the binding's host port in
+/// bridge/host mode.
+pub fn resolve(
+    source: &EcsSource,
+    cluster_name: &str,
+    kt: &KnownTask,
+    td: Option<&TaskDefinition>,
+) -> Result<EcsTarget, Skip> {
+    let task = &kt.task;
+    let service = task.group.as_deref().and_then(|g| g.strip_prefix("service:"));
+    match &source.selector {
+        EcsSelector::Service(s) if service != Some(s.as_str()) => return Err(Skip::OtherGroup),
+        EcsSelector::Family(f) if td.map(|t| t.family.as_str()) != Some(f.as_str()) => {
+            return Err(Skip::OtherGroup)
+        }
+        _ => {}
+    }
+    if task.last_status != "RUNNING" || task.desired_status != "RUNNING" {
+        return Err(Skip::NotRunning);
+    }
+    let td = td.ok_or(Skip::NoAddress("task definition unknown"))?;
+    let cdef = td
+        .containers
+        .iter()
+        .find(|c| c.name == source.container)
+        .ok_or(Skip::NoAddress("container not in task definition"))?;
+    let container = task.containers.iter().find(|c| c.name == source.container);
+    if cdef.has_health_check
+        && container.and_then(|c| c.health_status.as_deref()) != Some("HEALTHY")
+    {
+        return Err(Skip::NotHealthy);
+    }
+    let container_port = match &source.port {
+        PortRef::Number(n) => *n,
+        PortRef::Name(name) => cdef
+            .port_mappings
+            .iter()
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .and_then(|p| p.container_port)
+            .ok_or(Skip::NoAddress("no port mapping with that name"))?,
+    };
+    let address = if let Some(ip) = task.eni_private_ip {
+        SocketAddr::new(ip, container_port)
+    } else {
+        let ip = kt
+            .instance_ip
+            .ok_or(Skip::NoAddress("container instance IP unknown"))?;
+        let host_port = container
+            .and_then(|c| {
+                c.network_bindings
+                    .iter()
+                    .find(|b| b.container_port == Some(container_port))
+                    .and_then(|b| b.host_port)
+            })
+            .or_else(|| (td.network_mode.as_deref() == Some("host")).then_some(container_port))
+            .ok_or(Skip::NoAddress("no network binding for the container port"))?;
+        SocketAddr::new(ip, host_port)
+    };
+    let mut labels = vec![
+        ("cluster", cluster_name.to_string()),
+        ("task_arn", task.arn.clone()),
+        ("task_definition_family", td.family.clone()),
+        ("task_definition_revision", td.revision.to_string()),
+        ("container", source.container.clone()),
+    ];
+    if let Some(s) = service {
+        labels.push(("service", s.to_string()));
+    }
+    if let Some(az) = &task.availability_zone {
+        labels.push(("availability_zone", az.clone()));
+    }
+    if let Some(lt) = &task.launch_type {
+        labels.push(("launch_type", lt.clone()));
+    }
+    Ok(EcsTarget { address, labels })
+}
+
+/// Every target of `source` in a snapshot, in a stable order.
+pub fn targets_of(source: &EcsSource, snap: &ClusterSnapshot) -> Vec<EcsTarget> {
+    let name = cluster_name(&source.cluster);
+    let mut out: Vec<EcsTarget> = snap
+        .tasks
+        .values()
+        .filter_map(|kt| {
+            resolve(
+                source,
+                name,
+                kt,
+                snap.task_definitions.get(&kt.task.task_definition_arn),
+            )
+            .ok()
+        })
+        .collect();
+    out.sort_by(|a, b| a.address.cmp(&b.address));
+    out.dedup_by(|a, b| a.address == b.address);
+    out
+}
+
+/// The cluster name of a name or ARN (`arn:aws:ecs:...:cluster/NAME`).
+pub fn cluster_name(cluster: &str) -> &str {
+    cluster.rsplit_once('/').map(|(_, n)| n).unwrap_or(cluster)
+}
+
+/// Polls one cluster for every target group that names it.
+#[derive(Debug)]
+pub struct ClusterPoller {
+    cluster: String,
+    api: Arc<dyn EcsApi>,
+    state: tokio::sync::Mutex<PollState>,
+    snapshot: arc_swap::ArcSwapOption<ClusterSnapshot>,
+}
+
+#[derive(Debug, Default)]
+struct PollState {
+    last_attempt: Option<Instant>,
+    last_error: Option<ApiError>,
+    cycles: u32,
+}
+
+impl ClusterPoller {
+    /// A poller for `cluster` using `api`.
+    pub fn new(cluster: String, api: Arc<dyn EcsApi>) -> ClusterPoller {
+        ClusterPoller {
+            cluster,
+            api,
+            state: tokio::sync::Mutex::new(PollState::default()),
+            snapshot: arc_swap::ArcSwapOption::empty(),
+        }
+    }
+
+    /// The latest snapshot, polling first when the last attempt is older than `max_age`.
+    /// Concurrent callers share one poll. Errors only when no poll ever succeeded.
+    pub async fn snapshot(&self, max_age: Duration) -> Result<Arc<ClusterSnapshot>, ApiError> {
+        let mut st = self.state.lock().await;
+        let due = st.last_attempt.is_none_or(|t| t.elapsed() >= max_age);
+        if due {
+            st.last_attempt = Some(Instant::now());
+            st.cycles = st.cycles.wrapping_add(1);
+            let redescribe_all = st.cycles % REDESCRIBE_EVERY == 0;
+            match self.poll(redescribe_all).await {
+                Ok(snap) => {
+                    publish_task_states(&self.cluster, &snap);
+                    self.snapshot.store(Some(Arc::new(snap)));
+                    st.last_error = None;
+                }
+                Err(e) => {
+                    tracing::warn!(cluster = %self.cluster, error = %e, "ECS poll failed; keeping the last good tasks");
+                    st.last_error = Some(e);
+                }
+            }
+        }
+        match (self.snapshot.load_full(), &st.last_error) {
+            (Some(s), _) => Ok(s),
+            (None, Some(e)) => Err(e.clone()),
+            (None, None) => Err(ApiError {
+                operation: "ListTasks",
+                code: None,
+                message: "no poll completed yet".into(),
+            }),
+        }
+    }
+
+    /// One poll cycle; builds a whole new snapshot or fails as a whole.
+    async fn poll(&self, redescribe_all: bool) -> Result<ClusterSnapshot, ApiError> {
+        let prev = self.snapshot.load_full();
+        let empty = ClusterSnapshot::default();
+        let prev = prev.as_deref().unwrap_or(&empty);
+        let arns = self.api.list_running_tasks(&self.cluster).await?;
+        let listed: HashSet<&String> = arns.iter().collect();
+        // A task already running and healthy waits for the slower full re-describe; one that
+        // is not yet (starting, or its health check not yet passing) is re-described each cycle.
+        let eligible_before = |kt: &KnownTask| {
+            kt.task.last_status == "RUNNING"
+                && kt.task.desired_status == "RUNNING"
+                && prev
+                    .task_definitions
+                    .get(&kt.task.task_definition_arn)
+                    .is_some_and(|td| {
+                        td.containers.iter().filter(|c| c.has_health_check).all(|c| {
+                            kt.task.containers.iter().any(|tc| {
+                                tc.name == c.name && tc.health_status.as_deref() == Some("HEALTHY")
+                            })
+                        })
+                    })
+        };
+        let mut tasks: HashMap<String, KnownTask> = HashMap::new();
+        let mut to_describe: Vec<String> = Vec::new();
+        for arn in &arns {
+            match prev.tasks.get(arn) {
+                Some(kt) if !redescribe_all && eligible_before(kt) => {
+                    tasks.insert(arn.clone(), kt.clone());
+                }
+                _ => to_describe.push(arn.clone()),
+            }
+        }
+        for chunk in to_describe.chunks(BATCH) {
+            for t in self.api.describe_tasks(&self.cluster, chunk).await? {
+                if listed.contains(&t.arn) {
+                    let instance_ip = prev.tasks.get(&t.arn).and_then(|k| k.instance_ip);
+                    tasks.insert(t.arn.clone(), KnownTask { task: t, instance_ip });
+                }
+            }
+        }
+        // Task definitions: cached by ARN; revisions never change.
+        let mut task_definitions: HashMap<String, TaskDefinition> = HashMap::new();
+        for kt in tasks.values() {
+            let arn = &kt.task.task_definition_arn;
+            if task_definitions.contains_key(arn) {
+                continue;
+            }
+            let td = match prev.task_definitions.get(arn) {
+                Some(td) => td.clone(),
+                None => self.api.describe_task_definition(arn).await?,
+            };
+            task_definitions.insert(arn.clone(), td);
+        }
+        // Container instance IPs for tasks without an ENI (EC2 bridge/host mode).
+        let need: Vec<String> = tasks
+            .values()
+            .filter(|k| k.task.eni_private_ip.is_none() && k.instance_ip.is_none())
+            .filter_map(|k| k.task.container_instance_arn.clone())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if !need.is_empty() {
+            let mut instance_of: HashMap<String, String> = HashMap::new();
+            for chunk in need.chunks(BATCH) {
+                instance_of.extend(
+                    self.api
+                        .describe_container_instances(&self.cluster, chunk)
+                        .await?,
+                );
+            }
+            let ids: Vec<String> = instance_of
+                .values()
+                .cloned()
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            let mut ips = HashMap::new();
+            for chunk in ids.chunks(BATCH) {
+                ips.extend(self.api.describe_instances(chunk).await?);
+            }
+            for kt in tasks.values_mut() {
+                if let Some(ci) = &kt.task.container_instance_arn {
+                    if let Some(ip) = instance_of.get(ci).and_then(|id| ips.get(id)) {
+                        kt.instance_ip = Some(*ip);
+                    }
+                }
+            }
+        }
+        Ok(ClusterSnapshot {
+            tasks,
+            task_definitions,
+            taken_at: Some(Instant::now()),
+        })
+    }
+}
+
+fn publish_task_states(cluster: &str, snap: &ClusterSnapshot) {
+    let mut by_state: HashMap<&str, u32> = HashMap::new();
+    for s in ["PROVISIONING", "PENDING", "ACTIVATING", "RUNNING", "DEACTIVATING", "STOPPING"] {
+        by_state.insert(s, 0);
+    }
+    for kt in snap.tasks.values() {
+        *by_state.entry(kt.task.last_status.as_str()).or_default() += 1;
+    }
+    for (state, n) in by_state {
+        metrics::gauge!(m::ECS_TASKS, "cluster" => cluster_name(cluster).to_string(), "state" => state.to_string())
+            .set(f64::from(n));
+    }
+}
+
+/// The process-wide ECS client and pollers (one per cluster).
+#[derive(Debug, Default)]
+pub struct EcsHub {
+    api: tokio::sync::OnceCell<Arc<dyn EcsApi>>,
+    pollers: Mutex<HashMap<String, Weak<ClusterPoller>>>,
+    /// Replaces the AWS client (tests).
+    pub override_api: Mutex<Option<Arc<dyn EcsApi>>>,
+}
+
+impl EcsHub {
+    /// The hub of this process.
+    pub fn global() -> &'static EcsHub {
+        static HUB: OnceLock<EcsHub> = OnceLock::new();
+        HUB.get_or_init(EcsHub::default)
+    }
+
+    async fn api(&self) -> Arc<dyn EcsApi> {
+        if let Some(api) = self.override_api.lock().ok().and_then(|g| g.clone()) {
+            return api;
+        }
+        self.api
+            .get_or_init(|| async { Arc::new(AwsEcs::from_env().await) as Arc<dyn EcsApi> })
+            .await
+            .clone()
+    }
+
+    /// The poller of `cluster`, shared while any target group uses it.
+    pub async fn poller(&self, cluster: &str) -> Arc<ClusterPoller> {
+        if let Some(p) = self.existing(cluster) {
+            return p;
+        }
+        let api = self.api().await;
+        let mut map = match self.pollers.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(p) = map.get(cluster).and_then(Weak::upgrade) {
+            return p;
+        }
+        let p = Arc::new(ClusterPoller::new(cluster.to_string(), api));
+        map.retain(|_, w| w.strong_count() > 0);
+        map.insert(cluster.to_string(), Arc::downgrade(&p));
+        p
+    }
+
+    /// The poller of `cluster` if one is running.
+    pub fn existing(&self, cluster: &str) -> Option<Arc<ClusterPoller>> {
+        self.pollers
+            .lock()
+            .ok()
+            .and_then(|m| m.get(cluster).and_then(Weak::upgrade))
+    }
+}
+
+/// The [`Discovery`] of a target group with an ECS source.
+#[derive(Debug)]
+pub struct EcsDiscovery {
+    source: EcsSource,
+    poller: tokio::sync::OnceCell<Arc<ClusterPoller>>,
+}
+
+impl EcsDiscovery {
+    /// Discovery for `source`.
+    pub fn new(source: EcsSource) -> EcsDiscovery {
+        EcsDiscovery {
+            source,
+            poller: tokio::sync::OnceCell::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl Discovery for EcsDiscovery {
+    async fn discover(&self) -> Result<Vec<TargetSpec>, DiscoveryError> {
+        let poller = self
+            .poller
+            .get_or_init(|| EcsHub::global().poller(&self.source.cluster))
+            .await;
+        let snap = poller
+            .snapshot(self.source.poll_interval)
+            .await
+            .map_err(|e| DiscoveryError::Ecs(e.to_string()))?;
+        Ok(targets_of(&self.source, &snap)
+            .into_iter()
+            .map(|t| TargetSpec {
+                address: t.address,
+                weight: 1,
+            })
+            .collect())
+    }
+
+    fn poll_interval(&self) -> Duration {
+        self.source.poll_interval
+    }
+
+    fn kind(&self) -> &'static str {
+        "ecs"
+    }
+}
+
+/// One entry of Prometheus HTTP service discovery.
+#[derive(Debug, Serialize)]
+pub struct SdEntry {
+    /// `ip:port` of each target.
+    pub targets: Vec<String>,
+    /// Labels, `__meta_ecs_*`.
+    pub labels: HashMap<String, String>,
+}
+
+/// Prometheus HTTP SD entries for every ECS target group's tasks (from the last snapshots).
+pub fn sd_entries(sources: &[(String, EcsSource)]) -> Vec<SdEntry> {
+    let hub = EcsHub::global();
+    let mut out = Vec::new();
+    for (group, src) in sources {
+        let Some(snap) = hub.existing(&src.cluster).and_then(|p| p.snapshot.load_full()) else {
+            continue;
+        };
+        for t in targets_of(src, &snap) {
+            let mut labels: HashMap<String, String> = t
+                .labels
+                .into_iter()
+                .map(|(k, v)| (format!("__meta_ecs_{k}"), v))
+                .collect();
+            labels.insert("__meta_berth_target_group".into(), group.clone());
+            out.push(SdEntry {
+                targets: vec![t.address.to_string()],
+                labels,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::ecs_api::{Binding, ContainerDef, PortMapping, TaskContainer};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn td(mode: &str, health: bool) -> TaskDefinition {
+        TaskDefinition {
+            arn: format!("arn:td/{mode}"),
+            family: "api".into(),
+            revision: 3,
+            network_mode: Some(mode.into()),
+            containers: vec![ContainerDef {
+                name: "app".into(),
+                has_health_check: health,
+                port_mappings: vec![PortMapping {
+                    container_port: Some(8080),
+                    host_port: if mode == "bridge" { Some(0) } else { Some(8080) },
+                    name: Some("http".into()),
+                }],
+            }],
+        }
+    }
+
+    fn task(arn: &str, mode: &str, ip: Option<&str>, health: &str) -> Task {
+        Task {
+            arn: arn.into(),
+            task_definition_arn: format!("arn:td/{mode}"),
+            last_status: "RUNNING".into(),
+            desired_status: "RUNNING".into(),
+            group: Some("service:api".into()),
+            launch_type: Some(if ip.is_some() { "FARGATE" } else { "EC2" }.into()),
+            availability_zone: Some("us-east-1a".into()),
+            container_instance_arn: ip.is_none().then(|| "arn:ci/1".to_string()),
+            eni_private_ip: ip.map(|i| i.parse().unwrap()),
+            containers: vec![TaskContainer {
+                name: "app".into(),
+                health_status: Some(health.into()),
+                network_bindings: if ip.is_none() {
+                    vec![Binding {
+                        container_port: Some(8080),
+                        host_port: Some(32768),
+                    }]
+                } else {
+                    vec![]
+                },
+            }],
+        }
+    }
+
+    fn src(port: PortRef) -> EcsSource {
+        EcsSource {
+            cluster: "prod".into(),
+            selector: EcsSelector::Service("api".into()),
+            container: "app".into(),
+            port,
+            poll_interval: Duration::from_millis(1),
+        }
+    }
+
+    fn kt(t: Task, ip: Option<&str>) -> KnownTask {
+        KnownTask {
+            task: t,
+            instance_ip: ip.map(|i| i.parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn awsvpc_task_uses_eni_ip_and_container_port() {
+        let t = kt(task("t1", "awsvpc", Some("127.0.0.2"), "UNKNOWN"), None);
+        let r = resolve(&src(PortRef::Name("http".into())), "prod", &t, Some(&td("awsvpc", false))).unwrap();
+        assert_eq!(r.address, "127.0.0.2:8080".parse().unwrap());
+        assert!(r.labels.contains(&("service", "api".to_string())));
+    }
+
+    #[test]
+    fn bridge_task_uses_instance_ip_and_host_port() {
+        let t = kt(task("t1", "bridge", None, "UNKNOWN"), Some("127.0.0.9"));
+        let r = resolve(&src(PortRef::Number(8080)), "prod", &t, Some(&td("bridge", false))).unwrap();
+        assert_eq!(r.address, "127.0.0.9:32768".parse().unwrap());
+    }
+
+    #[test]
+    fn health_checked_container_must_be_healthy() {
+        let t = kt(task("t1", "awsvpc", Some("127.0.0.2"), "UNKNOWN"), None);
+        assert_eq!(
+            resolve(&src(PortRef::Number(8080)), "prod", &t, Some(&td("awsvpc", true))),
+            Err(Skip::NotHealthy)
+        );
+        let t = kt(task("t1", "awsvpc", Some("127.0.0.2"), "HEALTHY"), None);
+        assert!(resolve(&src(PortRef::Number(8080)), "prod", &t, Some(&td("awsvpc", true))).is_ok());
+    }
+
+    #[test]
+    fn stopping_and_other_services_are_skipped() {
+        let mut t = task("t1", "awsvpc", Some("127.0.0.2"), "HEALTHY");
+        t.desired_status = "STOPPED".into();
+        let d = td("awsvpc", false);
+        assert_eq!(resolve(&src(PortRef::Number(8080)), "prod", &kt(t, None), Some(&d)), Err(Skip::NotRunning));
+        let mut t = task("t1", "awsvpc", Some("127.0.0.2"), "HEALTHY");
+        t.group = Some("service:web".into());
+        assert_eq!(resolve(&src(PortRef::Number(8080)), "prod", &kt(t, None), Some(&d)), Err(Skip::OtherGroup));
+    }
+
+    #[test]
+    fn family_selector_matches_task_definition_family() {
+        let mut s = src(PortRef::Number(8080));
+        s.selector = EcsSelector::Family("api".into());
+        let mut t = task("t1", "awsvpc", Some("127.0.0.2"), "HEALTHY");
+        t.group = Some("family:api".into());
+        assert!(resolve(&s, "prod", &kt(t, None), Some(&td("awsvpc", false))).is_ok());
+    }
+
+    #[test]
+    fn cluster_name_of_arn() {
+        assert_eq!(cluster_name("arn:aws:ecs:us-east-1:1:cluster/prod"), "prod");
+        assert_eq!(cluster_name("prod"), "prod");
+    }
+
+    /// A fake API that counts calls and can fail.
+    #[derive(Debug, Default)]
+    struct Fake {
+        tasks: Mutex<Vec<Task>>,
+        fail: Mutex<bool>,
+        health_check: bool,
+        list_calls: AtomicU32,
+        describe_calls: AtomicU32,
+        td_calls: AtomicU32,
+    }
+
+    #[async_trait]
+    impl EcsApi for Fake {
+        async fn list_running_tasks(&self, _c: &str) -> Result<Vec<String>, ApiError> {
+            self.list_calls.fetch_add(1, Ordering::SeqCst);
+            if *self.fail.lock().unwrap() {
+                return Err(ApiError {
+                    operation: "ListTasks",
+                    code: Some("ThrottlingException".into()),
+                    message: "Rate exceeded".into(),
+                });
+            }
+            Ok(self.tasks.lock().unwrap().iter().map(|t| t.arn.clone()).collect())
+        }
+        async fn describe_tasks(&self, _c: &str, arns: &[String]) -> Result<Vec<Task>, ApiError> {
+            self.describe_calls.fetch_add(1, Ordering::SeqCst);
+            assert!(arns.len() <= BATCH);
+            Ok(self
+                .tasks
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|t| arns.contains(&t.arn))
+                .cloned()
+                .collect())
+        }
+        async fn describe_task_definition(&self, _arn: &str) -> Result<TaskDefinition, ApiError> {
+            self.td_calls.fetch_add(1, Ordering::SeqCst);
+            Ok(td("awsvpc", self.health_check))
+        }
+        async fn describe_container_instances(
+            &self,
+            _c: &str,
+            _arns: &[String],
+        ) -> Result<HashMap<String, String>, ApiError> {
+            Ok(HashMap::new())
+        }
+        async fn describe_instances(&self, _ids: &[String]) -> Result<HashMap<String, IpAddr>, ApiError> {
+            Ok(HashMap::new())
+        }
+    }
+
+    #[tokio::test]
+    async fn describes_only_new_tasks_caches_definitions_and_keeps_last_good_on_failure() {
+        let fake = Arc::new(Fake::default());
+        *fake.tasks.lock().unwrap() = (0..150)
+            .map(|i| task(&format!("t{i}"), "awsvpc", Some(&format!("127.0.{}.{}", i / 200, i % 200 + 2)), "HEALTHY"))
+            .collect();
+        let p = ClusterPoller::new("prod".into(), fake.clone());
+        let s = p.snapshot(Duration::ZERO).await.unwrap();
+        assert_eq!(targets_of(&src(PortRef::Number(8080)), &s).len(), 150);
+        assert_eq!(fake.describe_calls.load(Ordering::SeqCst), 2, "150 tasks in batches of 100");
+        assert_eq!(fake.td_calls.load(Ordering::SeqCst), 1, "one task definition, described once");
+        // Second cycle: nothing new, nothing described.
+        p.snapshot(Duration::ZERO).await.unwrap();
+        assert_eq!(fake.describe_calls.load(Ordering::SeqCst), 2);
+        assert_eq!(fake.td_calls.load(Ordering::SeqCst), 1);
+        // Failure keeps the last good snapshot.
+        *fake.fail.lock().unwrap() = true;
+        let s = p.snapshot(Duration::ZERO).await.unwrap();
+        assert_eq!(s.tasks.len(), 150);
+        // Within max_age, no call at all.
+        let before = fake.list_calls.load(Ordering::SeqCst);
+        p.snapshot(Duration::from_secs(60)).await.unwrap();
+        assert_eq!(fake.list_calls.load(Ordering::SeqCst), before);
+    }
+
+    #[tokio::test]
+    async fn first_poll_failure_is_an_error_not_an_empty_group() {
+        let fake = Arc::new(Fake::default());
+        *fake.fail.lock().unwrap() = true;
+        let p = ClusterPoller::new("prod".into(), fake);
+        assert!(p.snapshot(Duration::ZERO).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn unhealthy_known_task_is_redescribed_until_healthy() {
+        let fake = Arc::new(Fake {
+            health_check: true,
+            ..Fake::default()
+        });
+        *fake.tasks.lock().unwrap() = vec![task("t1", "awsvpc", Some("127.0.0.2"), "UNKNOWN")];
+        let p = ClusterPoller::new("prod".into(), fake.clone());
+        p.snapshot(Duration::ZERO).await.unwrap();
+        let s = p.snapshot(Duration::ZERO).await.unwrap();
+        assert!(targets_of(&src(PortRef::Number(8080)), &s).is_empty());
+        fake.tasks.lock().unwrap()[0].containers[0].health_status = Some("HEALTHY".into());
+        let s = p.snapshot(Duration::ZERO).await.unwrap();
+        assert_eq!(s.tasks["t1"].task.containers[0].health_status.as_deref(), Some("HEALTHY"));
+        assert_eq!(targets_of(&src(PortRef::Number(8080)), &s).len(), 1);
+    }
+}
