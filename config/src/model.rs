@@ -96,6 +96,225 @@ pub struct ScalerSettings {
     pub dry_run: bool,
     /// Scaler admin bind address (default `127.0.0.1:9902`).
     pub admin_bind: SocketAddr,
+    /// CloudWatch namespace (default `berth`).
+    pub namespace: String,
+    /// This replica's name, the `Replica` dimension (default the host name).
+    pub replica: String,
+    /// CloudWatch storage resolution: 1 or 60 seconds (default 60).
+    pub storage_resolution: u32,
+    /// Where decisions take their figures from (default local).
+    pub aggregate: Aggregate,
+    /// Publish figures with PutMetricData (default false).
+    pub publish: bool,
+    /// Datapoints buffered while CloudWatch fails (default 10000); the oldest are dropped.
+    pub publish_buffer: usize,
+    /// Window summed by GetMetricData with `aggregate = "cloudwatch"` (default 60 s).
+    pub aggregate_window: Duration,
+    /// Services scaled, in file order.
+    pub services: Vec<ScaledService>,
+}
+
+impl ScalerSettings {
+    /// Whether the scaler needs AWS credentials: to publish, to aggregate, or to call ECS for
+    /// a service without `dry_run_count`.
+    pub fn needs_aws(&self) -> bool {
+        self.publish
+            || self.aggregate == Aggregate::CloudWatch
+            || self.services.iter().any(|s| s.dry_run_count.is_none())
+    }
+}
+
+/// Where the scaler's decisions take their figures from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregate {
+    /// This replica's scrape only (one proxy replica).
+    Local,
+    /// The sum across replicas, read back from CloudWatch.
+    CloudWatch,
+}
+
+/// `[[scaler.services]]`: an ECS service and its policies.
+#[derive(Debug, Clone)]
+pub struct ScaledService {
+    /// Cluster name or ARN.
+    pub cluster: String,
+    /// Service name.
+    pub service: String,
+    /// Target group whose figures drive the policies (exists in the config).
+    pub target_group: String,
+    /// Lowest desired count.
+    pub min_capacity: u32,
+    /// Highest desired count (≥ `min_capacity`).
+    pub max_capacity: u32,
+    /// Dry run only: the assumed desired count (no ECS calls at all).
+    pub dry_run_count: Option<u32>,
+    /// Scale-in decisions ignored.
+    pub suspend_scale_in: bool,
+    /// Scale-out decisions ignored.
+    pub suspend_scale_out: bool,
+    /// Scheduled actions ignored.
+    pub suspend_scheduled: bool,
+    /// Target tracking policies.
+    pub target_tracking: Vec<TargetTracking>,
+    /// Step scaling policies.
+    pub step: Vec<StepPolicy>,
+    /// Scheduled actions.
+    pub scheduled: Vec<ScheduledAction>,
+}
+
+/// Per what time unit a request figure is expressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Per {
+    /// Per second.
+    Second,
+    /// Per minute.
+    Minute,
+}
+
+impl Per {
+    /// Seconds in the unit.
+    pub fn seconds(self) -> f64 {
+        match self {
+            Per::Second => 1.0,
+            Per::Minute => 60.0,
+        }
+    }
+}
+
+/// A figure a policy watches.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ScalingMetric {
+    /// Requests to the target group, per second or minute.
+    RequestRate(Per),
+    /// Requests per healthy target, per second or minute (ALBRequestCountPerTarget).
+    RequestsPerTarget(Per),
+    /// A target response time percentile in seconds (e.g. 99.0).
+    Latency(f64),
+    /// 5xx answers (from targets and the proxy) per second.
+    ErrorRate,
+    /// Open client connections per healthy target.
+    ActiveConnectionsPerTarget,
+    /// Healthy targets.
+    HealthyTargets,
+}
+
+/// A target tracking policy.
+#[derive(Debug, Clone)]
+pub struct TargetTracking {
+    /// Name.
+    pub name: String,
+    /// Watched figure (requests per target, latency or active connections per target).
+    pub metric: ScalingMetric,
+    /// Target value (> 0).
+    pub target: f64,
+    /// Tolerance as a fraction (default 0.1).
+    pub tolerance: f64,
+    /// Scale-out stabilization window (default 0).
+    pub scale_out_stabilization: Duration,
+    /// Scale-in stabilization window (default 300 s).
+    pub scale_in_stabilization: Duration,
+    /// Never scale in.
+    pub disable_scale_in: bool,
+}
+
+/// How a step policy compares the metric with its threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comparison {
+    /// `>=`.
+    GreaterOrEqual,
+    /// `>`.
+    Greater,
+    /// `<=`.
+    LessOrEqual,
+    /// `<`.
+    Less,
+}
+
+impl Comparison {
+    /// Whether `value` breaches `threshold`.
+    pub fn breaches(self, value: f64, threshold: f64) -> bool {
+        match self {
+            Comparison::GreaterOrEqual => value >= threshold,
+            Comparison::Greater => value > threshold,
+            Comparison::LessOrEqual => value <= threshold,
+            Comparison::Less => value < threshold,
+        }
+    }
+}
+
+/// Application Auto Scaling adjustment types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdjustmentType {
+    /// Add the adjustment to the current count.
+    ChangeInCapacity,
+    /// Add this percentage of the current count.
+    PercentChangeInCapacity,
+    /// Set the count to the adjustment.
+    ExactCapacity,
+}
+
+/// One step: applies when `lower <= metric - threshold < upper`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// Lower bound (`f64::NEG_INFINITY` when open).
+    pub lower: f64,
+    /// Upper bound (`f64::INFINITY` when open).
+    pub upper: f64,
+    /// Adjustment.
+    pub adjustment: i64,
+}
+
+/// A step scaling policy.
+#[derive(Debug, Clone)]
+pub struct StepPolicy {
+    /// Name.
+    pub name: String,
+    /// Watched figure.
+    pub metric: ScalingMetric,
+    /// Comparison with the threshold.
+    pub comparison: Comparison,
+    /// Threshold.
+    pub threshold: f64,
+    /// Ticks evaluated.
+    pub evaluation_periods: u32,
+    /// Breaching ticks needed among them.
+    pub datapoints_to_alarm: u32,
+    /// Adjustment type.
+    pub adjustment_type: AdjustmentType,
+    /// Smallest change with `PercentChangeInCapacity`.
+    pub min_adjustment_magnitude: u32,
+    /// Cooldown after an adjustment (default 300 s).
+    pub cooldown: Duration,
+    /// Steps sorted by lower bound, not overlapping.
+    pub steps: Vec<Step>,
+}
+
+/// When a scheduled action runs.
+#[derive(Debug, Clone)]
+pub enum Schedule {
+    /// A cron expression evaluated in the action's time zone.
+    Cron(Box<croner::Cron>),
+    /// Once, at this local date and time in the action's time zone.
+    At(chrono::NaiveDateTime),
+    /// Every period, counted from the scaler's start.
+    Rate(Duration),
+}
+
+/// A scheduled action: sets min and/or max capacity from each occurrence on.
+#[derive(Debug, Clone)]
+pub struct ScheduledAction {
+    /// Name.
+    pub name: String,
+    /// The schedule as written.
+    pub expression: String,
+    /// The parsed schedule.
+    pub schedule: Schedule,
+    /// Time zone of `cron` and `at`.
+    pub timezone: chrono_tz::Tz,
+    /// New minimum capacity.
+    pub min_capacity: Option<u32>,
+    /// New maximum capacity.
+    pub max_capacity: Option<u32>,
 }
 
 /// Listener protocol.
@@ -105,6 +324,33 @@ pub enum ListenerProtocol {
     Http,
     /// TLS-terminated HTTP/1.1 and HTTP/2.
     Https,
+    /// TCP, bytes forwarded as they are (TLS passes through).
+    Tcp,
+    /// TLS terminated, then TCP to targets.
+    Tls,
+}
+
+impl ListenerProtocol {
+    /// Whether this is an L4 (tcp/tls) listener.
+    pub fn is_l4(self) -> bool {
+        matches!(self, ListenerProtocol::Tcp | ListenerProtocol::Tls)
+    }
+
+    /// Whether the listener terminates TLS.
+    pub fn terminates_tls(self) -> bool {
+        matches!(self, ListenerProtocol::Https | ListenerProtocol::Tls)
+    }
+}
+
+/// PROXY protocol acceptance on a listener.
+#[derive(Debug, Clone)]
+pub struct ProxyProtocolIn {
+    /// Peers allowed to send a header.
+    pub trusted_cidrs: Vec<IpNet>,
+    /// Time allowed for the header (default 3 s).
+    pub header_timeout: Duration,
+    /// Accepted VPC endpoint IDs; empty accepts any.
+    pub allowed_vpc_endpoints: Vec<String>,
 }
 
 /// A TLS certificate of a listener.
@@ -137,6 +383,12 @@ pub struct Listener {
     pub idle_timeout: Duration,
     /// Largest request header in bytes (default 65536); larger gets 431.
     pub max_header_bytes: usize,
+    /// PROXY protocol acceptance, if on.
+    pub proxy_protocol: Option<ProxyProtocolIn>,
+    /// tcp/tls: connect timeout to targets (default 10 s).
+    pub connect_timeout: Duration,
+    /// Connections open at once (default 10000).
+    pub max_connections: usize,
     /// Rules sorted by ascending priority.
     pub rules: Vec<Rule>,
     /// Action when no rule matches.
@@ -199,6 +451,8 @@ pub enum Condition {
     Method(Vec<String>),
     /// Client address is in any CIDR.
     SourceCidr(Vec<IpNet>),
+    /// The PROXY header's VPC endpoint ID is any of these.
+    VpcEndpoint(Vec<String>),
 }
 
 /// A rule or default action.
@@ -444,4 +698,6 @@ pub struct TargetGroup {
     pub outlier: Outlier,
     /// Target source.
     pub source: Source,
+    /// Send PROXY protocol v2 to targets (L4).
+    pub proxy_protocol_v2: bool,
 }

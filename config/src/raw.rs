@@ -73,6 +73,143 @@ pub struct RawScaler {
     pub dry_run: Option<bool>,
     /// Admin bind address of the scaler (default `127.0.0.1:9902`).
     pub admin_bind: Option<String>,
+    /// CloudWatch namespace the figures are published to (default `"berth"`).
+    pub namespace: Option<String>,
+    /// This proxy replica's name, the `Replica` dimension (default the host name).
+    pub replica: Option<String>,
+    /// CloudWatch storage resolution in seconds: 1 (high resolution) or 60 (default).
+    pub storage_resolution: Option<i64>,
+    /// `"local"` (default: decide from this replica's figures) or `"cloudwatch"` (decide from
+    /// the sum across replicas read back with GetMetricData; needs `publish = true`).
+    pub aggregate: Option<String>,
+    /// Publish figures to CloudWatch with PutMetricData (default `false`).
+    pub publish: Option<bool>,
+    /// Datapoints kept while CloudWatch is unreachable; the oldest are dropped (default 10000).
+    pub publish_buffer: Option<i64>,
+    /// With `aggregate = "cloudwatch"`: the window summed by GetMetricData (default `"60s"`).
+    pub aggregate_window: Option<String>,
+    /// The ECS services scaled.
+    #[serde(default)]
+    pub services: Vec<RawScaledService>,
+}
+
+/// `[[scaler.services]]`: one ECS service and its scaling policies (as an Application Auto
+/// Scaling scalable target).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScaledService {
+    /// ECS cluster name or ARN.
+    pub cluster: Option<String>,
+    /// ECS service name.
+    pub service: Option<String>,
+    /// The `[[target_groups]]` whose figures drive the policies.
+    pub target_group: Option<String>,
+    /// Lowest desired count (required).
+    pub min_capacity: Option<i64>,
+    /// Highest desired count (required).
+    pub max_capacity: Option<i64>,
+    /// Only with `dry_run = true`: the desired count to assume instead of asking ECS, so the
+    /// scaler runs without AWS credentials; it then follows its own decisions.
+    pub dry_run_count: Option<i64>,
+    /// Ignore scale-in decisions (default `false`).
+    pub suspend_scale_in: Option<bool>,
+    /// Ignore scale-out decisions (default `false`).
+    pub suspend_scale_out: Option<bool>,
+    /// Ignore scheduled actions (default `false`).
+    pub suspend_scheduled: Option<bool>,
+    /// Target tracking policies.
+    #[serde(default)]
+    pub target_tracking: Vec<RawTargetTracking>,
+    /// Step scaling policies.
+    #[serde(default)]
+    pub step: Vec<RawStepPolicy>,
+    /// Scheduled actions.
+    #[serde(default)]
+    pub scheduled: Vec<RawScheduledAction>,
+}
+
+/// `[[scaler.services.target_tracking]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTargetTracking {
+    /// Policy name used in logs and metrics (default `target_tracking[i]`).
+    pub name: Option<String>,
+    /// `"requests_per_target"`, `"latency"` or `"active_connections_per_target"`.
+    pub metric: Option<String>,
+    /// The value to hold the metric at (> 0).
+    pub target: Option<f64>,
+    /// For `requests_per_target`: `"minute"` (default, as ALBRequestCountPerTarget) or `"second"`.
+    pub per: Option<String>,
+    /// For `latency`: the percentile, 1..=99.99 (default 99).
+    pub percentile: Option<f64>,
+    /// No change while the metric is within this percentage of the target (default 10).
+    pub tolerance_percent: Option<f64>,
+    /// Scale-out stabilization window (default `"0s"`).
+    pub scale_out_stabilization: Option<String>,
+    /// Scale-in stabilization window (default `"300s"`, as ECS's scale-in cooldown).
+    pub scale_in_stabilization: Option<String>,
+    /// Never scale in from this policy (default `false`).
+    pub disable_scale_in: Option<bool>,
+}
+
+/// `[[scaler.services.step]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStepPolicy {
+    /// Policy name used in logs and metrics (default `step[i]`).
+    pub name: Option<String>,
+    /// `"request_rate"`, `"requests_per_target"`, `"latency"`, `"error_rate"`,
+    /// `"active_connections_per_target"` or `"healthy_targets"`.
+    pub metric: Option<String>,
+    /// For request metrics: `"minute"` or `"second"` (default).
+    pub per: Option<String>,
+    /// For `latency`: the percentile (default 99).
+    pub percentile: Option<f64>,
+    /// `">="`, `">"`, `"<="` or `"<"`: how the metric is compared to `threshold`.
+    pub comparison: Option<String>,
+    /// The alarm threshold.
+    pub threshold: Option<f64>,
+    /// Ticks evaluated (default 1).
+    pub evaluation_periods: Option<i64>,
+    /// Breaching ticks among them that raise the alarm (default `evaluation_periods`).
+    pub datapoints_to_alarm: Option<i64>,
+    /// `"ChangeInCapacity"` (default), `"PercentChangeInCapacity"` or `"ExactCapacity"`.
+    pub adjustment_type: Option<String>,
+    /// With `PercentChangeInCapacity`: the smallest change applied (default 1).
+    pub min_adjustment_magnitude: Option<i64>,
+    /// Time after an adjustment before the policy adjusts again (default `"300s"`).
+    pub cooldown: Option<String>,
+    /// Step adjustments, bounds relative to the threshold.
+    #[serde(default)]
+    pub steps: Vec<RawStep>,
+}
+
+/// One step adjustment: applies when `lower <= metric - threshold < upper`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    /// Lower bound (absent: minus infinity).
+    pub lower: Option<f64>,
+    /// Upper bound (absent: infinity).
+    pub upper: Option<f64>,
+    /// The adjustment (count, percent or exact capacity).
+    pub adjustment: Option<i64>,
+}
+
+/// `[[scaler.services.scheduled]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScheduledAction {
+    /// Action name used in logs and metrics (default `scheduled[i]`).
+    pub name: Option<String>,
+    /// `"cron(m h dom mon dow)"`, `"at(2025-06-01T08:00:00)"` or `"rate(5 minutes)"`.
+    pub schedule: Option<String>,
+    /// IANA time zone of `cron` and `at` (default `"UTC"`).
+    pub timezone: Option<String>,
+    /// Minimum capacity from this action on.
+    pub min_capacity: Option<i64>,
+    /// Maximum capacity from this action on.
+    pub max_capacity: Option<i64>,
 }
 
 /// `[[listeners]]`: where clients connect.
@@ -83,7 +220,7 @@ pub struct RawListener {
     pub name: Option<String>,
     /// `ip:port` to bind.
     pub bind: Option<String>,
-    /// `"http"` (default) or `"https"`.
+    /// `"http"` (default), `"https"`, `"tcp"` or `"tls"` (TLS terminated, then TCP).
     pub protocol: Option<String>,
     /// TLS certificates for `https`; the first is the default, the others are picked by SNI.
     #[serde(default)]
@@ -96,11 +233,29 @@ pub struct RawListener {
     pub idle_timeout: Option<String>,
     /// Largest request header accepted, in bytes; larger gets 431 (default 65536).
     pub max_header_bytes: Option<i64>,
+    /// Accept PROXY protocol v1/v2 headers (any protocol).
+    pub proxy_protocol: Option<RawProxyProtocol>,
+    /// tcp/tls: time allowed to connect to a target (default `"10s"`, as NLB).
+    pub connect_timeout: Option<String>,
+    /// Connections open at once on this listener; more are refused (default 10000).
+    pub max_connections: Option<i64>,
     /// Rules, matched in ascending priority.
     #[serde(default)]
     pub rules: Vec<RawRule>,
     /// Action when no rule matches.
     pub default_action: Option<RawAction>,
+}
+
+/// `[listeners.proxy_protocol]`: accept PROXY protocol headers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxyProtocol {
+    /// Peers allowed to send a PROXY header (required; others are refused).
+    pub trusted_cidrs: Option<Vec<String>>,
+    /// Time allowed for the whole header to arrive (default `"3s"`).
+    pub header_timeout: Option<String>,
+    /// When set, only these VPC endpoint IDs (AWS TLV 0xEA) are accepted.
+    pub allowed_vpc_endpoints: Option<Vec<String>>,
 }
 
 /// `[[listeners.certificates]]`.
@@ -151,6 +306,8 @@ pub struct RawCondition {
     pub method: Option<Vec<String>>,
     /// Client source CIDRs; any may match.
     pub source_cidr: Option<Vec<String>>,
+    /// VPC endpoint IDs from the PROXY v2 header (PrivateLink); any may match.
+    pub vpc_endpoint: Option<Vec<String>>,
 }
 
 /// An action; exactly one of the keys is set.
@@ -232,6 +389,8 @@ pub struct RawTargetGroup {
     pub outlier: Option<RawOutlier>,
     /// Where targets come from.
     pub source: Option<RawSource>,
+    /// Send a PROXY protocol v2 header to targets (tcp/tls listeners; default false).
+    pub proxy_protocol_v2: Option<bool>,
 }
 
 /// `hash_on`: exactly one key.

@@ -52,7 +52,7 @@ const ALGORITHMS: [&str; 4] = [
 ];
 
 /// Condition kinds, in the order they are listed in messages.
-const CONDITION_KINDS: [&str; 8] = [
+const CONDITION_KINDS: [&str; 9] = [
     "host",
     "path_exact",
     "path_prefix",
@@ -61,6 +61,7 @@ const CONDITION_KINDS: [&str; 8] = [
     "query",
     "method",
     "source_cidr",
+    "vpc_endpoint",
 ];
 
 /// Parses and validates configuration text; relative file paths resolve against `base_dir`.
@@ -459,7 +460,7 @@ impl Cx<'_> {
         let admin = AdminSettings {
             bind: self.socket_addr(&parts.admin.bind, "admin.bind", ([127, 0, 0, 1], 9901)),
         };
-        let scaler = self.scaler(&parts.scaler);
+        let scaler = self.scaler(&parts.scaler, &parts.target_group_names);
 
         let mut target_groups = Vec::new();
         let mut tg_seen: HashMap<String, usize> = HashMap::new();
@@ -707,7 +708,7 @@ impl Cx<'_> {
     }
 
     /// `[scaler]`.
-    fn scaler(&mut self, s: &RawScaler) -> ScalerSettings {
+    fn scaler(&mut self, s: &RawScaler, groups: &HashSet<String>) -> ScalerSettings {
         let metrics_url = match &s.metrics_url {
             None => "http://127.0.0.1:9901/metrics".to_owned(),
             Some(u) => {
@@ -722,16 +723,538 @@ impl Cx<'_> {
                 u.clone()
             }
         };
+        let dry_run = s.dry_run.unwrap_or(true);
+        let namespace = match &s.namespace {
+            None => "berth".to_owned(),
+            Some(n) => {
+                let n = n.trim();
+                if n.is_empty() || n.len() > 255 || n.starts_with("AWS/") || !n.is_ascii() {
+                    self.err(
+                        "scaler.namespace",
+                        "must be 1..=255 ASCII characters and not start with \"AWS/\"",
+                    );
+                }
+                n.to_owned()
+            }
+        };
+        let replica = match &s.replica {
+            None => default_replica(),
+            Some(r) => {
+                let r = r.trim();
+                if r.is_empty() || r.len() > 1024 {
+                    self.err("scaler.replica", "must be 1..=1024 characters");
+                }
+                r.to_owned()
+            }
+        };
+        let storage_resolution = match s.storage_resolution {
+            None => 60,
+            Some(r @ (1 | 60)) => r as u32,
+            Some(_) => {
+                self.err("scaler.storage_resolution", "must be 1 or 60 (seconds)");
+                60
+            }
+        };
+        let publish = s.publish.unwrap_or(false);
+        let aggregate = match s.aggregate.as_deref() {
+            None | Some("local") => Aggregate::Local,
+            Some("cloudwatch") => {
+                if !publish {
+                    self.err(
+                        "scaler.aggregate",
+                        "\"cloudwatch\" needs publish = true (every replica publishes its figures)",
+                    );
+                }
+                Aggregate::CloudWatch
+            }
+            Some(other) => {
+                self.err(
+                    "scaler.aggregate",
+                    format!("unknown aggregate {other:?} (expected \"local\" or \"cloudwatch\")"),
+                );
+                Aggregate::Local
+            }
+        };
+        let publish_buffer =
+            self.int(s.publish_buffer, "scaler.publish_buffer", 10_000, 1, 10_000_000) as usize;
+        let aggregate_window = self.dur_in(
+            &s.aggregate_window,
+            "scaler.aggregate_window",
+            secs(60),
+            secs(10),
+            secs(3600),
+            "between 10s and 3600s",
+        );
+        let mut services = Vec::new();
+        let mut seen: HashMap<(String, String), usize> = HashMap::new();
+        for (i, raw) in s.services.iter().enumerate() {
+            let p = format!("scaler.services[{i}]");
+            if let Some(svc) = self.scaled_service(&p, raw, dry_run, groups) {
+                let key = (svc.cluster.clone(), svc.service.clone());
+                if let Some(first) = seen.get(&key) {
+                    self.err(
+                        &format!("{p}.service"),
+                        format!(
+                            "service {:?} of cluster {:?} is already scaled by scaler.services[{first}]",
+                            svc.service, svc.cluster
+                        ),
+                    );
+                } else {
+                    seen.insert(key, i);
+                }
+                services.push(svc);
+            }
+        }
         ScalerSettings {
             metrics_url,
             interval: self.dur_pos(&s.interval, "scaler.interval", secs(5)),
-            dry_run: s.dry_run.unwrap_or(true),
+            dry_run,
             admin_bind: self.socket_addr(
                 &s.admin_bind,
                 "scaler.admin_bind",
                 ([127, 0, 0, 1], 9902),
             ),
+            namespace,
+            replica,
+            storage_resolution,
+            aggregate,
+            publish,
+            publish_buffer,
+            aggregate_window,
+            services,
         }
+    }
+
+    /// A capacity: an integer in 0..=100000.
+    fn capacity(&mut self, v: Option<i64>, path: &str) -> Option<u32> {
+        match v {
+            None => None,
+            Some(x) if (0..=100_000).contains(&x) => Some(x as u32),
+            Some(_) => {
+                self.err(path, "must be between 0 and 100000");
+                None
+            }
+        }
+    }
+
+    /// A policy's name: unique within the service, default `kind[i]`.
+    fn policy_name(
+        &mut self,
+        v: &Option<String>,
+        path: &str,
+        default: String,
+        names: &mut HashSet<String>,
+    ) -> String {
+        let name = match v {
+            None => default,
+            Some(n) if n.trim().is_empty() => {
+                self.err(path, "must not be empty");
+                default
+            }
+            Some(n) => n.trim().to_owned(),
+        };
+        if !names.insert(name.clone()) {
+            self.err(path, format!("duplicate policy name {name:?} in this service"));
+        }
+        name
+    }
+
+    /// `metric` (+ `per`, `percentile`) of a policy; `allowed` lists the names accepted.
+    fn scaling_metric(
+        &mut self,
+        p: &str,
+        metric: &Option<String>,
+        per: &Option<String>,
+        percentile: Option<f64>,
+        allowed: &[&str],
+        default_per: Per,
+    ) -> Option<ScalingMetric> {
+        let name = self.required(metric, &format!("{p}.metric"))?;
+        if !allowed.contains(&name) {
+            self.err(
+                &format!("{p}.metric"),
+                format!("unknown metric {name:?} (expected one of: {})", allowed.join(", ")),
+            );
+            return None;
+        }
+        let takes_per = matches!(name, "request_rate" | "requests_per_target");
+        if per.is_some() && !takes_per {
+            self.err(&format!("{p}.per"), format!("only applies to request metrics, not {name:?}"));
+        }
+        if percentile.is_some() && name != "latency" {
+            self.err(&format!("{p}.percentile"), format!("only applies to \"latency\", not {name:?}"));
+        }
+        let per = match per.as_deref() {
+            None => default_per,
+            Some("second") => Per::Second,
+            Some("minute") => Per::Minute,
+            Some(other) => {
+                self.err(
+                    &format!("{p}.per"),
+                    format!("unknown unit {other:?} (expected \"second\" or \"minute\")"),
+                );
+                default_per
+            }
+        };
+        let percentile = match percentile {
+            None => 99.0,
+            Some(x) if x >= 1.0 && x <= 99.99 => x,
+            Some(_) => {
+                self.err(&format!("{p}.percentile"), "must be between 1 and 99.99");
+                99.0
+            }
+        };
+        Some(match name {
+            "request_rate" => ScalingMetric::RequestRate(per),
+            "requests_per_target" => ScalingMetric::RequestsPerTarget(per),
+            "latency" => ScalingMetric::Latency(percentile),
+            "error_rate" => ScalingMetric::ErrorRate,
+            "active_connections_per_target" => ScalingMetric::ActiveConnectionsPerTarget,
+            _ => ScalingMetric::HealthyTargets,
+        })
+    }
+
+    /// One `[[scaler.services]]` element.
+    fn scaled_service(
+        &mut self,
+        p: &str,
+        s: &RawScaledService,
+        dry_run: bool,
+        groups: &HashSet<String>,
+    ) -> Option<ScaledService> {
+        let cluster = self.required(&s.cluster, &format!("{p}.cluster")).map(str::to_owned);
+        let service = self.required(&s.service, &format!("{p}.service")).map(str::to_owned);
+        let target_group = self
+            .required(&s.target_group, &format!("{p}.target_group"))
+            .map(str::to_owned);
+        if let Some(tg) = &target_group {
+            if !groups.contains(tg) {
+                self.err(
+                    &format!("{p}.target_group"),
+                    format!("unknown target group {tg:?} (not in [[target_groups]])"),
+                );
+            }
+        }
+        let min = self.capacity(s.min_capacity, &format!("{p}.min_capacity"));
+        let max = self.capacity(s.max_capacity, &format!("{p}.max_capacity"));
+        if s.min_capacity.is_none() {
+            self.err(&format!("{p}.min_capacity"), "required");
+        }
+        if s.max_capacity.is_none() {
+            self.err(&format!("{p}.max_capacity"), "required");
+        }
+        if let (Some(lo), Some(hi)) = (min, max) {
+            if lo > hi {
+                self.err(
+                    &format!("{p}.min_capacity"),
+                    format!("min_capacity {lo} is greater than max_capacity {hi}"),
+                );
+            }
+        }
+        let dry_run_count = self.capacity(s.dry_run_count, &format!("{p}.dry_run_count"));
+        if dry_run_count.is_some() && !dry_run {
+            self.err(
+                &format!("{p}.dry_run_count"),
+                "only allowed with scaler.dry_run = true (a live scaler reads the count from ECS)",
+            );
+        }
+
+        let mut names = HashSet::new();
+        let mut target_tracking = Vec::new();
+        for (i, t) in s.target_tracking.iter().enumerate() {
+            let tp = format!("{p}.target_tracking[{i}]");
+            let name = self.policy_name(
+                &t.name,
+                &format!("{tp}.name"),
+                format!("target_tracking[{i}]"),
+                &mut names,
+            );
+            let metric = self.scaling_metric(
+                &tp,
+                &t.metric,
+                &t.per,
+                t.percentile,
+                &["requests_per_target", "latency", "active_connections_per_target"],
+                Per::Minute,
+            );
+            let target = match t.target {
+                None => {
+                    self.err(&format!("{tp}.target"), "required");
+                    None
+                }
+                Some(x) if x > 0.0 && x.is_finite() => Some(x),
+                Some(_) => {
+                    self.err(&format!("{tp}.target"), "must be greater than 0");
+                    None
+                }
+            };
+            let tolerance = match t.tolerance_percent {
+                None => 0.1,
+                Some(x) if (0.0..100.0).contains(&x) => x / 100.0,
+                Some(_) => {
+                    self.err(&format!("{tp}.tolerance_percent"), "must be at least 0 and below 100");
+                    0.1
+                }
+            };
+            let scale_out_stabilization = self.dur_in(
+                &t.scale_out_stabilization,
+                &format!("{tp}.scale_out_stabilization"),
+                secs(0),
+                secs(0),
+                secs(3600),
+                "at most 3600s",
+            );
+            let scale_in_stabilization = self.dur_in(
+                &t.scale_in_stabilization,
+                &format!("{tp}.scale_in_stabilization"),
+                secs(300),
+                secs(0),
+                secs(3600),
+                "at most 3600s",
+            );
+            if let (Some(metric), Some(target)) = (metric, target) {
+                target_tracking.push(TargetTracking {
+                    name,
+                    metric,
+                    target,
+                    tolerance,
+                    scale_out_stabilization,
+                    scale_in_stabilization,
+                    disable_scale_in: t.disable_scale_in.unwrap_or(false),
+                });
+            }
+        }
+
+        let mut step = Vec::new();
+        for (i, t) in s.step.iter().enumerate() {
+            let tp = format!("{p}.step[{i}]");
+            if let Some(policy) = self.step_policy(&tp, t, i, &mut names) {
+                step.push(policy);
+            }
+        }
+
+        let mut scheduled = Vec::new();
+        for (i, a) in s.scheduled.iter().enumerate() {
+            let ap = format!("{p}.scheduled[{i}]");
+            let name =
+                self.policy_name(&a.name, &format!("{ap}.name"), format!("scheduled[{i}]"), &mut names);
+            let timezone = match a.timezone.as_deref() {
+                None => chrono_tz::UTC,
+                Some(tz) => match tz.trim().parse::<chrono_tz::Tz>() {
+                    Ok(tz) => tz,
+                    Err(_) => {
+                        self.err(
+                            &format!("{ap}.timezone"),
+                            format!("unknown time zone {tz:?} (expected an IANA name such as \"Europe/Paris\")"),
+                        );
+                        chrono_tz::UTC
+                    }
+                },
+            };
+            let schedule = match self.required(&a.schedule, &format!("{ap}.schedule")) {
+                None => None,
+                Some(text) => match parse_schedule(text) {
+                    Ok(s) => Some((text.trim().to_owned(), s)),
+                    Err(msg) => {
+                        self.err(&format!("{ap}.schedule"), msg);
+                        None
+                    }
+                },
+            };
+            let amin = self.capacity(a.min_capacity, &format!("{ap}.min_capacity"));
+            let amax = self.capacity(a.max_capacity, &format!("{ap}.max_capacity"));
+            if a.min_capacity.is_none() && a.max_capacity.is_none() {
+                self.err(&ap, "needs min_capacity, max_capacity or both");
+            }
+            if let (Some(lo), Some(hi)) = (amin, amax) {
+                if lo > hi {
+                    self.err(
+                        &format!("{ap}.min_capacity"),
+                        format!("min_capacity {lo} is greater than max_capacity {hi}"),
+                    );
+                }
+            }
+            if let Some((expression, schedule)) = schedule {
+                scheduled.push(ScheduledAction {
+                    name,
+                    expression,
+                    schedule,
+                    timezone,
+                    min_capacity: amin,
+                    max_capacity: amax,
+                });
+            }
+        }
+
+        Some(ScaledService {
+            cluster: cluster?,
+            service: service?,
+            target_group: target_group?,
+            min_capacity: min?,
+            max_capacity: max?,
+            dry_run_count,
+            suspend_scale_in: s.suspend_scale_in.unwrap_or(false),
+            suspend_scale_out: s.suspend_scale_out.unwrap_or(false),
+            suspend_scheduled: s.suspend_scheduled.unwrap_or(false),
+            target_tracking,
+            step,
+            scheduled,
+        })
+    }
+
+    /// One `[[scaler.services.step]]` element.
+    fn step_policy(
+        &mut self,
+        tp: &str,
+        t: &RawStepPolicy,
+        i: usize,
+        names: &mut HashSet<String>,
+    ) -> Option<StepPolicy> {
+        let name = self.policy_name(&t.name, &format!("{tp}.name"), format!("step[{i}]"), names);
+        let metric = self.scaling_metric(
+            tp,
+            &t.metric,
+            &t.per,
+            t.percentile,
+            &[
+                "request_rate",
+                "requests_per_target",
+                "latency",
+                "error_rate",
+                "active_connections_per_target",
+                "healthy_targets",
+            ],
+            Per::Second,
+        );
+        let comparison = match self.required(&t.comparison, &format!("{tp}.comparison")) {
+            None => None,
+            Some(">=") => Some(Comparison::GreaterOrEqual),
+            Some(">") => Some(Comparison::Greater),
+            Some("<=") => Some(Comparison::LessOrEqual),
+            Some("<") => Some(Comparison::Less),
+            Some(other) => {
+                self.err(
+                    &format!("{tp}.comparison"),
+                    format!("unknown comparison {other:?} (expected \">=\", \">\", \"<=\" or \"<\")"),
+                );
+                None
+            }
+        };
+        let threshold = match t.threshold {
+            None => {
+                self.err(&format!("{tp}.threshold"), "required");
+                None
+            }
+            Some(x) if x.is_finite() => Some(x),
+            Some(_) => {
+                self.err(&format!("{tp}.threshold"), "must be a finite number");
+                None
+            }
+        };
+        let evaluation_periods =
+            self.int(t.evaluation_periods, &format!("{tp}.evaluation_periods"), 1, 1, 100) as u32;
+        let datapoints_to_alarm = self.int(
+            t.datapoints_to_alarm,
+            &format!("{tp}.datapoints_to_alarm"),
+            i64::from(evaluation_periods),
+            1,
+            100,
+        ) as u32;
+        if datapoints_to_alarm > evaluation_periods {
+            self.err(
+                &format!("{tp}.datapoints_to_alarm"),
+                format!("must not exceed evaluation_periods ({evaluation_periods})"),
+            );
+        }
+        let adjustment_type = match t.adjustment_type.as_deref() {
+            None | Some("ChangeInCapacity") => AdjustmentType::ChangeInCapacity,
+            Some("PercentChangeInCapacity") => AdjustmentType::PercentChangeInCapacity,
+            Some("ExactCapacity") => AdjustmentType::ExactCapacity,
+            Some(other) => {
+                self.err(
+                    &format!("{tp}.adjustment_type"),
+                    format!(
+                        "unknown adjustment type {other:?} (expected \"ChangeInCapacity\", \
+                         \"PercentChangeInCapacity\" or \"ExactCapacity\")"
+                    ),
+                );
+                AdjustmentType::ChangeInCapacity
+            }
+        };
+        if t.min_adjustment_magnitude.is_some()
+            && adjustment_type != AdjustmentType::PercentChangeInCapacity
+        {
+            self.err(
+                &format!("{tp}.min_adjustment_magnitude"),
+                "only applies to adjustment_type = \"PercentChangeInCapacity\"",
+            );
+        }
+        let min_adjustment_magnitude = self.int(
+            t.min_adjustment_magnitude,
+            &format!("{tp}.min_adjustment_magnitude"),
+            1,
+            1,
+            100_000,
+        ) as u32;
+        let cooldown = self.dur_in(
+            &t.cooldown,
+            &format!("{tp}.cooldown"),
+            secs(300),
+            secs(0),
+            secs(86_400),
+            "at most 86400s",
+        );
+        let mut steps = Vec::new();
+        if self.non_empty(&t.steps, &format!("{tp}.steps")) {
+            for (j, st) in t.steps.iter().enumerate() {
+                let sp = format!("{tp}.steps[{j}]");
+                let lower = st.lower.unwrap_or(f64::NEG_INFINITY);
+                let upper = st.upper.unwrap_or(f64::INFINITY);
+                if lower.is_nan() || upper.is_nan() || lower >= upper {
+                    self.err(&sp, "lower must be below upper");
+                    continue;
+                }
+                let Some(adjustment) = st.adjustment else {
+                    self.err(&format!("{sp}.adjustment"), "required");
+                    continue;
+                };
+                if adjustment_type == AdjustmentType::ExactCapacity
+                    && !(0..=100_000).contains(&adjustment)
+                {
+                    self.err(
+                        &format!("{sp}.adjustment"),
+                        "an ExactCapacity adjustment must be between 0 and 100000",
+                    );
+                    continue;
+                }
+                if !(-100_000..=100_000).contains(&adjustment) {
+                    self.err(&format!("{sp}.adjustment"), "must be between -100000 and 100000");
+                    continue;
+                }
+                steps.push((j, Step { lower, upper, adjustment }));
+            }
+            steps.sort_by(|a, b| a.1.lower.total_cmp(&b.1.lower));
+            for w in steps.windows(2) {
+                if w[1].1.lower < w[0].1.upper {
+                    self.err(
+                        &format!("{tp}.steps[{}]", w[1].0),
+                        format!("overlaps steps[{}]", w[0].0),
+                    );
+                }
+            }
+        }
+        Some(StepPolicy {
+            name,
+            metric: metric?,
+            comparison: comparison?,
+            threshold: threshold?,
+            evaluation_periods,
+            datapoints_to_alarm,
+            adjustment_type,
+            min_adjustment_magnitude,
+            cooldown,
+            steps: steps.into_iter().map(|(_, s)| s).collect(),
+        })
     }
 
     /// One `[[listeners]]` element.
@@ -746,23 +1269,27 @@ impl Cx<'_> {
         let protocol = match l.protocol.as_deref() {
             None | Some("http") => Some(ListenerProtocol::Http),
             Some("https") => Some(ListenerProtocol::Https),
+            Some("tcp") => Some(ListenerProtocol::Tcp),
+            Some("tls") => Some(ListenerProtocol::Tls),
             Some(other) => {
                 self.err(
                     &format!("{p}.protocol"),
-                    format!("unknown protocol {other:?} (expected \"http\" or \"https\")"),
+                    format!(
+                        "unknown protocol {other:?} (expected \"http\", \"https\", \"tcp\" or \"tls\")"
+                    ),
                 );
                 None
             }
         };
         let mut certificates = Vec::new();
         match protocol {
-            Some(ListenerProtocol::Https) if l.certificates.is_empty() => self.err(
+            Some(proto) if proto.terminates_tls() && l.certificates.is_empty() => self.err(
                 &format!("{p}.certificates"),
-                "an https listener needs at least one certificate",
+                "an https or tls listener needs at least one certificate",
             ),
-            Some(ListenerProtocol::Http) if !l.certificates.is_empty() => self.err(
+            Some(proto) if !proto.terminates_tls() && !l.certificates.is_empty() => self.err(
                 &format!("{p}.certificates"),
-                "certificates are only allowed with protocol = \"https\"",
+                "certificates are only allowed with protocol = \"https\" or \"tls\"",
             ),
             _ => {}
         }
@@ -801,7 +1328,74 @@ impl Cx<'_> {
         let http2 = l.http2.unwrap_or(protocol == Some(ListenerProtocol::Https));
         let header_timeout =
             self.dur_pos(&l.header_timeout, &format!("{p}.header_timeout"), secs(60));
-        let idle_timeout = self.dur_pos(&l.idle_timeout, &format!("{p}.idle_timeout"), secs(60));
+        let l4 = protocol.is_some_and(ListenerProtocol::is_l4);
+        // ALB's idle timeout is 60 s; NLB's TCP idle timeout is 350 s.
+        let idle_default = if l4 { secs(350) } else { secs(60) };
+        let idle_timeout =
+            self.dur_pos(&l.idle_timeout, &format!("{p}.idle_timeout"), idle_default);
+        let connect_timeout =
+            self.dur_pos(&l.connect_timeout, &format!("{p}.connect_timeout"), secs(10));
+        let max_connections = self.int(
+            l.max_connections,
+            &format!("{p}.max_connections"),
+            10_000,
+            1,
+            1_000_000,
+        ) as usize;
+        let proxy_protocol = l.proxy_protocol.as_ref().map(|pp| {
+            let ppp = format!("{p}.proxy_protocol");
+            let trusted_cidrs = match &pp.trusted_cidrs {
+                None => {
+                    self.err(
+                        &format!("{ppp}.trusted_cidrs"),
+                        "required: the peers (load balancers) allowed to send PROXY headers",
+                    );
+                    Vec::new()
+                }
+                Some(list) => {
+                    let mut out = Vec::new();
+                    for (i, s) in list.iter().enumerate() {
+                        match parse_cidr(s) {
+                            Some(n) => out.push(n),
+                            None => self.err(
+                                &format!("{ppp}.trusted_cidrs[{i}]"),
+                                format!("invalid CIDR {s:?} (expected e.g. \"10.0.0.0/8\" or an IP address)"),
+                            ),
+                        }
+                    }
+                    out
+                }
+            };
+            let header_timeout = self.dur_in(
+                &pp.header_timeout,
+                &format!("{ppp}.header_timeout"),
+                secs(3),
+                Duration::from_millis(10),
+                secs(60),
+                "between 10ms and 60s",
+            );
+            let allowed_vpc_endpoints = match &pp.allowed_vpc_endpoints {
+                Some(list) => self.vpce_ids(list, &format!("{ppp}.allowed_vpc_endpoints")),
+                None => Vec::new(),
+            };
+            ProxyProtocolIn {
+                trusted_cidrs,
+                header_timeout,
+                allowed_vpc_endpoints,
+            }
+        });
+        if protocol == Some(ListenerProtocol::Https) && proxy_protocol.is_some() {
+            self.err(
+                &format!("{p}.proxy_protocol"),
+                "not supported on https listeners (the PROXY header precedes TLS); use protocol = \"tls\" for TLS with PROXY headers, or terminate TLS in front",
+            );
+        }
+        if l4 && !l.rules.is_empty() {
+            self.err(
+                &format!("{p}.rules"),
+                "tcp and tls listeners have no rules; use default_action with forward",
+            );
+        }
         let max_header_bytes = self.int(
             l.max_header_bytes,
             &format!("{p}.max_header_bytes"),
@@ -865,6 +1459,12 @@ impl Cx<'_> {
             }
             Some(a) => self.action(&format!("{p}.default_action"), a, groups),
         };
+        if l4 && default_action.as_ref().is_some_and(|a| !matches!(a, Action::Forward(_))) {
+            self.err(
+                &format!("{p}.default_action"),
+                "tcp and tls listeners can only forward",
+            );
+        }
 
         Some(Listener {
             name: name?,
@@ -875,6 +1475,9 @@ impl Cx<'_> {
             header_timeout,
             idle_timeout,
             max_header_bytes,
+            proxy_protocol,
+            connect_timeout,
+            max_connections,
             rules,
             default_action: default_action?,
         })
@@ -903,6 +1506,7 @@ impl Cx<'_> {
             c.query.is_some(),
             c.method.is_some(),
             c.source_cidr.is_some(),
+            c.vpc_endpoint.is_some(),
         ];
         let kinds: Vec<&str> = CONDITION_KINDS
             .iter()
@@ -1067,7 +1671,34 @@ impl Cx<'_> {
             }
             return (out.len() == list.len()).then_some(Condition::SourceCidr(out));
         }
+        if let Some(list) = &c.vpc_endpoint {
+            let vp = format!("{p}.vpc_endpoint");
+            if !self.non_empty(list, &vp) {
+                return None;
+            }
+            let ids = self.vpce_ids(list, &vp);
+            return (ids.len() == list.len()).then_some(Condition::VpcEndpoint(ids));
+        }
         None
+    }
+
+    /// VPC endpoint IDs (`vpce-` followed by letters and digits).
+    fn vpce_ids(&mut self, list: &[String], p: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, id) in list.iter().enumerate() {
+            let ok = id
+                .strip_prefix("vpce-")
+                .is_some_and(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_alphanumeric()));
+            if ok {
+                out.push(id.clone());
+            } else {
+                self.err(
+                    &format!("{p}[{i}]"),
+                    format!("invalid VPC endpoint ID {id:?} (expected e.g. \"vpce-0abc123\")"),
+                );
+            }
+        }
+        out
     }
 
     /// A non-empty list of paths each starting with `/`.
@@ -1467,6 +2098,7 @@ impl Cx<'_> {
             health_check,
             outlier,
             source: source?,
+            proxy_protocol_v2: t.proxy_protocol_v2.unwrap_or(false),
         })
     }
 
@@ -1741,6 +2373,79 @@ impl Cx<'_> {
 }
 
 /// `n` seconds.
+/// The default replica name: `$HOSTNAME`, else the kernel's host name, else `"berth"`.
+fn default_replica() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "berth".to_owned())
+}
+
+/// Parses a scheduled action's schedule, as Application Auto Scaling writes them:
+///
+/// * `cron(m h dom mon dow)` — five fields (croner syntax: `*`, `,`, `-`, `/`, `?`, `L`, `#`,
+///   `MON`..`SUN`, `JAN`..`DEC`); a sixth field, the year, is accepted only as `*`;
+/// * `at(yyyy-mm-ddThh:mm:ss)` — once, local time in the action's time zone;
+/// * `rate(N minute[s]|hour[s]|day[s])` — every N units from the scaler's start.
+pub fn parse_schedule(text: &str) -> Result<Schedule, String> {
+    let t = text.trim();
+    let inner = |prefix: &str| {
+        t.strip_prefix(prefix)
+            .and_then(|r| r.strip_suffix(')'))
+            .map(str::trim)
+    };
+    if let Some(expr) = inner("cron(") {
+        let mut fields: Vec<&str> = expr.split_whitespace().collect();
+        if fields.len() == 6 {
+            if fields[5] != "*" {
+                return Err(format!(
+                    "invalid cron expression {expr:?}: the year field must be \"*\""
+                ));
+            }
+            fields.pop();
+        }
+        if fields.len() != 5 {
+            return Err(format!(
+                "invalid cron expression {expr:?}: expected 5 fields (minute hour day-of-month month day-of-week)"
+            ));
+        }
+        let five = fields.join(" ");
+        return croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Disallowed)
+            .dom_and_dow(false)
+            .build()
+            .parse(&five)
+            .map(|c| Schedule::Cron(Box::new(c)))
+            .map_err(|e| format!("invalid cron expression {expr:?}: {e}"));
+    }
+    if let Some(at) = inner("at(") {
+        return chrono::NaiveDateTime::parse_from_str(at, "%Y-%m-%dT%H:%M:%S")
+            .map(Schedule::At)
+            .map_err(|e| format!("invalid at() time {at:?}: {e} (expected yyyy-mm-ddThh:mm:ss)"));
+    }
+    if let Some(rate) = inner("rate(") {
+        let bad = || format!("invalid rate {rate:?} (expected e.g. \"5 minutes\", \"1 hour\", \"2 days\")");
+        let (n, unit) = rate.split_once(char::is_whitespace).ok_or_else(bad)?;
+        let n: u64 = n.trim().parse().map_err(|_| bad())?;
+        let unit_secs = match unit.trim() {
+            "minute" | "minutes" => 60,
+            "hour" | "hours" => 3600,
+            "day" | "days" => 86_400,
+            _ => return Err(bad()),
+        };
+        if n == 0 {
+            return Err(format!("invalid rate {rate:?}: must be at least 1"));
+        }
+        return Ok(Schedule::Rate(Duration::from_secs(n.saturating_mul(unit_secs))));
+    }
+    Err(format!(
+        "invalid schedule {t:?} (expected cron(...), at(...) or rate(...))"
+    ))
+}
+
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }

@@ -370,6 +370,7 @@ mod tests {
                 max_ejection_percent: 50,
             },
             source: Source::Static(vec![]),
+            proxy_protocol_v2: false,
         }
     }
 

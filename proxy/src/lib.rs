@@ -12,6 +12,7 @@ pub mod balance;
 pub mod discovery;
 pub mod group;
 pub mod health;
+pub mod l4;
 pub mod l7;
 pub mod metrics;
 pub mod runtime;

@@ -59,6 +59,26 @@ pub const ECS_API_CALLS: &str = "berth_aws_api_calls_total";
 /// ECS tasks seen in each `cluster` by last `state` (`PENDING`, `RUNNING`, ...).
 pub const ECS_TASKS: &str = "berth_ecs_tasks";
 
+/// TCP flows open now, by `listener`. NLB: `ActiveFlowCount`.
+pub const L4_ACTIVE_FLOWS: &str = "berth_l4_active_flows";
+/// TCP flows accepted, by `listener`. NLB: `NewFlowCount`.
+pub const L4_NEW_FLOWS: &str = "berth_l4_new_flows_total";
+/// Bytes relayed, by `listener` and `direction` (`in`: client to target, `out`). NLB:
+/// `ProcessedBytes`.
+pub const L4_BYTES: &str = "berth_l4_bytes_total";
+/// Failed connects to targets from TCP listeners, by `target_group`. NLB:
+/// `TCP_Target_Reset_Count` / connection errors.
+pub const L4_CONNECT_ERRORS: &str = "berth_l4_target_connect_errors_total";
+/// Flows ended by a reset, by `listener`. NLB: `TCP_Client_Reset_Count` +
+/// `TCP_Target_Reset_Count`.
+pub const L4_RESETS: &str = "berth_l4_resets_total";
+/// TCP connections refused before relaying, by `listener` and `reason` (`connection_limit`,
+/// `tls_handshake`).
+pub const L4_REFUSED: &str = "berth_l4_refused_total";
+/// Connections refused for their PROXY header, by `listener` and `reason` (`untrusted`,
+/// `malformed`, `truncated`, `timeout`, `vpce_not_allowed`).
+pub const PROXY_PROTOCOL_REJECTED: &str = "berth_proxy_protocol_rejected_total";
+
 /// Buckets of the latency histograms, in seconds.
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -107,6 +127,13 @@ fn describe() {
     describe_gauge!(DISCOVERY_AGE, Unit::Seconds, "Seconds since the last successful target source refresh.");
     describe_counter!(ECS_API_CALLS, "AWS API calls by operation and outcome.");
     describe_gauge!(ECS_TASKS, "ECS tasks seen by last status.");
+    describe_gauge!(L4_ACTIVE_FLOWS, "Open TCP flows.");
+    describe_counter!(L4_NEW_FLOWS, "Accepted TCP flows.");
+    describe_counter!(L4_BYTES, Unit::Bytes, "Bytes relayed by TCP listeners.");
+    describe_counter!(L4_CONNECT_ERRORS, "Failed target connects from TCP listeners.");
+    describe_counter!(L4_RESETS, "TCP flows ended by a reset.");
+    describe_counter!(L4_REFUSED, "TCP connections refused before relaying.");
+    describe_counter!(PROXY_PROTOCOL_REJECTED, "Connections refused for their PROXY header.");
 }
 
 /// The status class label of a status code.

@@ -12,6 +12,10 @@ use pingora::apps::HttpServerOptions;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 
+use pingora::services::listening::Service;
+
+use crate::l4::http_pp::ProxyProtocolHttp;
+use crate::l4::tcp::TcpProxy;
 use crate::l7::proxy::BerthProxy;
 use crate::runtime::{ConfigSource, Shared};
 
@@ -103,42 +107,7 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     for l in &config.listeners {
-        let scheme = match l.protocol {
-            ListenerProtocol::Http => "http",
-            ListenerProtocol::Https => "https",
-        };
-        let proxy = BerthProxy {
-            listener: l.name.clone(),
-            scheme,
-            shared: Arc::clone(&shared),
-        };
-        let mut svc = pingora::proxy::http_proxy_service_with_name(
-            &server.configuration,
-            proxy,
-            &format!("listener {}", l.name),
-        );
-        let bind = l.bind.to_string();
-        match l.protocol {
-            ListenerProtocol::Http => {
-                if let Some(app) = svc.app_logic_mut() {
-                    let mut opts = HttpServerOptions::default();
-                    opts.h2c = l.http2;
-                    app.server_options = Some(opts);
-                }
-                svc.add_tcp(&bind);
-            }
-            ListenerProtocol::Https => {
-                let tls = crate::tls::settings(&l.certificates, l.http2).map_err(|source| {
-                    StartError::Tls {
-                        listener: l.name.clone(),
-                        source,
-                    }
-                })?;
-                svc.add_tls_with_settings(&bind, None, tls);
-            }
-        }
-        svc.threads = Some(config.proxy.threads);
-        server.add_service(svc);
+        add_listener(&mut server, l, &shared, config.proxy.threads)?;
     }
     tracing::info!(
         listeners = config.listeners.len(),
@@ -149,6 +118,74 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
     // The control runtime lives as long as the process.
     std::mem::forget(control);
     server.run_forever()
+}
+
+/// Adds the pingora service of one listener.
+fn add_listener(
+    server: &mut Server,
+    l: &berth_config::model::Listener,
+    shared: &Arc<Shared>,
+    threads: usize,
+) -> Result<(), StartError> {
+    let bind = l.bind.to_string();
+    let name = format!("listener {}", l.name);
+    let tls_err = |source| StartError::Tls {
+        listener: l.name.clone(),
+        source,
+    };
+    match l.protocol {
+        ListenerProtocol::Tcp | ListenerProtocol::Tls => {
+            let tls = match l.protocol {
+                ListenerProtocol::Tls => Some(crate::tls::acceptor(&l.certificates).map_err(tls_err)?),
+                _ => None,
+            };
+            let app = TcpProxy::new(l.name.clone(), Arc::clone(shared), tls);
+            let mut svc = Service::new(name, app);
+            svc.add_tcp(&bind);
+            svc.threads = Some(threads);
+            server.add_service(svc);
+        }
+        ListenerProtocol::Http | ListenerProtocol::Https => {
+            let scheme = if l.protocol == ListenerProtocol::Https { "https" } else { "http" };
+            let proxy = BerthProxy {
+                listener: l.name.clone(),
+                scheme,
+                shared: Arc::clone(shared),
+            };
+            let mut app = pingora::proxy::http_proxy(&server.configuration, proxy);
+            if l.protocol == ListenerProtocol::Http {
+                let mut opts = HttpServerOptions::default();
+                opts.h2c = l.http2;
+                app.server_options = Some(opts);
+            }
+            let mut svc = if l.proxy_protocol.is_some() {
+                // Validation keeps PROXY protocol to plain-HTTP listeners (the header precedes
+                // TLS, which pingora terminates before the app sees the connection).
+                let wrapped = ProxyProtocolHttp {
+                    inner: Arc::new(app),
+                    listener: l.name.clone(),
+                    shared: Arc::clone(shared),
+                };
+                let mut svc = Service::new(name, wrapped);
+                svc.add_tcp(&bind);
+                svc.threads = Some(threads);
+                server.add_service(svc);
+                return Ok(());
+            } else {
+                Service::new(name, app)
+            };
+            match l.protocol {
+                ListenerProtocol::Https => {
+                    let tls = crate::tls::settings(&l.certificates, l.http2).map_err(tls_err)?;
+                    svc.add_tls_with_settings(&bind, None, tls);
+                }
+                _ => svc.add_tcp(&bind),
+            }
+            svc.threads = Some(threads);
+            server.add_service(svc);
+        }
+    }
+    Ok(())
 }
 
 /// Marks the process ready once every listener accepts connections.

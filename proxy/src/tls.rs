@@ -97,6 +97,18 @@ fn load_one(c: &Certificate) -> Result<CertifiedKey, TlsError> {
     Ok(CertifiedKey::new(chain, signing))
 }
 
+/// A TLS acceptor for `tls` (TCP) listeners, choosing certificates by SNI.
+pub fn acceptor(certs: &[Certificate]) -> Result<pingora::tls::TlsAcceptor, TlsError> {
+    let resolver = SniResolver::load(certs)?;
+    let config = pingora::tls::ServerConfig::builder_with_protocol_versions(&[
+        &pingora::tls::version::TLS12,
+        &pingora::tls::version::TLS13,
+    ])
+    .with_no_client_auth()
+    .with_cert_resolver(Arc::new(resolver));
+    Ok(pingora::tls::TlsAcceptor::from(Arc::new(config)))
+}
+
 /// TLS settings for a listener: SNI resolver, and ALPN h2+http/1.1 when `http2`.
 pub fn settings(certs: &[Certificate], http2: bool) -> Result<TlsSettings, TlsError> {
     let resolver = SniResolver::load(certs)?;

@@ -20,6 +20,9 @@ use crate::metrics as m;
 use crate::runtime::{Shared, Snapshot};
 use crate::target::{fnv1a, now_ms, InFlight};
 
+/// The header carrying the PrivateLink VPC endpoint ID to targets.
+pub const VPCE_HEADER: &str = "x-berth-vpce-id";
+
 /// The `ProxyHttp` of one listener.
 #[derive(Debug)]
 pub struct BerthProxy {
@@ -61,6 +64,7 @@ pub struct Ctx {
     conn: Option<Arc<ConnGuard>>,
     client_ip: Option<IpAddr>,
     trusted_peer: bool,
+    vpce_id: Option<String>,
     group: Option<Arc<Group>>,
     inflight: Option<InFlight>,
     tried: Vec<SocketAddr>,
@@ -255,6 +259,16 @@ impl ProxyHttp for BerthProxy {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         ctx.trusted_peer = self.is_trusted(&snap, ctx.client_ip);
+        if snap
+            .listener(&self.listener)
+            .is_some_and(|l| l.proxy_protocol.is_some())
+        {
+            ctx.vpce_id = session
+                .digest()
+                .and_then(|d| d.socket_digest.as_ref())
+                .and_then(|sd| sd.socket_cookie().ok())
+                .and_then(crate::l4::http_pp::vpce_of);
+        }
         ctx.snapshot = Some(snap);
         Ok(())
     }
@@ -289,6 +303,7 @@ impl ProxyHttp for BerthProxy {
             method: req.method.as_str(),
             headers: &req.headers,
             client_ip: ctx.client_ip,
+            vpce_id: ctx.vpce_id.as_deref(),
         };
         match rules::route(listener, &view) {
             Action::FixedResponse(f) => {
@@ -415,6 +430,11 @@ impl ProxyHttp for BerthProxy {
         if !(ctx.trusted_peer && upstream.headers.contains_key(id_header)) {
             let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
             upstream.insert_header(id_header.to_string(), id)?;
+        }
+        // Only berth sets the VPC endpoint header, from the PROXY header it verified.
+        upstream.remove_header(VPCE_HEADER);
+        if let Some(v) = &ctx.vpce_id {
+            upstream.insert_header(VPCE_HEADER, v.as_str())?;
         }
         if ctx.inflight.as_ref().is_some_and(|f| f.0.is_draining()) {
             // Do not return this connection to the pool: the target is leaving.

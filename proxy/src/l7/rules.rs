@@ -21,6 +21,8 @@ pub struct RequestView<'a> {
     pub headers: &'a HeaderMap,
     /// Client address.
     pub client_ip: Option<IpAddr>,
+    /// VPC endpoint ID from the connection's PROXY header.
+    pub vpce_id: Option<&'a str>,
 }
 
 /// Strips a port from a host header value (`example.com:8080`, `[::1]:80`) — the caller
@@ -65,6 +67,9 @@ pub fn matches(c: &Condition, req: &RequestView<'_>) -> bool {
                 .any(|(k, v)| k == name.as_str() && values.iter().any(|p| p.is_match(&v)))
         }),
         Condition::Method(methods) => methods.iter().any(|m| m == req.method),
+        Condition::VpcEndpoint(ids) => req
+            .vpce_id
+            .is_some_and(|v| ids.iter().any(|id| id == v)),
         Condition::SourceCidr(nets) => req
             .client_ip
             .is_some_and(|ip| nets.iter().any(|n| n.contains(&canonical(ip)))),
@@ -121,6 +126,9 @@ mod tests {
             header_timeout: std::time::Duration::from_secs(1),
             idle_timeout: std::time::Duration::from_secs(1),
             max_header_bytes: 1000,
+            proxy_protocol: None,
+            connect_timeout: std::time::Duration::from_secs(1),
+            max_connections: 10,
             rules: rules
                 .into_iter()
                 .map(|(priority, conditions, s)| Rule {
@@ -141,6 +149,7 @@ mod tests {
             method: "GET",
             headers,
             client_ip: Some("127.0.0.9".parse().unwrap()),
+            vpce_id: Some("vpce-1"),
         }
     }
 
@@ -192,6 +201,10 @@ mod tests {
         let c = Condition::SourceCidr(vec!["127.0.0.0/24".parse().unwrap()]);
         assert!(matches(&c, &view(&h, "h", "/", None)));
         let c = Condition::SourceCidr(vec!["10.0.0.0/8".parse().unwrap()]);
+        assert!(!matches(&c, &view(&h, "h", "/", None)));
+        let c = Condition::VpcEndpoint(vec!["vpce-1".into()]);
+        assert!(matches(&c, &view(&h, "h", "/", None)));
+        let c = Condition::VpcEndpoint(vec!["vpce-2".into()]);
         assert!(!matches(&c, &view(&h, "h", "/", None)));
     }
 

@@ -1,0 +1,332 @@
+//! The TCP proxy (NLB role): a pingora `ServerApp` per tcp/tls listener. Each connection may
+//! start with a PROXY header (from trusted peers only), is optionally TLS-terminated, then
+//! relayed to a target chosen by the group's balancer, with a connect timeout, retries on
+//! connect failure, an idle timeout, half-close in both directions, and an end when a draining
+//! target's deregistration delay is over.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use berth_config::model::{Action, HashOn, Listener};
+use pingora::apps::ServerApp;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::proxy_protocol::{self, ProxyHeaderError, ProxyInfo};
+use crate::group::{Group, SelectInput};
+use crate::metrics as m;
+use crate::runtime::Shared;
+use crate::target::{fnv1a, now_ms, InFlight, Target};
+
+/// Relay buffer per direction.
+const BUF: usize = 16 * 1024;
+
+/// The L4 proxy of one tcp/tls listener.
+pub struct TcpProxy {
+    /// Listener name.
+    pub listener: String,
+    /// Shared state.
+    pub shared: Arc<Shared>,
+    /// TLS acceptor for `tls` listeners.
+    pub tls: Option<pingora::tls::TlsAcceptor>,
+    active: AtomicUsize,
+}
+
+impl std::fmt::Debug for TcpProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpProxy")
+            .field("listener", &self.listener)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl TcpProxy {
+    /// A proxy for listener `listener`.
+    pub fn new(listener: String, shared: Arc<Shared>, tls: Option<pingora::tls::TlsAcceptor>) -> Self {
+        TcpProxy {
+            listener,
+            shared,
+            tls,
+            active: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// The peer and local addresses of an accepted stream.
+pub fn stream_addrs(stream: &Stream) -> (Option<SocketAddr>, Option<SocketAddr>) {
+    let d = stream.get_socket_digest();
+    let peer = d.as_ref().and_then(|d| d.peer_addr().and_then(|a| a.as_inet().copied()));
+    let local = d.as_ref().and_then(|d| d.local_addr().and_then(|a| a.as_inet().copied()));
+    (peer, local)
+}
+
+/// Checks trust, reads the PROXY header and applies the VPC endpoint allow-list; counts and
+/// logs refusals.
+pub async fn accept_proxy_header(
+    listener: &Listener,
+    name: &str,
+    stream: &mut Stream,
+    peer: Option<SocketAddr>,
+) -> Result<Option<ProxyInfo>, ProxyHeaderError> {
+    let Some(pp) = &listener.proxy_protocol else {
+        return Ok(None);
+    };
+    let result = async {
+        let peer_ip = peer.map(|p| p.ip());
+        if !peer_ip.is_some_and(|ip| pp.trusted_cidrs.iter().any(|n| n.contains(&ip))) {
+            return Err(ProxyHeaderError::Untrusted(
+                peer.map(|p| p.to_string()).unwrap_or_else(|| "unknown".into()),
+            ));
+        }
+        let info = proxy_protocol::read_header(stream, pp.header_timeout).await?;
+        if !pp.allowed_vpc_endpoints.is_empty()
+            && !info
+                .vpce_id
+                .as_ref()
+                .is_some_and(|id| pp.allowed_vpc_endpoints.contains(id))
+        {
+            return Err(ProxyHeaderError::VpceNotAllowed(info.vpce_id.clone()));
+        }
+        Ok(info)
+    }
+    .await;
+    match result {
+        Ok(info) => Ok(Some(info)),
+        Err(e) => {
+            metrics::counter!(m::PROXY_PROTOCOL_REJECTED, "listener" => name.to_string(), "reason" => e.reason())
+                .increment(1);
+            tracing::info!(listener = name, peer = ?peer, error = %e, "connection refused");
+            Err(e)
+        }
+    }
+}
+
+/// Picks a weighted target group of a forward action.
+pub fn pick_group(action: &Action) -> Option<&str> {
+    let Action::Forward(groups) = action else {
+        return None;
+    };
+    let total: u32 = groups.iter().map(|g| g.weight).sum();
+    let mut pos = if total > 1 { fastrand::u32(0..total) } else { 0 };
+    for g in groups {
+        if pos < g.weight {
+            return Some(&g.target_group);
+        }
+        pos -= g.weight;
+    }
+    groups.first().map(|g| g.target_group.as_str())
+}
+
+struct ActiveGuard<'a> {
+    count: &'a AtomicUsize,
+    gauge: metrics::Gauge,
+}
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        self.gauge.decrement(1.0);
+    }
+}
+
+impl TcpProxy {
+    async fn handle(&self, mut stream: Stream) {
+        let snap = self.shared.snapshot.load_full();
+        let Some(listener) = snap.listener(&self.listener) else {
+            return;
+        };
+        let name = self.listener.as_str();
+        if self.active.fetch_add(1, Ordering::Relaxed) >= listener.max_connections {
+            self.active.fetch_sub(1, Ordering::Relaxed);
+            metrics::counter!(m::L4_REFUSED, "listener" => name.to_string(), "reason" => "connection_limit")
+                .increment(1);
+            return;
+        }
+        let gauge = metrics::gauge!(m::L4_ACTIVE_FLOWS, "listener" => name.to_string());
+        gauge.increment(1.0);
+        let _active = ActiveGuard {
+            count: &self.active,
+            gauge,
+        };
+        metrics::counter!(m::L4_NEW_FLOWS, "listener" => name.to_string()).increment(1);
+
+        let (peer, local) = stream_addrs(&stream);
+        let info = match accept_proxy_header(listener, name, &mut stream, peer).await {
+            Ok(i) => i,
+            Err(_) => return,
+        };
+        let client = info.as_ref().and_then(|i| i.source).or(peer);
+        let destination = info.as_ref().and_then(|i| i.destination).or(local);
+
+        let Some(group) = pick_group(&listener.default_action).and_then(|g| snap.groups.get(g)) else {
+            return;
+        };
+        let Some((upstream, inflight)) = self.connect(group, listener, client).await else {
+            return;
+        };
+        let mut upstream = upstream;
+        let cfg = group.config.load_full();
+        if cfg.proxy_protocol_v2 {
+            if let (Some(src), Some(dst)) = (client, destination) {
+                let tlvs = info.as_ref().map(|i| i.tlvs.clone()).unwrap_or_default();
+                match proxy_protocol::encode_v2(src, dst, &tlvs) {
+                    Ok(h) => {
+                        if upstream.write_all(&h).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(listener = name, error = %e, "cannot encode PROXY v2 header");
+                        return;
+                    }
+                }
+            }
+        }
+        let limits = Limits {
+            idle: listener.idle_timeout,
+            dereg: cfg.deregistration_delay,
+        };
+        match &self.tls {
+            Some(acceptor) => match acceptor.accept(stream).await {
+                Ok(tls) => self.relay(tls, upstream, &inflight.0, limits).await,
+                Err(e) => {
+                    metrics::counter!(m::L4_REFUSED, "listener" => name.to_string(), "reason" => "tls_handshake")
+                        .increment(1);
+                    tracing::debug!(listener = name, error = %e, "TLS handshake failed");
+                }
+            },
+            None => self.relay(stream, upstream, &inflight.0, limits).await,
+        }
+    }
+
+    /// Connects to a target, trying others when a connect fails.
+    async fn connect(
+        &self,
+        group: &Arc<Group>,
+        listener: &Listener,
+        client: Option<SocketAddr>,
+    ) -> Option<(TcpStream, InFlight)> {
+        let cfg = group.config.load_full();
+        let hash_key = match &cfg.algorithm {
+            berth_config::model::Algorithm::ConsistentHash(HashOn::SourceIp) => {
+                client.map(|c| fnv1a(c.ip().to_string().as_bytes()))
+            }
+            berth_config::model::Algorithm::ConsistentHash(_) => {
+                client.map(|c| fnv1a(c.ip().to_string().as_bytes()))
+            }
+            _ => None,
+        };
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        for _ in 0..=cfg.retry.attempts {
+            let sel = group.select(&SelectInput {
+                hash_key,
+                sticky_id: None,
+                exclude: &tried,
+            })?;
+            let target = sel.target;
+            tried.push(target.address);
+            let inflight = InFlight::new(Arc::clone(&target));
+            match tokio::time::timeout(listener.connect_timeout, TcpStream::connect(target.address)).await {
+                Ok(Ok(s)) => {
+                    let _ = s.set_nodelay(true);
+                    metrics::counter!(m::TARGET_REQUESTS, "target_group" => group.name.clone(), "target" => target.label.clone())
+                        .increment(1);
+                    return Some((s, inflight));
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(target_group = %group.name, target = %target.label, error = %e, "connect failed")
+                }
+                Err(_) => {
+                    tracing::debug!(target_group = %group.name, target = %target.label, "connect timed out")
+                }
+            }
+            metrics::counter!(m::L4_CONNECT_ERRORS, "target_group" => group.name.clone()).increment(1);
+            if target.observe_connect_failure(cfg.outlier.consecutive_connect_failures) {
+                group.try_eject(&target, "connect");
+            }
+        }
+        None
+    }
+
+    async fn relay<C>(&self, client: C, upstream: TcpStream, target: &Arc<Target>, limits: Limits)
+    where
+        C: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let name = self.listener.clone();
+        let bytes_in = metrics::counter!(m::L4_BYTES, "listener" => name.clone(), "direction" => "in");
+        let bytes_out = metrics::counter!(m::L4_BYTES, "listener" => name.clone(), "direction" => "out");
+        let last = AtomicU64::new(now_ms());
+        let (mut cr, mut cw) = tokio::io::split(client);
+        let (mut ur, mut uw) = upstream.into_split();
+        let c2u = copy_half(&mut cr, &mut uw, &last, &bytes_in);
+        let u2c = copy_half(&mut ur, &mut cw, &last, &bytes_out);
+        let watchdog = async {
+            let tick = (limits.idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+            loop {
+                tokio::time::sleep(tick).await;
+                let now = now_ms();
+                if now.saturating_sub(last.load(Ordering::Relaxed)) >= limits.idle.as_millis() as u64 {
+                    return "idle";
+                }
+                if target.is_draining()
+                    && now.saturating_sub(target.drain_started_ms()) >= limits.dereg.as_millis() as u64
+                {
+                    return "deregistered";
+                }
+            }
+        };
+        tokio::select! {
+            (a, b) = async { tokio::join!(c2u, u2c) } => {
+                if is_reset(&a) || is_reset(&b) {
+                    metrics::counter!(m::L4_RESETS, "listener" => name).increment(1);
+                }
+            }
+            why = watchdog => {
+                tracing::debug!(listener = %name, target = %target.label, why, "flow closed");
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    idle: Duration,
+    dereg: Duration,
+}
+
+fn is_reset(r: &std::io::Result<()>) -> bool {
+    matches!(r, Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe))
+}
+
+/// Copies one direction until EOF, then half-closes the other side.
+async fn copy_half<R, W>(r: &mut R, w: &mut W, last: &AtomicU64, bytes: &metrics::Counter) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; BUF];
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        w.write_all(&buf[..n]).await?;
+        last.store(now_ms(), Ordering::Relaxed);
+        bytes.increment(n as u64);
+    }
+    w.shutdown().await
+}
+
+#[async_trait]
+impl ServerApp for TcpProxy {
+    async fn process_new(self: &Arc<Self>, stream: Stream, _shutdown: &ShutdownWatch) -> Option<Stream> {
+        self.handle(stream).await;
+        None
+    }
+}
