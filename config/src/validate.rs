@@ -775,8 +775,13 @@ impl Cx<'_> {
                 Aggregate::Local
             }
         };
-        let publish_buffer =
-            self.int(s.publish_buffer, "scaler.publish_buffer", 10_000, 1, 10_000_000) as usize;
+        let publish_buffer = self.int(
+            s.publish_buffer,
+            "scaler.publish_buffer",
+            10_000,
+            1,
+            10_000_000,
+        ) as usize;
         let aggregate_window = self.dur_in(
             &s.aggregate_window,
             "scaler.aggregate_window",
@@ -854,7 +859,10 @@ impl Cx<'_> {
             Some(n) => n.trim().to_owned(),
         };
         if !names.insert(name.clone()) {
-            self.err(path, format!("duplicate policy name {name:?} in this service"));
+            self.err(
+                path,
+                format!("duplicate policy name {name:?} in this service"),
+            );
         }
         name
     }
@@ -873,16 +881,25 @@ impl Cx<'_> {
         if !allowed.contains(&name) {
             self.err(
                 &format!("{p}.metric"),
-                format!("unknown metric {name:?} (expected one of: {})", allowed.join(", ")),
+                format!(
+                    "unknown metric {name:?} (expected one of: {})",
+                    allowed.join(", ")
+                ),
             );
             return None;
         }
         let takes_per = matches!(name, "request_rate" | "requests_per_target");
         if per.is_some() && !takes_per {
-            self.err(&format!("{p}.per"), format!("only applies to request metrics, not {name:?}"));
+            self.err(
+                &format!("{p}.per"),
+                format!("only applies to request metrics, not {name:?}"),
+            );
         }
         if percentile.is_some() && name != "latency" {
-            self.err(&format!("{p}.percentile"), format!("only applies to \"latency\", not {name:?}"));
+            self.err(
+                &format!("{p}.percentile"),
+                format!("only applies to \"latency\", not {name:?}"),
+            );
         }
         let per = match per.as_deref() {
             None => default_per,
@@ -898,7 +915,7 @@ impl Cx<'_> {
         };
         let percentile = match percentile {
             None => 99.0,
-            Some(x) if x >= 1.0 && x <= 99.99 => x,
+            Some(x) if (1.0..=99.99).contains(&x) => x,
             Some(_) => {
                 self.err(&format!("{p}.percentile"), "must be between 1 and 99.99");
                 99.0
@@ -922,8 +939,12 @@ impl Cx<'_> {
         dry_run: bool,
         groups: &HashSet<String>,
     ) -> Option<ScaledService> {
-        let cluster = self.required(&s.cluster, &format!("{p}.cluster")).map(str::to_owned);
-        let service = self.required(&s.service, &format!("{p}.service")).map(str::to_owned);
+        let cluster = self
+            .required(&s.cluster, &format!("{p}.cluster"))
+            .map(str::to_owned);
+        let service = self
+            .required(&s.service, &format!("{p}.service"))
+            .map(str::to_owned);
         let target_group = self
             .required(&s.target_group, &format!("{p}.target_group"))
             .map(str::to_owned);
@@ -974,7 +995,11 @@ impl Cx<'_> {
                 &t.metric,
                 &t.per,
                 t.percentile,
-                &["requests_per_target", "latency", "active_connections_per_target"],
+                &[
+                    "requests_per_target",
+                    "latency",
+                    "active_connections_per_target",
+                ],
                 Per::Minute,
             );
             let target = match t.target {
@@ -992,7 +1017,10 @@ impl Cx<'_> {
                 None => 0.1,
                 Some(x) if (0.0..100.0).contains(&x) => x / 100.0,
                 Some(_) => {
-                    self.err(&format!("{tp}.tolerance_percent"), "must be at least 0 and below 100");
+                    self.err(
+                        &format!("{tp}.tolerance_percent"),
+                        "must be at least 0 and below 100",
+                    );
                     0.1
                 }
             };
@@ -1036,8 +1064,12 @@ impl Cx<'_> {
         let mut scheduled = Vec::new();
         for (i, a) in s.scheduled.iter().enumerate() {
             let ap = format!("{p}.scheduled[{i}]");
-            let name =
-                self.policy_name(&a.name, &format!("{ap}.name"), format!("scheduled[{i}]"), &mut names);
+            let name = self.policy_name(
+                &a.name,
+                &format!("{ap}.name"),
+                format!("scheduled[{i}]"),
+                &mut names,
+            );
             let timezone = match a.timezone.as_deref() {
                 None => chrono_tz::UTC,
                 Some(tz) => match tz.trim().parse::<chrono_tz::Tz>() {
@@ -1135,7 +1167,9 @@ impl Cx<'_> {
             Some(other) => {
                 self.err(
                     &format!("{tp}.comparison"),
-                    format!("unknown comparison {other:?} (expected \">=\", \">\", \"<=\" or \"<\")"),
+                    format!(
+                        "unknown comparison {other:?} (expected \">=\", \">\", \"<=\" or \"<\")"
+                    ),
                 );
                 None
             }
@@ -1151,8 +1185,13 @@ impl Cx<'_> {
                 None
             }
         };
-        let evaluation_periods =
-            self.int(t.evaluation_periods, &format!("{tp}.evaluation_periods"), 1, 1, 100) as u32;
+        let evaluation_periods = self.int(
+            t.evaluation_periods,
+            &format!("{tp}.evaluation_periods"),
+            1,
+            1,
+            100,
+        ) as u32;
         let datapoints_to_alarm = self.int(
             t.datapoints_to_alarm,
             &format!("{tp}.datapoints_to_alarm"),
@@ -1228,10 +1267,20 @@ impl Cx<'_> {
                     continue;
                 }
                 if !(-100_000..=100_000).contains(&adjustment) {
-                    self.err(&format!("{sp}.adjustment"), "must be between -100000 and 100000");
+                    self.err(
+                        &format!("{sp}.adjustment"),
+                        "must be between -100000 and 100000",
+                    );
                     continue;
                 }
-                steps.push((j, Step { lower, upper, adjustment }));
+                steps.push((
+                    j,
+                    Step {
+                        lower,
+                        upper,
+                        adjustment,
+                    },
+                ));
             }
             steps.sort_by(|a, b| a.1.lower.total_cmp(&b.1.lower));
             for w in steps.windows(2) {
@@ -1333,8 +1382,11 @@ impl Cx<'_> {
         let idle_default = if l4 { secs(350) } else { secs(60) };
         let idle_timeout =
             self.dur_pos(&l.idle_timeout, &format!("{p}.idle_timeout"), idle_default);
-        let connect_timeout =
-            self.dur_pos(&l.connect_timeout, &format!("{p}.connect_timeout"), secs(10));
+        let connect_timeout = self.dur_pos(
+            &l.connect_timeout,
+            &format!("{p}.connect_timeout"),
+            secs(10),
+        );
         let max_connections = self.int(
             l.max_connections,
             &format!("{p}.max_connections"),
@@ -1459,7 +1511,11 @@ impl Cx<'_> {
             }
             Some(a) => self.action(&format!("{p}.default_action"), a, groups),
         };
-        if l4 && default_action.as_ref().is_some_and(|a| !matches!(a, Action::Forward(_))) {
+        if l4
+            && default_action
+                .as_ref()
+                .is_some_and(|a| !matches!(a, Action::Forward(_)))
+        {
             self.err(
                 &format!("{p}.default_action"),
                 "tcp and tls listeners can only forward",
@@ -2297,7 +2353,10 @@ impl Cx<'_> {
             (Some(svc), None) if !svc.trim().is_empty() => Some(EcsSelector::Service(svc.clone())),
             (None, Some(fam)) if !fam.trim().is_empty() => Some(EcsSelector::Family(fam.clone())),
             (Some(_), Some(_)) => {
-                self.err(&format!("{p}.family"), "set either service or family, not both");
+                self.err(
+                    &format!("{p}.family"),
+                    "set either service or family, not both",
+                );
                 None
             }
             (None, None) => {
@@ -2312,7 +2371,10 @@ impl Cx<'_> {
         let pp = format!("{p}.port");
         let port = match &s.port {
             None => {
-                self.err(&pp, "required (the container port, or its port mapping's name)");
+                self.err(
+                    &pp,
+                    "required (the container port, or its port mapping's name)",
+                );
                 None
             }
             Some(RawPort::Number(n)) if (1..=65535).contains(n) => Some(PortRef::Number(*n as u16)),
@@ -2427,7 +2489,9 @@ pub fn parse_schedule(text: &str) -> Result<Schedule, String> {
             .map_err(|e| format!("invalid at() time {at:?}: {e} (expected yyyy-mm-ddThh:mm:ss)"));
     }
     if let Some(rate) = inner("rate(") {
-        let bad = || format!("invalid rate {rate:?} (expected e.g. \"5 minutes\", \"1 hour\", \"2 days\")");
+        let bad = || {
+            format!("invalid rate {rate:?} (expected e.g. \"5 minutes\", \"1 hour\", \"2 days\")")
+        };
         let (n, unit) = rate.split_once(char::is_whitespace).ok_or_else(bad)?;
         let n: u64 = n.trim().parse().map_err(|_| bad())?;
         let unit_secs = match unit.trim() {
@@ -2439,7 +2503,9 @@ pub fn parse_schedule(text: &str) -> Result<Schedule, String> {
         if n == 0 {
             return Err(format!("invalid rate {rate:?}: must be at least 1"));
         }
-        return Ok(Schedule::Rate(Duration::from_secs(n.saturating_mul(unit_secs))));
+        return Ok(Schedule::Rate(Duration::from_secs(
+            n.saturating_mul(unit_secs),
+        )));
     }
     Err(format!(
         "invalid schedule {t:?} (expected cron(...), at(...) or rate(...))"

@@ -87,7 +87,11 @@ async fn handle(
     prom: PrometheusHandle,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return Ok(reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n"));
+        return Ok(reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n",
+        ));
     }
     Ok(match req.uri().path() {
         "/metrics" => {
@@ -116,14 +120,26 @@ async fn handle(
                 .collect();
             match serde_json::to_vec(&crate::discovery::ecs::sd_entries(&sources)) {
                 Ok(body) => reply(StatusCode::OK, "application/json", body),
-                Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", e.to_string()),
+                Err(e) => reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    e.to_string(),
+                ),
             }
         }
         "/targets" => match serde_json::to_vec(&targets_view(&shared)) {
             Ok(body) => reply(StatusCode::OK, "application/json", body),
-            Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", e.to_string()),
+            Err(e) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                e.to_string(),
+            ),
         },
-        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics, /healthz, /targets, /sd/prometheus\n"),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: try /metrics, /healthz, /targets, /sd/prometheus\n",
+        ),
     })
 }
 
@@ -141,7 +157,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, prom: PrometheusH
         let shared = Arc::clone(&shared);
         let prom = prom.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(req, Arc::clone(&shared), prom.clone()));
+            let svc = hyper::service::service_fn(move |req| {
+                handle(req, Arc::clone(&shared), prom.clone())
+            });
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc);
             if let Err(e) = conn.await {

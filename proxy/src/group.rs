@@ -183,7 +183,10 @@ impl Group {
 
         if let Some(id) = input.sticky_id {
             if let Some(t) = list.iter().find(|t| {
-                t.sticky_id == id && !t.is_draining() && t.status() == Status::Healthy && !t.is_ejected(now)
+                t.sticky_id == id
+                    && !t.is_draining()
+                    && t.status() == Status::Healthy
+                    && !t.is_ejected(now)
             }) {
                 if !tried(t) {
                     return Some(Selection {
@@ -222,9 +225,7 @@ impl Group {
         for ok in tiers {
             let pick = match &cfg.algorithm {
                 Algorithm::RoundRobin => balance::round_robin(list, ok, weight, &self.rr),
-                Algorithm::LeastOutstandingRequests => {
-                    balance::least_outstanding(list, ok, weight)
-                }
+                Algorithm::LeastOutstandingRequests => balance::least_outstanding(list, ok, weight),
                 Algorithm::WeightedRandom => balance::weighted_random(list, ok, weight),
                 Algorithm::ConsistentHash(_) => match input.hash_key {
                     Some(k) => balance::consistent_hash(list, ok, &set.ring, k),
@@ -246,8 +247,11 @@ impl Group {
             if on {
                 tracing::warn!(target_group = %self.name, "no healthy target: failing open");
             }
-            metrics::gauge!(m::FAIL_OPEN, "target_group" => self.name.clone())
-                .set(if on { 1.0 } else { 0.0 });
+            metrics::gauge!(m::FAIL_OPEN, "target_group" => self.name.clone()).set(if on {
+                1.0
+            } else {
+                0.0
+            });
         }
     }
 
@@ -320,7 +324,9 @@ impl RetryBudget {
             return true;
         }
         self.milli
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1000))
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                v.checked_sub(1000)
+            })
             .is_ok()
     }
 }
@@ -417,7 +423,10 @@ mod tests {
         g.apply_discovered(&[spec(2)]);
         assert_eq!(t3.state(), TargetState::Draining);
         for _ in 0..10 {
-            assert_eq!(g.select(&SelectInput::default()).unwrap().target.address, spec(2).address);
+            assert_eq!(
+                g.select(&SelectInput::default()).unwrap().target.address,
+                spec(2).address
+            );
         }
         g.reap_drained();
         assert_eq!(g.targets.load().list.len(), 2, "in-flight request keeps it");

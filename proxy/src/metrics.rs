@@ -105,35 +105,62 @@ pub fn install() -> PrometheusHandle {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_counter!(REQUESTS, "Requests answered, by status class and origin (target or proxy).");
+    describe_counter!(
+        REQUESTS,
+        "Requests answered, by status class and origin (target or proxy)."
+    );
     describe_counter!(PROXY_RESPONSES, "Proxy-generated responses by reason.");
-    describe_histogram!(TARGET_RESPONSE_SECONDS, Unit::Seconds, "Target response time (to response header).");
+    describe_histogram!(
+        TARGET_RESPONSE_SECONDS,
+        Unit::Seconds,
+        "Target response time (to response header)."
+    );
     describe_histogram!(REQUEST_SECONDS, Unit::Seconds, "Whole request duration.");
     describe_counter!(TARGET_REQUESTS, "Requests sent to each target.");
     describe_gauge!(TARGETS, "Targets by state.");
-    describe_gauge!(FAIL_OPEN, "1 when the target group has no healthy target and routes to all.");
+    describe_gauge!(
+        FAIL_OPEN,
+        "1 when the target group has no healthy target and routes to all."
+    );
     describe_gauge!(ACTIVE_CONNECTIONS, "Open client connections.");
     describe_counter!(NEW_CONNECTIONS, "Accepted client connections.");
     describe_counter!(BYTES_IN, Unit::Bytes, "Request body bytes from clients.");
     describe_counter!(BYTES_OUT, Unit::Bytes, "Response body bytes to clients.");
     describe_counter!(CONNECT_ERRORS, "Failed connects to targets.");
     describe_counter!(RETRIES, "Requests retried on another target.");
-    describe_counter!(RETRY_BUDGET_EXHAUSTED, "Retries refused by the retry budget.");
+    describe_counter!(
+        RETRY_BUDGET_EXHAUSTED,
+        "Retries refused by the retry budget."
+    );
     describe_counter!(EJECTIONS, "Passive outlier ejections.");
     describe_counter!(HEALTH_CHECKS, "Active health checks by result.");
     describe_counter!(RELOADS, "Configuration reloads by result.");
-    describe_gauge!(CONFIG_LAST_RELOAD, Unit::Seconds, "Unix time of the last successful config load.");
+    describe_gauge!(
+        CONFIG_LAST_RELOAD,
+        Unit::Seconds,
+        "Unix time of the last successful config load."
+    );
     describe_counter!(DISCOVERY_UPDATES, "Target source refreshes by result.");
-    describe_gauge!(DISCOVERY_AGE, Unit::Seconds, "Seconds since the last successful target source refresh.");
+    describe_gauge!(
+        DISCOVERY_AGE,
+        Unit::Seconds,
+        "Seconds since the last successful target source refresh."
+    );
     describe_counter!(ECS_API_CALLS, "AWS API calls by operation and outcome.");
     describe_gauge!(ECS_TASKS, "ECS tasks seen by last status.");
     describe_gauge!(L4_ACTIVE_FLOWS, "Open TCP flows.");
     describe_counter!(L4_NEW_FLOWS, "Accepted TCP flows.");
     describe_counter!(L4_BYTES, Unit::Bytes, "Bytes relayed by TCP listeners.");
-    describe_counter!(L4_CONNECT_ERRORS, "Failed target connects from TCP listeners.");
+    describe_counter!(
+        L4_CONNECT_ERRORS,
+        "Failed target connects from TCP listeners."
+    );
     describe_counter!(L4_RESETS, "TCP flows ended by a reset.");
     describe_counter!(L4_REFUSED, "TCP connections refused before relaying.");
-    describe_counter!(PROXY_PROTOCOL_REJECTED, "Connections refused for their PROXY header.");
+    describe_counter!(
+        PROXY_PROTOCOL_REJECTED,
+        "Connections refused for their PROXY header."
+    );
 }
 
 /// The status class label of a status code.

@@ -110,7 +110,12 @@ impl Shared {
                 }
                 record_reload_success();
                 metrics::counter!(m::RELOADS, "result" => "success").increment(1);
-                tracing::info!(trigger = why, generation, elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "configuration reloaded");
+                tracing::info!(
+                    trigger = why,
+                    generation,
+                    elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    "configuration reloaded"
+                );
                 Ok(generation)
             }
             Err(errors) => {
@@ -203,7 +208,10 @@ fn restart_only_changes(old: &Config, new: &Config) -> Result<(), ConfigErrors> 
     }
     for (i, (a, b)) in old.listeners.iter().zip(&new.listeners).enumerate() {
         if a.name != b.name || a.bind != b.bind {
-            err(format!("listeners[{i}]"), "a listener's name or bind address");
+            err(
+                format!("listeners[{i}]"),
+                "a listener's name or bind address",
+            );
         }
         if a.protocol != b.protocol || a.http2 != b.http2 {
             err(format!("listeners[{i}].protocol"), "a listener's protocol");
@@ -215,7 +223,10 @@ fn restart_only_changes(old: &Config, new: &Config) -> Result<(), ConfigErrors> 
                 .collect::<Vec<_>>()
         };
         if certs(a) != certs(b) {
-            err(format!("listeners[{i}].certificates"), "a listener's certificates");
+            err(
+                format!("listeners[{i}].certificates"),
+                "a listener's certificates",
+            );
         }
     }
     if errors.is_empty() {

@@ -136,10 +136,13 @@ impl Target {
         self.healthy_since_ms.load(Ordering::Relaxed)
     }
 
-    /// The state reported to users.
+    /// The state reported to users; a passively ejected target reports `unhealthy`.
     pub fn state(&self) -> TargetState {
         if self.is_draining() {
             return TargetState::Draining;
+        }
+        if self.is_ejected(now_ms()) {
+            return TargetState::Unhealthy;
         }
         match self.status() {
             Status::Initial => TargetState::Initial,
@@ -211,7 +214,8 @@ impl Target {
         self.ejected_until_ms
             .store(now + d.as_millis() as u64, Ordering::Relaxed);
         self.consecutive_5xx.store(0, Ordering::Relaxed);
-        self.consecutive_connect_failures.store(0, Ordering::Relaxed);
+        self.consecutive_connect_failures
+            .store(0, Ordering::Relaxed);
         d
     }
 }
@@ -281,6 +285,14 @@ mod tests {
         assert_eq!(t.eject(2001, base, max), Duration::from_secs(2));
         // long after: count resets
         assert_eq!(t.eject(100_000, base, max), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn ejected_target_reports_unhealthy() {
+        let t = Target::new("127.0.0.2:80".parse().unwrap(), 1, false);
+        assert_eq!(t.state(), TargetState::Healthy);
+        t.eject(now_ms(), Duration::from_secs(60), Duration::from_secs(60));
+        assert_eq!(t.state(), TargetState::Unhealthy);
     }
 
     #[test]

@@ -25,6 +25,9 @@ moto behaviour patched here (see README.md for why):
   (reason MISSING), more than 100 tasks is InvalidParameterException, as in ECS.
 * CreateCluster on an existing name returns the existing cluster (moto replaced it).
 * CreateService accepts an awsvpcConfiguration without securityGroups (moto: HTTP 500).
+* CloudWatch over Smithy RPC v2 CBOR (what the Rust SDK speaks; moto only parses the query and
+  JSON protocols): PutMetricData and GetMetricData are decoded with cbor2, run against moto's
+  CloudWatch backend, and answered in CBOR. GET /cloudwatch/metrics lists what was stored.
 """
 
 from __future__ import annotations
@@ -54,6 +57,11 @@ os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
+import cbor2  # noqa: E402
+import gzip  # noqa: E402
+import re  # noqa: E402
+
+from moto.cloudwatch.models import cloudwatch_backends  # noqa: E402
 from moto.ec2.models import ec2_backends  # noqa: E402
 from moto.ecs import models as ecs_models  # noqa: E402
 from moto.ecs import responses as ecs_responses  # noqa: E402
@@ -477,6 +485,149 @@ def _fault_response(protocol: str, kind: str, start_response: Any) -> list[bytes
     return [body]
 
 
+# ---------------------------------------------------------------------------------------------
+# CloudWatch over Smithy RPC v2 CBOR
+# ---------------------------------------------------------------------------------------------
+
+CBOR_PATH = re.compile(r"^/service/GraniteServiceVersion20100801/operation/([A-Za-z]+)$")
+CBOR_OPERATIONS = ("PutMetricData", "GetMetricData")
+_REGION = {"name": "us-east-1"}
+
+
+def _cbor_operation(environ: dict[str, Any]) -> str | None:
+    """The operation of a CloudWatch RPC v2 CBOR request, or None for anything else."""
+    if environ.get("HTTP_SMITHY_PROTOCOL", "") != "rpc-v2-cbor":
+        return None
+    m = CBOR_PATH.match(environ.get("PATH_INFO", ""))
+    return m.group(1) if m else None
+
+
+def _cbor_reply(start_response: Any, status: str, payload: Any, extra: list[tuple[str, str]] | None = None) -> list[bytes]:
+    body = cbor2.dumps(payload, datetime_as_timestamp=True, timezone=_dt.timezone.utc)
+    headers = [
+        ("smithy-protocol", "rpc-v2-cbor"),
+        ("Content-Type", "application/cbor"),
+        ("x-amzn-RequestId", str(uuid.uuid4())),
+        ("Content-Length", str(len(body))),
+    ] + (extra or [])
+    start_response(status, headers)
+    return [body]
+
+
+def _cbor_error(start_response: Any, status: str, code: str, message: str, fault: str = "Sender") -> list[bytes]:
+    return _cbor_reply(
+        start_response,
+        status,
+        {"__type": f"com.amazonaws.cloudwatch#{code}", "message": message},
+        [("x-amzn-query-error", f"{code};{fault}")],
+    )
+
+
+def _naive_utc(v: Any) -> Any:
+    """cbor2 decodes epoch timestamps (tag 1) to aware datetimes; moto compares naive UTC."""
+    if isinstance(v, _dt.datetime):
+        if v.tzinfo is not None:
+            v = v.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+        return v
+    if isinstance(v, (int, float)):
+        return _dt.datetime.fromtimestamp(float(v), _dt.timezone.utc).replace(tzinfo=None)
+    return v
+
+
+def _aware_utc(v: Any) -> Any:
+    if isinstance(v, _dt.datetime) and v.tzinfo is None:
+        return v.replace(tzinfo=_dt.timezone.utc)
+    return v
+
+
+def cbor_cloudwatch(op: str, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """Runs one CBOR CloudWatch call against moto's backend (caller holds BACKEND_LOCK)."""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    raw = environ["wsgi.input"].read(length) if length > 0 else b""
+    if "gzip" in environ.get("HTTP_CONTENT_ENCODING", ""):
+        raw = gzip.decompress(raw)
+    try:
+        req = cbor2.loads(raw) if raw else {}
+    except Exception as exc:  # noqa: BLE001
+        return _cbor_error(start_response, "400 Bad Request", "SerializationException", f"bad CBOR: {exc}")
+    if not isinstance(req, dict):
+        return _cbor_error(start_response, "400 Bad Request", "SerializationException", "body is not a map")
+    backend = cloudwatch_backends[ACCOUNT][_REGION["name"]]
+    try:
+        if op == "PutMetricData":
+            data = []
+            for d in req.get("MetricData") or []:
+                d = dict(d)
+                if "Timestamp" in d:
+                    d["Timestamp"] = _naive_utc(d["Timestamp"])
+                data.append(d)
+            backend.put_metric_data(req.get("Namespace"), data)
+            log.debug("cbor PutMetricData: %d datapoints to %s", len(data), req.get("Namespace"))
+            return _cbor_reply(start_response, "200 OK", {})
+        if op == "GetMetricData":
+            results = backend.get_metric_data(
+                queries=req.get("MetricDataQueries") or [],
+                start_time=_naive_utc(req.get("StartTime")),
+                end_time=_naive_utc(req.get("EndTime")),
+                scan_by=req.get("ScanBy") or "TimestampDescending",
+            )
+            out = [
+                {
+                    "Id": r["id"],
+                    "Label": r["label"],
+                    "Timestamps": [_aware_utc(t) for t in r["timestamps"]],
+                    "Values": [float(v) for v in r["values"]],
+                    "StatusCode": r.get("status_code", "Complete"),
+                }
+                for r in results
+            ]
+            return _cbor_reply(start_response, "200 OK", {"MetricDataResults": out, "Messages": []})
+    except Exception as exc:  # noqa: BLE001
+        log.debug("cbor %s failed: %s", op, traceback.format_exc())
+        code = getattr(exc, "error_type", None) or "InvalidParameterValue"
+        return _cbor_error(start_response, "400 Bad Request", str(code), str(exc))
+    return _cbor_error(
+        start_response, "400 Bad Request", "UnknownOperationException",
+        f"{op} is not translated by the berth test harness (only {', '.join(CBOR_OPERATIONS)})",
+    )
+
+
+def _cbor_fault(kind: str, start_response: Any) -> list[bytes]:
+    if kind == "throttle":
+        return _cbor_error(start_response, "400 Bad Request", "Throttling", "Rate exceeded")
+    return _cbor_error(
+        start_response, "500 Internal Server Error", "InternalServiceFault",
+        "Internal error (injected by berth test harness)", "Receiver",
+    )
+
+
+def stored_metrics(q: dict[str, list[str]]) -> dict[str, Any]:
+    """The datapoints moto's CloudWatch holds, optionally filtered by namespace and name."""
+    ns = (q.get("namespace") or [None])[0]
+    name = (q.get("name") or [None])[0]
+    backend = cloudwatch_backends[ACCOUNT][_REGION["name"]]
+    out = []
+    for md in backend.metric_data:
+        if ns and md.namespace != ns:
+            continue
+        if name and md.name != name:
+            continue
+        out.append(
+            {
+                "namespace": md.namespace,
+                "name": md.name,
+                "dimensions": {d.name: d.value for d in md.dimensions},
+                "value": float(getattr(md, "value", 0.0)),
+                "unit": md.unit,
+                "timestamp": _aware_utc(md.timestamp).isoformat(),
+            }
+        )
+    return {"datapoints": out}
+
+
 class HarnessMiddleware:
     """WSGI middleware: count, maybe fault, then hand to moto under the backend lock."""
 
@@ -484,6 +635,16 @@ class HarnessMiddleware:
         self.app = app
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        cbor_op = _cbor_operation(environ)
+        if cbor_op is not None:
+            fault = FAULTS.record(cbor_op)
+            if fault is not None:
+                if fault["kind"] == "delay":
+                    time.sleep(fault["delay_ms"] / 1000.0)
+                else:
+                    return _cbor_fault(fault["kind"], start_response)
+            with BACKEND_LOCK:
+                return cbor_cloudwatch(cbor_op, environ, start_response)
         protocol, op = _operation(environ)
         if op is not None:
             fault = FAULTS.record(op)
@@ -1217,6 +1378,7 @@ class Harness:
         FAULTS.reset_calls()
         self.ecs.reset()
         self.ec2.reset()
+        cloudwatch_backends[ACCOUNT][self.region].reset()
         return {"reset": True}
 
 
@@ -1343,6 +1505,7 @@ def make_control_handler(h: Harness) -> type[BaseHTTPRequestHandler]:
         ("POST", "/setup/task-definition"): lambda b, q: h.setup_task_definition(b),
         ("POST", "/setup/service"): lambda b, q: h.setup_service(b),
         ("POST", "/reset"): lambda b, q: h.reset(),
+        ("GET", "/cloudwatch/metrics"): lambda b, q: stored_metrics(q),
     }
     return Handler
 
@@ -1380,6 +1543,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
     os.environ["AWS_DEFAULT_REGION"] = args.region
+    _REGION["name"] = args.region
 
     harness = Harness(args.region)
     app = HarnessMiddleware(DomainDispatcherApplication(create_backend_app))

@@ -11,7 +11,9 @@
 //! - tasks with loopback IPs: [`Moto::create_tasks`], [`Moto::update_task`], [`Moto::stop_task`],
 //!   [`Moto::tasks`]; EC2 container instances: [`Moto::add_container_instance`];
 //! - services: [`Moto::reconcile`], [`Moto::auto_reconcile`], [`Moto::service`];
-//! - the API itself: [`Moto::inject_fault`], [`Moto::clear_faults`], [`Moto::calls`].
+//! - the API itself: [`Moto::inject_fault`], [`Moto::clear_faults`], [`Moto::calls`];
+//! - CloudWatch (the Rust SDK's RPC v2 CBOR protocol, translated by the launcher):
+//!   [`Moto::cloudwatch_datapoints`]; faults apply to `PutMetricData` / `GetMetricData` too.
 //!
 //! Everything listens on 127.0.0.1; task and instance addresses must be in 127.0.0.0/8.
 
@@ -113,9 +115,11 @@ impl NetworkMode {
 /// A fault the launcher injects in front of moto for the next `count` calls of an operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultKind {
-    /// ECS: HTTP 400 `ThrottlingException`; EC2: HTTP 503 `RequestLimitExceeded`.
+    /// ECS: HTTP 400 `ThrottlingException`; EC2: HTTP 503 `RequestLimitExceeded`;
+    /// CloudWatch (CBOR): HTTP 400 `Throttling`.
     Throttle,
-    /// ECS: HTTP 500 `ServerException`; EC2: HTTP 500 `InternalError`.
+    /// ECS: HTTP 500 `ServerException`; EC2: HTTP 500 `InternalError`; CloudWatch (CBOR):
+    /// HTTP 500 `InternalServiceFault`.
     Error500,
     /// Answer normally after this delay.
     Delay(Duration),
@@ -933,10 +937,74 @@ impl Moto {
         self.control(Method::DELETE, "/calls", None).await.map(drop)
     }
 
-    /// Empties moto's ECS and EC2 state, faults, call counts and background reconcilers.
+    /// Empties moto's ECS, EC2 and CloudWatch state, faults, call counts and background
+    /// reconcilers.
     pub async fn reset(&self) -> Result<()> {
         self.post("/reset", json!({})).await.map(drop)
     }
+
+    /// The datapoints moto's CloudWatch stored (through the launcher's CBOR translation of
+    /// `PutMetricData`), optionally only those of `namespace` and metric `name`.
+    pub async fn cloudwatch_datapoints(
+        &self,
+        namespace: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<Vec<CloudWatchDatapoint>> {
+        let mut query = Vec::new();
+        if let Some(ns) = namespace {
+            query.push(format!("namespace={ns}"));
+        }
+        if let Some(n) = name {
+            query.push(format!("name={n}"));
+        }
+        let path = if query.is_empty() {
+            "/cloudwatch/metrics".to_string()
+        } else {
+            format!("/cloudwatch/metrics?{}", query.join("&"))
+        };
+        let v = self.control(Method::GET, &path, None).await?;
+        let list = v
+            .get("datapoints")
+            .and_then(Value::as_array)
+            .ok_or_else(|| anyhow!("no 'datapoints' in {v}"))?;
+        list.iter()
+            .map(|d| {
+                Ok(CloudWatchDatapoint {
+                    namespace: str_field(d, "namespace")?,
+                    name: str_field(d, "name")?,
+                    dimensions: d
+                        .get("dimensions")
+                        .and_then(Value::as_object)
+                        .map(|o| {
+                            o.iter()
+                                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    value: d.get("value").and_then(Value::as_f64).unwrap_or(0.0),
+                    unit: d.get("unit").and_then(Value::as_str).map(str::to_string),
+                    timestamp: str_field(d, "timestamp").unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// A datapoint held by moto's CloudWatch ([`Moto::cloudwatch_datapoints`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CloudWatchDatapoint {
+    /// Namespace.
+    pub namespace: String,
+    /// Metric name.
+    pub name: String,
+    /// Dimensions by name.
+    pub dimensions: BTreeMap<String, String>,
+    /// Value.
+    pub value: f64,
+    /// Unit, e.g. `Count`.
+    pub unit: Option<String>,
+    /// ISO 8601 time.
+    pub timestamp: String,
 }
 
 impl Drop for Moto {

@@ -20,7 +20,12 @@ pub const WEIGHT_SCALE: u64 = 100;
 
 /// The effective (scaled) weight of a target under slow start: its weight ramps linearly from
 /// 1 % to 100 % over `slow_start` after it became healthy (as ALB's slow start mode).
-pub fn effective_weight(weight: u32, healthy_since_ms: u64, now_ms: u64, slow_start: Duration) -> u64 {
+pub fn effective_weight(
+    weight: u32,
+    healthy_since_ms: u64,
+    now_ms: u64,
+    slow_start: Duration,
+) -> u64 {
     let full = u64::from(weight.max(1)) * WEIGHT_SCALE;
     let ramp = slow_start.as_millis() as u64;
     if ramp == 0 || healthy_since_ms == 0 {
@@ -274,9 +279,9 @@ mod tests {
         let ring = Ring::build(&ts);
         let a = consistent_hash(&ts, |_| true, &ring, 12345);
         assert_eq!(a, consistent_hash(&ts, |_| true, &ring, 12345));
-        let m = counts(
-            (0..4000u64).map(|k| consistent_hash(&ts, |_| true, &ring, crate::target::fnv1a(&k.to_le_bytes()))),
-        );
+        let m = counts((0..4000u64).map(|k| {
+            consistent_hash(&ts, |_| true, &ring, crate::target::fnv1a(&k.to_le_bytes()))
+        }));
         for i in 0..4 {
             assert!(m[&i] > 600, "{m:?}");
         }

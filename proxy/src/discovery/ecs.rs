@@ -78,7 +78,10 @@ pub fn resolve(
     td: Option<&TaskDefinition>,
 ) -> Result<EcsTarget, Skip> {
     let task = &kt.task;
-    let service = task.group.as_deref().and_then(|g| g.strip_prefix("service:"));
+    let service = task
+        .group
+        .as_deref()
+        .and_then(|g| g.strip_prefix("service:"));
     match &source.selector {
         EcsSelector::Service(s) if service != Some(s.as_str()) => return Err(Skip::OtherGroup),
         EcsSelector::Family(f) if td.map(|t| t.family.as_str()) != Some(f.as_str()) => {
@@ -247,11 +250,15 @@ impl ClusterPoller {
                     .task_definitions
                     .get(&kt.task.task_definition_arn)
                     .is_some_and(|td| {
-                        td.containers.iter().filter(|c| c.has_health_check).all(|c| {
-                            kt.task.containers.iter().any(|tc| {
-                                tc.name == c.name && tc.health_status.as_deref() == Some("HEALTHY")
+                        td.containers
+                            .iter()
+                            .filter(|c| c.has_health_check)
+                            .all(|c| {
+                                kt.task.containers.iter().any(|tc| {
+                                    tc.name == c.name
+                                        && tc.health_status.as_deref() == Some("HEALTHY")
+                                })
                             })
-                        })
                     })
         };
         let mut tasks: HashMap<String, KnownTask> = HashMap::new();
@@ -268,7 +275,13 @@ impl ClusterPoller {
             for t in self.api.describe_tasks(&self.cluster, chunk).await? {
                 if listed.contains(&t.arn) {
                     let instance_ip = prev.tasks.get(&t.arn).and_then(|k| k.instance_ip);
-                    tasks.insert(t.arn.clone(), KnownTask { task: t, instance_ip });
+                    tasks.insert(
+                        t.arn.clone(),
+                        KnownTask {
+                            task: t,
+                            instance_ip,
+                        },
+                    );
                 }
             }
         }
@@ -330,7 +343,14 @@ impl ClusterPoller {
 
 fn publish_task_states(cluster: &str, snap: &ClusterSnapshot) {
     let mut by_state: HashMap<&str, u32> = HashMap::new();
-    for s in ["PROVISIONING", "PENDING", "ACTIVATING", "RUNNING", "DEACTIVATING", "STOPPING"] {
+    for s in [
+        "PROVISIONING",
+        "PENDING",
+        "ACTIVATING",
+        "RUNNING",
+        "DEACTIVATING",
+        "STOPPING",
+    ] {
         by_state.insert(s, 0);
     }
     for kt in snap.tasks.values() {
@@ -456,7 +476,10 @@ pub fn sd_entries(sources: &[(String, EcsSource)]) -> Vec<SdEntry> {
     let hub = EcsHub::global();
     let mut out = Vec::new();
     for (group, src) in sources {
-        let Some(snap) = hub.existing(&src.cluster).and_then(|p| p.snapshot.load_full()) else {
+        let Some(snap) = hub
+            .existing(&src.cluster)
+            .and_then(|p| p.snapshot.load_full())
+        else {
             continue;
         };
         for t in targets_of(src, &snap) {
@@ -492,7 +515,11 @@ mod tests {
                 has_health_check: health,
                 port_mappings: vec![PortMapping {
                     container_port: Some(8080),
-                    host_port: if mode == "bridge" { Some(0) } else { Some(8080) },
+                    host_port: if mode == "bridge" {
+                        Some(0)
+                    } else {
+                        Some(8080)
+                    },
                     name: Some("http".into()),
                 }],
             }],
@@ -545,7 +572,13 @@ mod tests {
     #[test]
     fn awsvpc_task_uses_eni_ip_and_container_port() {
         let t = kt(task("t1", "awsvpc", Some("127.0.0.2"), "UNKNOWN"), None);
-        let r = resolve(&src(PortRef::Name("http".into())), "prod", &t, Some(&td("awsvpc", false))).unwrap();
+        let r = resolve(
+            &src(PortRef::Name("http".into())),
+            "prod",
+            &t,
+            Some(&td("awsvpc", false)),
+        )
+        .unwrap();
         assert_eq!(r.address, "127.0.0.2:8080".parse().unwrap());
         assert!(r.labels.contains(&("service", "api".to_string())));
     }
@@ -553,7 +586,13 @@ mod tests {
     #[test]
     fn bridge_task_uses_instance_ip_and_host_port() {
         let t = kt(task("t1", "bridge", None, "UNKNOWN"), Some("127.0.0.9"));
-        let r = resolve(&src(PortRef::Number(8080)), "prod", &t, Some(&td("bridge", false))).unwrap();
+        let r = resolve(
+            &src(PortRef::Number(8080)),
+            "prod",
+            &t,
+            Some(&td("bridge", false)),
+        )
+        .unwrap();
         assert_eq!(r.address, "127.0.0.9:32768".parse().unwrap());
     }
 
@@ -561,11 +600,22 @@ mod tests {
     fn health_checked_container_must_be_healthy() {
         let t = kt(task("t1", "awsvpc", Some("127.0.0.2"), "UNKNOWN"), None);
         assert_eq!(
-            resolve(&src(PortRef::Number(8080)), "prod", &t, Some(&td("awsvpc", true))),
+            resolve(
+                &src(PortRef::Number(8080)),
+                "prod",
+                &t,
+                Some(&td("awsvpc", true))
+            ),
             Err(Skip::NotHealthy)
         );
         let t = kt(task("t1", "awsvpc", Some("127.0.0.2"), "HEALTHY"), None);
-        assert!(resolve(&src(PortRef::Number(8080)), "prod", &t, Some(&td("awsvpc", true))).is_ok());
+        assert!(resolve(
+            &src(PortRef::Number(8080)),
+            "prod",
+            &t,
+            Some(&td("awsvpc", true))
+        )
+        .is_ok());
     }
 
     #[test]
@@ -573,10 +623,16 @@ mod tests {
         let mut t = task("t1", "awsvpc", Some("127.0.0.2"), "HEALTHY");
         t.desired_status = "STOPPED".into();
         let d = td("awsvpc", false);
-        assert_eq!(resolve(&src(PortRef::Number(8080)), "prod", &kt(t, None), Some(&d)), Err(Skip::NotRunning));
+        assert_eq!(
+            resolve(&src(PortRef::Number(8080)), "prod", &kt(t, None), Some(&d)),
+            Err(Skip::NotRunning)
+        );
         let mut t = task("t1", "awsvpc", Some("127.0.0.2"), "HEALTHY");
         t.group = Some("service:web".into());
-        assert_eq!(resolve(&src(PortRef::Number(8080)), "prod", &kt(t, None), Some(&d)), Err(Skip::OtherGroup));
+        assert_eq!(
+            resolve(&src(PortRef::Number(8080)), "prod", &kt(t, None), Some(&d)),
+            Err(Skip::OtherGroup)
+        );
     }
 
     #[test]
@@ -616,7 +672,13 @@ mod tests {
                     message: "Rate exceeded".into(),
                 });
             }
-            Ok(self.tasks.lock().unwrap().iter().map(|t| t.arn.clone()).collect())
+            Ok(self
+                .tasks
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|t| t.arn.clone())
+                .collect())
         }
         async fn describe_tasks(&self, _c: &str, arns: &[String]) -> Result<Vec<Task>, ApiError> {
             self.describe_calls.fetch_add(1, Ordering::SeqCst);
@@ -641,7 +703,10 @@ mod tests {
         ) -> Result<HashMap<String, String>, ApiError> {
             Ok(HashMap::new())
         }
-        async fn describe_instances(&self, _ids: &[String]) -> Result<HashMap<String, IpAddr>, ApiError> {
+        async fn describe_instances(
+            &self,
+            _ids: &[String],
+        ) -> Result<HashMap<String, IpAddr>, ApiError> {
             Ok(HashMap::new())
         }
     }
@@ -650,13 +715,28 @@ mod tests {
     async fn describes_only_new_tasks_caches_definitions_and_keeps_last_good_on_failure() {
         let fake = Arc::new(Fake::default());
         *fake.tasks.lock().unwrap() = (0..150)
-            .map(|i| task(&format!("t{i}"), "awsvpc", Some(&format!("127.0.{}.{}", i / 200, i % 200 + 2)), "HEALTHY"))
+            .map(|i| {
+                task(
+                    &format!("t{i}"),
+                    "awsvpc",
+                    Some(&format!("127.0.{}.{}", i / 200, i % 200 + 2)),
+                    "HEALTHY",
+                )
+            })
             .collect();
         let p = ClusterPoller::new("prod".into(), fake.clone());
         let s = p.snapshot(Duration::ZERO).await.unwrap();
         assert_eq!(targets_of(&src(PortRef::Number(8080)), &s).len(), 150);
-        assert_eq!(fake.describe_calls.load(Ordering::SeqCst), 2, "150 tasks in batches of 100");
-        assert_eq!(fake.td_calls.load(Ordering::SeqCst), 1, "one task definition, described once");
+        assert_eq!(
+            fake.describe_calls.load(Ordering::SeqCst),
+            2,
+            "150 tasks in batches of 100"
+        );
+        assert_eq!(
+            fake.td_calls.load(Ordering::SeqCst),
+            1,
+            "one task definition, described once"
+        );
         // Second cycle: nothing new, nothing described.
         p.snapshot(Duration::ZERO).await.unwrap();
         assert_eq!(fake.describe_calls.load(Ordering::SeqCst), 2);
@@ -692,7 +772,10 @@ mod tests {
         assert!(targets_of(&src(PortRef::Number(8080)), &s).is_empty());
         fake.tasks.lock().unwrap()[0].containers[0].health_status = Some("HEALTHY".into());
         let s = p.snapshot(Duration::ZERO).await.unwrap();
-        assert_eq!(s.tasks["t1"].task.containers[0].health_status.as_deref(), Some("HEALTHY"));
+        assert_eq!(
+            s.tasks["t1"].task.containers[0].health_status.as_deref(),
+            Some("HEALTHY")
+        );
         assert_eq!(targets_of(&src(PortRef::Number(8080)), &s).len(), 1);
     }
 }

@@ -31,7 +31,12 @@ impl ApiError {
     pub fn is_throttling(&self) -> bool {
         matches!(
             self.code.as_deref(),
-            Some("ThrottlingException" | "Throttling" | "RequestLimitExceeded" | "TooManyRequestsException")
+            Some(
+                "ThrottlingException"
+                    | "Throttling"
+                    | "RequestLimitExceeded"
+                    | "TooManyRequestsException"
+            )
         )
     }
 }
@@ -134,7 +139,8 @@ pub trait EcsApi: Send + Sync + std::fmt::Debug {
         arns: &[String],
     ) -> Result<HashMap<String, String>, ApiError>;
     /// Private IPv4 addresses of EC2 instances, by instance id.
-    async fn describe_instances(&self, ids: &[String]) -> Result<HashMap<String, IpAddr>, ApiError>;
+    async fn describe_instances(&self, ids: &[String])
+        -> Result<HashMap<String, IpAddr>, ApiError>;
 }
 
 /// The real ECS and EC2 APIs through the AWS SDK.
@@ -174,7 +180,9 @@ fn api_error<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static
     let (code, message) = match e.as_service_error() {
         Some(se) => (
             se.code().map(str::to_string),
-            se.message().map(str::to_string).unwrap_or_else(|| se.to_string()),
+            se.message()
+                .map(str::to_string)
+                .unwrap_or_else(|| se.to_string()),
         ),
         None => (None, aws_sdk_ecs::error::DisplayErrorContext(e).to_string()),
     };
@@ -192,7 +200,8 @@ fn count<T>(operation: &'static str, r: &Result<T, ApiError>) {
         Err(e) if e.is_throttling() => "throttled",
         Err(_) => "error",
     };
-    metrics::counter!(m::ECS_API_CALLS, "operation" => operation, "outcome" => outcome).increment(1);
+    metrics::counter!(m::ECS_API_CALLS, "operation" => operation, "outcome" => outcome)
+        .increment(1);
 }
 
 fn port(v: Option<i32>) -> Option<u16> {
@@ -274,7 +283,12 @@ impl EcsApi for AwsEcs {
             .await
             .map_err(|e| api_error("DescribeTasks", &e));
         count("DescribeTasks", &r);
-        Ok(r?.tasks.unwrap_or_default().into_iter().filter_map(to_task).collect())
+        Ok(r?
+            .tasks
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(to_task)
+            .collect())
     }
 
     async fn describe_task_definition(&self, arn: &str) -> Result<TaskDefinition, ApiError> {
@@ -342,7 +356,10 @@ impl EcsApi for AwsEcs {
             .collect())
     }
 
-    async fn describe_instances(&self, ids: &[String]) -> Result<HashMap<String, IpAddr>, ApiError> {
+    async fn describe_instances(
+        &self,
+        ids: &[String],
+    ) -> Result<HashMap<String, IpAddr>, ApiError> {
         let r = self
             .ec2
             .describe_instances()
@@ -353,9 +370,14 @@ impl EcsApi for AwsEcs {
                 let (code, message) = match e.as_service_error() {
                     Some(se) => (
                         se.code().map(str::to_string),
-                        se.message().map(str::to_string).unwrap_or_else(|| se.to_string()),
+                        se.message()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| se.to_string()),
                     ),
-                    None => (None, aws_sdk_ec2::error::DisplayErrorContext(&e).to_string()),
+                    None => (
+                        None,
+                        aws_sdk_ec2::error::DisplayErrorContext(&e).to_string(),
+                    ),
                 };
                 ApiError {
                     operation: "DescribeInstances",

@@ -32,12 +32,13 @@ impl FileSource {
 impl Discovery for FileSource {
     async fn discover(&self) -> Result<Vec<TargetSpec>, DiscoveryError> {
         let path = self.path.display().to_string();
-        let meta = tokio::fs::metadata(&self.path)
-            .await
-            .map_err(|source| DiscoveryError::Read {
-                path: path.clone(),
-                source,
-            })?;
+        let meta =
+            tokio::fs::metadata(&self.path)
+                .await
+                .map_err(|source| DiscoveryError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
         let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
         let len = meta.len();
         if let Ok(cache) = self.cache.lock() {
@@ -53,10 +54,11 @@ impl Discovery for FileSource {
                 path: path.clone(),
                 source,
             })?;
-        let list = berth_config::parse_targets_file(&text).map_err(|e| DiscoveryError::Invalid {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let list =
+            berth_config::parse_targets_file(&text).map_err(|e| DiscoveryError::Invalid {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
         if let Ok(mut cache) = self.cache.lock() {
             *cache = Some((mtime, len, list.clone()));
         }

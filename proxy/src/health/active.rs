@@ -113,8 +113,12 @@ fn apply(group: &Group, t: &Target, r: Result<(), String>, th: Thresholds) {
     if let Some(tr) = tr {
         t.set_status(tr.to);
         match &r {
-            Ok(()) => tracing::info!(target_group = %group.name, target = %t.label, from = ?tr.from, to = ?tr.to, "health changed"),
-            Err(why) => tracing::warn!(target_group = %group.name, target = %t.label, from = ?tr.from, to = ?tr.to, reason = %why, "health changed"),
+            Ok(()) => {
+                tracing::info!(target_group = %group.name, target = %t.label, from = ?tr.from, to = ?tr.to, "health changed")
+            }
+            Err(why) => {
+                tracing::warn!(target_group = %group.name, target = %t.label, from = ?tr.from, to = ?tr.to, reason = %why, "health changed")
+            }
         }
     } else if let Err(why) = &r {
         tracing::debug!(target_group = %group.name, target = %t.label, reason = %why, "health check failed");

@@ -81,7 +81,10 @@ pub async fn read_header<S: AsyncRead + Unpin>(
     }
 }
 
-async fn read_exact<S: AsyncRead + Unpin>(s: &mut S, buf: &mut [u8]) -> Result<(), ProxyHeaderError> {
+async fn read_exact<S: AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut [u8],
+) -> Result<(), ProxyHeaderError> {
     s.read_exact(buf).await.map(|_| ()).map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
             ProxyHeaderError::Truncated
@@ -99,7 +102,9 @@ async fn read_raw<S: AsyncRead + Unpin>(s: &mut S) -> Result<Vec<u8>, ProxyHeade
         // v1: up to CRLF.
         while !buf.ends_with(b"\r\n") {
             if buf.len() >= V1_MAX {
-                return Err(ProxyHeaderError::Malformed("v1 header longer than 107 bytes".into()));
+                return Err(ProxyHeaderError::Malformed(
+                    "v1 header longer than 107 bytes".into(),
+                ));
             }
             let mut b = [0u8; 1];
             read_exact(s, &mut b).await?;
@@ -117,7 +122,9 @@ async fn read_raw<S: AsyncRead + Unpin>(s: &mut S) -> Result<Vec<u8>, ProxyHeade
     }
     let len = usize::from(u16::from_be_bytes([buf[14], buf[15]]));
     if len > V2_MAX_LEN {
-        return Err(ProxyHeaderError::Malformed(format!("v2 header of {len} bytes is too long")));
+        return Err(ProxyHeaderError::Malformed(format!(
+            "v2 header of {len} bytes is too long"
+        )));
     }
     buf.resize(16 + len, 0);
     read_exact(s, &mut buf[16..]).await?;
@@ -131,11 +138,17 @@ pub fn parse(bytes: &[u8]) -> Result<ProxyInfo, ProxyHeaderError> {
             let (source, destination) = match h.addresses {
                 ppp::v1::Addresses::Tcp4(a) => (
                     Some(SocketAddr::from((a.source_address, a.source_port))),
-                    Some(SocketAddr::from((a.destination_address, a.destination_port))),
+                    Some(SocketAddr::from((
+                        a.destination_address,
+                        a.destination_port,
+                    ))),
                 ),
                 ppp::v1::Addresses::Tcp6(a) => (
                     Some(SocketAddr::from((a.source_address, a.source_port))),
-                    Some(SocketAddr::from((a.destination_address, a.destination_port))),
+                    Some(SocketAddr::from((
+                        a.destination_address,
+                        a.destination_port,
+                    ))),
                 ),
                 ppp::v1::Addresses::Unknown => (None, None),
             };
@@ -150,11 +163,17 @@ pub fn parse(bytes: &[u8]) -> Result<ProxyInfo, ProxyHeaderError> {
             let (source, destination) = match (h.command, h.addresses) {
                 (v2::Command::Proxy, v2::Addresses::IPv4(a)) => (
                     Some(SocketAddr::from((a.source_address, a.source_port))),
-                    Some(SocketAddr::from((a.destination_address, a.destination_port))),
+                    Some(SocketAddr::from((
+                        a.destination_address,
+                        a.destination_port,
+                    ))),
                 ),
                 (v2::Command::Proxy, v2::Addresses::IPv6(a)) => (
                     Some(SocketAddr::from((a.source_address, a.source_port))),
-                    Some(SocketAddr::from((a.destination_address, a.destination_port))),
+                    Some(SocketAddr::from((
+                        a.destination_address,
+                        a.destination_port,
+                    ))),
                 ),
                 _ => (None, None),
             };
@@ -227,7 +246,9 @@ mod tests {
     #[tokio::test]
     async fn reads_v1_without_consuming_payload() {
         let mut input: &[u8] = b"PROXY TCP4 127.0.0.9 127.0.0.1 5555 80\r\nGET / HTTP/1.1\r\n";
-        let info = read_header(&mut input, Duration::from_secs(1)).await.unwrap();
+        let info = read_header(&mut input, Duration::from_secs(1))
+            .await
+            .unwrap();
         assert_eq!(info.version, 1);
         assert_eq!(info.source, Some(a("127.0.0.9:5555")));
         assert_eq!(input, b"GET / HTTP/1.1\r\n");
@@ -235,7 +256,12 @@ mod tests {
 
     #[tokio::test]
     async fn v2_round_trip_with_vpce_tlv() {
-        let hdr = encode_v2(a("127.0.0.9:5555"), a("127.0.0.1:443"), &[vpce_tlv("vpce-0abc123"), (0x04, vec![])]).unwrap();
+        let hdr = encode_v2(
+            a("127.0.0.9:5555"),
+            a("127.0.0.1:443"),
+            &[vpce_tlv("vpce-0abc123"), (0x04, vec![])],
+        )
+        .unwrap();
         let mut input = hdr.clone();
         input.extend_from_slice(b"payload");
         let mut r: &[u8] = &input;
@@ -267,17 +293,37 @@ mod tests {
     #[tokio::test]
     async fn garbage_truncation_and_timeout_are_refused() {
         let mut r: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
-        assert_eq!(read_header(&mut r, Duration::from_secs(1)).await.unwrap_err().reason(), "malformed");
+        assert_eq!(
+            read_header(&mut r, Duration::from_secs(1))
+                .await
+                .unwrap_err()
+                .reason(),
+            "malformed"
+        );
         let hdr = encode_v2(a("127.0.0.9:5555"), a("127.0.0.1:443"), &[]).unwrap();
         let mut r: &[u8] = &hdr[..20];
-        assert_eq!(read_header(&mut r, Duration::from_secs(1)).await.unwrap_err().reason(), "truncated");
+        assert_eq!(
+            read_header(&mut r, Duration::from_secs(1))
+                .await
+                .unwrap_err()
+                .reason(),
+            "truncated"
+        );
         let (mut client, mut server) = tokio::io::duplex(64);
         use tokio::io::AsyncWriteExt;
         client.write_all(b"PROXY TCP4 ").await.unwrap();
-        let e = read_header(&mut server, Duration::from_millis(50)).await.unwrap_err();
+        let e = read_header(&mut server, Duration::from_millis(50))
+            .await
+            .unwrap_err();
         assert_eq!(e.reason(), "timeout");
         let mut r: &[u8] = b"PROXY TCP4 127.0.0.1 127.0.0.1 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34\r\n";
-        assert_eq!(read_header(&mut r, Duration::from_secs(1)).await.unwrap_err().reason(), "malformed");
+        assert_eq!(
+            read_header(&mut r, Duration::from_secs(1))
+                .await
+                .unwrap_err()
+                .reason(),
+            "malformed"
+        );
     }
 
     proptest! {

@@ -48,7 +48,11 @@ impl std::fmt::Debug for TcpProxy {
 
 impl TcpProxy {
     /// A proxy for listener `listener`.
-    pub fn new(listener: String, shared: Arc<Shared>, tls: Option<pingora::tls::TlsAcceptor>) -> Self {
+    pub fn new(
+        listener: String,
+        shared: Arc<Shared>,
+        tls: Option<pingora::tls::TlsAcceptor>,
+    ) -> Self {
         TcpProxy {
             listener,
             shared,
@@ -61,8 +65,12 @@ impl TcpProxy {
 /// The peer and local addresses of an accepted stream.
 pub fn stream_addrs(stream: &Stream) -> (Option<SocketAddr>, Option<SocketAddr>) {
     let d = stream.get_socket_digest();
-    let peer = d.as_ref().and_then(|d| d.peer_addr().and_then(|a| a.as_inet().copied()));
-    let local = d.as_ref().and_then(|d| d.local_addr().and_then(|a| a.as_inet().copied()));
+    let peer = d
+        .as_ref()
+        .and_then(|d| d.peer_addr().and_then(|a| a.as_inet().copied()));
+    let local = d
+        .as_ref()
+        .and_then(|d| d.local_addr().and_then(|a| a.as_inet().copied()));
     (peer, local)
 }
 
@@ -81,7 +89,8 @@ pub async fn accept_proxy_header(
         let peer_ip = peer.map(|p| p.ip());
         if !peer_ip.is_some_and(|ip| pp.trusted_cidrs.iter().any(|n| n.contains(&ip))) {
             return Err(ProxyHeaderError::Untrusted(
-                peer.map(|p| p.to_string()).unwrap_or_else(|| "unknown".into()),
+                peer.map(|p| p.to_string())
+                    .unwrap_or_else(|| "unknown".into()),
             ));
         }
         let info = proxy_protocol::read_header(stream, pp.header_timeout).await?;
@@ -113,7 +122,11 @@ pub fn pick_group(action: &Action) -> Option<&str> {
         return None;
     };
     let total: u32 = groups.iter().map(|g| g.weight).sum();
-    let mut pos = if total > 1 { fastrand::u32(0..total) } else { 0 };
+    let mut pos = if total > 1 {
+        fastrand::u32(0..total)
+    } else {
+        0
+    };
     for g in groups {
         if pos < g.weight {
             return Some(&g.target_group);
@@ -164,7 +177,8 @@ impl TcpProxy {
         let client = info.as_ref().and_then(|i| i.source).or(peer);
         let destination = info.as_ref().and_then(|i| i.destination).or(local);
 
-        let Some(group) = pick_group(&listener.default_action).and_then(|g| snap.groups.get(g)) else {
+        let Some(group) = pick_group(&listener.default_action).and_then(|g| snap.groups.get(g))
+        else {
             return;
         };
         let Some((upstream, inflight)) = self.connect(group, listener, client).await else {
@@ -232,7 +246,9 @@ impl TcpProxy {
             let target = sel.target;
             tried.push(target.address);
             let inflight = InFlight::new(Arc::clone(&target));
-            match tokio::time::timeout(listener.connect_timeout, TcpStream::connect(target.address)).await {
+            match tokio::time::timeout(listener.connect_timeout, TcpStream::connect(target.address))
+                .await
+            {
                 Ok(Ok(s)) => {
                     let _ = s.set_nodelay(true);
                     metrics::counter!(m::TARGET_REQUESTS, "target_group" => group.name.clone(), "target" => target.label.clone())
@@ -246,7 +262,8 @@ impl TcpProxy {
                     tracing::debug!(target_group = %group.name, target = %target.label, "connect timed out")
                 }
             }
-            metrics::counter!(m::L4_CONNECT_ERRORS, "target_group" => group.name.clone()).increment(1);
+            metrics::counter!(m::L4_CONNECT_ERRORS, "target_group" => group.name.clone())
+                .increment(1);
             if target.observe_connect_failure(cfg.outlier.consecutive_connect_failures) {
                 group.try_eject(&target, "connect");
             }
@@ -259,8 +276,10 @@ impl TcpProxy {
         C: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let name = self.listener.clone();
-        let bytes_in = metrics::counter!(m::L4_BYTES, "listener" => name.clone(), "direction" => "in");
-        let bytes_out = metrics::counter!(m::L4_BYTES, "listener" => name.clone(), "direction" => "out");
+        let bytes_in =
+            metrics::counter!(m::L4_BYTES, "listener" => name.clone(), "direction" => "in");
+        let bytes_out =
+            metrics::counter!(m::L4_BYTES, "listener" => name.clone(), "direction" => "out");
         let last = AtomicU64::new(now_ms());
         let (mut cr, mut cw) = tokio::io::split(client);
         let (mut ur, mut uw) = upstream.into_split();
@@ -271,11 +290,14 @@ impl TcpProxy {
             loop {
                 tokio::time::sleep(tick).await;
                 let now = now_ms();
-                if now.saturating_sub(last.load(Ordering::Relaxed)) >= limits.idle.as_millis() as u64 {
+                if now.saturating_sub(last.load(Ordering::Relaxed))
+                    >= limits.idle.as_millis() as u64
+                {
                     return "idle";
                 }
                 if target.is_draining()
-                    && now.saturating_sub(target.drain_started_ms()) >= limits.dereg.as_millis() as u64
+                    && now.saturating_sub(target.drain_started_ms())
+                        >= limits.dereg.as_millis() as u64
                 {
                     return "deregistered";
                 }
@@ -305,7 +327,12 @@ fn is_reset(r: &std::io::Result<()>) -> bool {
 }
 
 /// Copies one direction until EOF, then half-closes the other side.
-async fn copy_half<R, W>(r: &mut R, w: &mut W, last: &AtomicU64, bytes: &metrics::Counter) -> std::io::Result<()>
+async fn copy_half<R, W>(
+    r: &mut R,
+    w: &mut W,
+    last: &AtomicU64,
+    bytes: &metrics::Counter,
+) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -325,7 +352,11 @@ where
 
 #[async_trait]
 impl ServerApp for TcpProxy {
-    async fn process_new(self: &Arc<Self>, stream: Stream, _shutdown: &ShutdownWatch) -> Option<Stream> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        _shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
         self.handle(stream).await;
         None
     }

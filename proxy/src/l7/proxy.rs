@@ -263,11 +263,18 @@ impl ProxyHttp for BerthProxy {
             .listener(&self.listener)
             .is_some_and(|l| l.proxy_protocol.is_some())
         {
-            ctx.vpce_id = session
+            let info = session
                 .digest()
                 .and_then(|d| d.socket_digest.as_ref())
                 .and_then(|sd| sd.socket_cookie().ok())
-                .and_then(crate::l4::http_pp::vpce_of);
+                .and_then(crate::l4::http_pp::conn_info)
+                .unwrap_or_default();
+            if let Some(src) = info.source {
+                // The PROXY header's client replaces the load balancer's address everywhere.
+                ctx.client_ip = Some(src.ip());
+                ctx.trusted_peer = self.is_trusted(&snap, ctx.client_ip);
+            }
+            ctx.vpce_id = info.vpce_id;
         }
         ctx.snapshot = Some(snap);
         Ok(())
@@ -279,14 +286,43 @@ impl ProxyHttp for BerthProxy {
         };
         let Some(listener) = snap.listener(&self.listener) else {
             ctx.proxy_reason = Some("internal");
-            respond(session, 503, "text/plain", Bytes::from_static(b"listener not configured\n"), &[]).await?;
+            respond(
+                session,
+                503,
+                "text/plain",
+                Bytes::from_static(b"listener not configured\n"),
+                &[],
+            )
+            .await?;
             return Ok(true);
         };
         let req = session.req_header();
+        // RFC 9112: no control characters or spaces in the request target; pingora would
+        // re-encode them and forward a request the client never sent.
+        if req.raw_path().iter().any(|b| *b < 0x21 || *b == 0x7f) {
+            ctx.proxy_reason = Some("bad_request");
+            session.set_keepalive(None);
+            respond(
+                session,
+                400,
+                "text/plain",
+                Bytes::from_static(b"bad request\n"),
+                &[],
+            )
+            .await?;
+            return Ok(true);
+        }
         if header_bytes(req) > listener.max_header_bytes {
             ctx.proxy_reason = Some("header_too_large");
             session.set_keepalive(None);
-            respond(session, 431, "text/plain", Bytes::from_static(b"request header fields too large\n"), &[]).await?;
+            respond(
+                session,
+                431,
+                "text/plain",
+                Bytes::from_static(b"request header fields too large\n"),
+                &[],
+            )
+            .await?;
             return Ok(true);
         }
         let host_header = req
@@ -313,14 +349,31 @@ impl ProxyHttp for BerthProxy {
                 Ok(true)
             }
             Action::Redirect(r) => {
-                let location = redirect_location(r, self.scheme, host_header.as_deref(), view.path, view.query);
+                let location = redirect_location(
+                    r,
+                    self.scheme,
+                    host_header.as_deref(),
+                    view.path,
+                    view.query,
+                );
                 ctx.proxy_reason = Some("redirect");
-                respond(session, r.status, "text/plain", Bytes::new(), &[("location", location)]).await?;
+                respond(
+                    session,
+                    r.status,
+                    "text/plain",
+                    Bytes::new(),
+                    &[("location", location)],
+                )
+                .await?;
                 Ok(true)
             }
             Action::Forward(groups) => {
                 let total: u32 = groups.iter().map(|g| g.weight).sum();
-                let mut pos = if total > 1 { fastrand::u32(0..total) } else { 0 };
+                let mut pos = if total > 1 {
+                    fastrand::u32(0..total)
+                } else {
+                    0
+                };
                 let mut chosen = &groups[0];
                 for g in groups {
                     if pos < g.weight {
@@ -337,7 +390,14 @@ impl ProxyHttp for BerthProxy {
                     }
                     None => {
                         ctx.proxy_reason = Some("internal");
-                        respond(session, 503, "text/plain", Bytes::from_static(b"target group not found\n"), &[]).await?;
+                        respond(
+                            session,
+                            503,
+                            "text/plain",
+                            Bytes::from_static(b"target group not found\n"),
+                            &[],
+                        )
+                        .await?;
                         Ok(true)
                     }
                 }
@@ -387,7 +447,11 @@ impl ProxyHttp for BerthProxy {
         let t = &cfg.timeouts;
         let mut read = t.read;
         if let (Some(total), Some(start)) = (t.total, ctx.start) {
-            read = read.min(total.saturating_sub(start.elapsed()).max(Duration::from_millis(1)));
+            read = read.min(
+                total
+                    .saturating_sub(start.elapsed())
+                    .max(Duration::from_millis(1)),
+            );
         }
         peer.options.connection_timeout = Some(t.connect);
         peer.options.read_timeout = Some(read);
@@ -521,7 +585,9 @@ impl ProxyHttp for BerthProxy {
                 (503, "no_healthy_target", b"no healthy target\n")
             }
             ErrorType::HTTPStatus(c) => (*c, "internal", b"error\n"),
-            ErrorType::ConnectTimedout => (504, "upstream_connect", b"upstream connect timed out\n"),
+            ErrorType::ConnectTimedout => {
+                (504, "upstream_connect", b"upstream connect timed out\n")
+            }
             ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
                 (504, "upstream_timeout", b"upstream timed out\n")
             }
@@ -563,7 +629,11 @@ impl ProxyHttp for BerthProxy {
         if status == 0 {
             return;
         }
-        let group = ctx.group.as_ref().map(|g| g.name.clone()).unwrap_or_default();
+        let group = ctx
+            .group
+            .as_ref()
+            .map(|g| g.name.clone())
+            .unwrap_or_default();
         let origin = if ctx.proxy_reason.is_none() && ctx.target_status == Some(status) {
             "target"
         } else {
@@ -633,7 +703,8 @@ mod tests {
     #[test]
     fn cookie_lookup() {
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        req.insert_header("cookie", "a=1; BERTHSTICKY=abc; b=2").unwrap();
+        req.insert_header("cookie", "a=1; BERTHSTICKY=abc; b=2")
+            .unwrap();
         assert_eq!(cookie(&req, "BERTHSTICKY"), Some("abc"));
         assert_eq!(cookie(&req, "zz"), None);
     }

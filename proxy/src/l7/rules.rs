@@ -50,11 +50,11 @@ pub fn route<'a>(listener: &'a Listener, req: &RequestView<'_>) -> &'a Action {
 /// Whether one condition holds.
 pub fn matches(c: &Condition, req: &RequestView<'_>) -> bool {
     match c {
-        Condition::Host(pats) => req
-            .host
-            .is_some_and(|h| pats.iter().any(|p| p.is_match(h))),
+        Condition::Host(pats) => req.host.is_some_and(|h| pats.iter().any(|p| p.is_match(h))),
         Condition::PathExact(paths) => paths.iter().any(|p| p == req.path),
-        Condition::PathPrefix(prefixes) => prefixes.iter().any(|p| req.path.starts_with(p.as_str())),
+        Condition::PathPrefix(prefixes) => {
+            prefixes.iter().any(|p| req.path.starts_with(p.as_str()))
+        }
         Condition::PathGlob(pats) => pats.iter().any(|p| p.is_match(req.path)),
         Condition::Header { name, values } => req
             .headers
@@ -67,9 +67,7 @@ pub fn matches(c: &Condition, req: &RequestView<'_>) -> bool {
                 .any(|(k, v)| k == name.as_str() && values.iter().any(|p| p.is_match(&v)))
         }),
         Condition::Method(methods) => methods.iter().any(|m| m == req.method),
-        Condition::VpcEndpoint(ids) => req
-            .vpce_id
-            .is_some_and(|v| ids.iter().any(|id| id == v)),
+        Condition::VpcEndpoint(ids) => req.vpce_id.is_some_and(|v| ids.iter().any(|id| id == v)),
         Condition::SourceCidr(nets) => req
             .client_ip
             .is_some_and(|ip| nets.iter().any(|n| n.contains(&canonical(ip)))),
@@ -141,7 +139,12 @@ mod tests {
         }
     }
 
-    fn view<'a>(headers: &'a HeaderMap, host: &'a str, path: &'a str, query: Option<&'a str>) -> RequestView<'a> {
+    fn view<'a>(
+        headers: &'a HeaderMap,
+        host: &'a str,
+        path: &'a str,
+        query: Option<&'a str>,
+    ) -> RequestView<'a> {
         RequestView {
             host: Some(host),
             path,
@@ -161,10 +164,23 @@ mod tests {
             (3, vec![], 203),
         ]);
         let h = HeaderMap::new();
-        assert_eq!(status(route(&l, &view(&h, "a.example.test", "/api/x", None))), 201);
-        assert_eq!(status(route(&l, &view(&h, "a.example.test", "/web", None))), 202);
-        assert_eq!(status(route(&l, &view(&h, "other.test", "/web", None))), 203);
-        let l = listener(vec![(1, vec![Condition::PathExact(vec!["/x".into()])], 201)]);
+        assert_eq!(
+            status(route(&l, &view(&h, "a.example.test", "/api/x", None))),
+            201
+        );
+        assert_eq!(
+            status(route(&l, &view(&h, "a.example.test", "/web", None))),
+            202
+        );
+        assert_eq!(
+            status(route(&l, &view(&h, "other.test", "/web", None))),
+            203
+        );
+        let l = listener(vec![(
+            1,
+            vec![Condition::PathExact(vec!["/x".into()])],
+            201,
+        )]);
         assert_eq!(status(route(&l, &view(&h, "h", "/y", None))), 404);
     }
 

@@ -2,7 +2,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use anyhow::Context;
+use berth_config::model::{Aggregate, Config, LogFormat};
+use berth_scaler::capacity::{CapacityController, SimulatedCapacity};
+use berth_scaler::runner::{Controller, LastDecisions, Runner};
+use berth_scaler::sink::{MetricSink, Publisher};
 use clap::Parser;
 
 /// berth-scaler: scales ECS services from berth's request metrics.
@@ -15,6 +21,25 @@ struct Cli {
     /// Validate the configuration, print every error, and exit.
     #[arg(long)]
     check: bool,
+}
+
+fn summary(config: &Config) -> String {
+    let s = &config.scaler;
+    format!(
+        "scaler config ok: metrics from {}, every {:?}, dry_run = {}, admin on {}, {} service(s), \
+         publish = {}, aggregate = {}, AWS needed = {}",
+        s.metrics_url,
+        s.interval,
+        s.dry_run,
+        s.admin_bind,
+        s.services.len(),
+        s.publish,
+        match s.aggregate {
+            Aggregate::Local => "local",
+            Aggregate::CloudWatch => "cloudwatch",
+        },
+        s.needs_aws()
+    )
 }
 
 fn main() -> ExitCode {
@@ -33,23 +58,157 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let s = &config.scaler;
-    let summary = format!(
-        "scaler config ok: metrics from {}, every {:?}, dry_run = {}, admin on {}",
-        s.metrics_url, s.interval, s.dry_run, s.admin_bind
-    );
     if cli.check {
-        println!("{summary}");
+        println!("{}", summary(&config));
         return ExitCode::SUCCESS;
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    tracing::info!("{summary}");
-    tracing::warn!("scaling policies are not implemented yet: the scaler only validates its configuration");
-    ExitCode::SUCCESS
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let s = &config.scaler;
+    tracing::info!("{}", summary(&config));
+    let prom = berth_scaler::metrics::install();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+
+    let sdk = if s.needs_aws() {
+        Some(berth_scaler::aws::sdk_config().await)
+    } else {
+        tracing::info!(
+            "no AWS call needed (dry run with dry_run_count, publish off): no credentials used"
+        );
+        None
+    };
+    let simulated = Arc::new(SimulatedCapacity::new(s.services.iter().filter_map(
+        |svc| {
+            svc.dry_run_count
+                .map(|n| ((svc.cluster.clone(), svc.service.clone()), n))
+        },
+    )));
+    let ecs: Option<Arc<dyn CapacityController>> = sdk
+        .as_ref()
+        .map(|c| Arc::new(berth_scaler::aws::AwsEcs::new(c)) as Arc<dyn CapacityController>);
+    let mut controllers = Vec::new();
+    for svc in &s.services {
+        let c = match (svc.dry_run_count, &ecs) {
+            (Some(_), _) => Controller {
+                capacity: simulated.clone(),
+                may_update: true,
+            },
+            (None, Some(ecs)) => Controller {
+                capacity: ecs.clone(),
+                may_update: !s.dry_run,
+            },
+            (None, None) => anyhow::bail!(
+                "service {} needs ECS but no AWS configuration was loaded",
+                svc.service
+            ),
+        };
+        controllers.push(c);
+    }
+    let cloudwatch: Option<Arc<dyn MetricSink>> = match (&sdk, s.publish) {
+        (Some(c), true) => Some(Arc::new(berth_scaler::aws::AwsCloudWatch::new(c))),
+        _ => None,
+    };
+    let mut tasks = Vec::new();
+    let publisher = match &cloudwatch {
+        Some(sink) => {
+            let (p, task) = Publisher::spawn(
+                sink.clone(),
+                s.namespace.clone(),
+                s.publish_buffer,
+                rx.clone(),
+            );
+            tasks.push(task);
+            Some(p)
+        }
+        None => None,
+    };
+    let aggregate_sink = if s.aggregate == Aggregate::CloudWatch {
+        cloudwatch.clone()
+    } else {
+        None
+    };
+
+    let last: LastDecisions = Default::default();
+    let listener = berth_scaler::admin::bind(s.admin_bind)
+        .await
+        .with_context(|| format!("bind the admin address {}", s.admin_bind))?;
+    tracing::info!(
+        "admin on http://{}/metrics",
+        listener.local_addr().unwrap_or(s.admin_bind)
+    );
+    tasks.push(tokio::spawn(berth_scaler::admin::serve(
+        listener,
+        prom,
+        last.clone(),
+        rx.clone(),
+    )));
+
+    if s.services.is_empty() {
+        tracing::info!("no [[scaler.services]]: scraping only (add services to scale)");
+    }
+    let runner = Runner::new(
+        &config,
+        controllers,
+        aggregate_sink,
+        publisher,
+        chrono::Utc::now(),
+        last,
+    )
+    .context("scraper")?;
+    let run = tokio::spawn(runner.run(rx.clone()));
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    let _ = tx.send(true);
+    let _ = run.await;
+    for t in tasks {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), t).await;
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

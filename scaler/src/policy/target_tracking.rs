@@ -1,0 +1,319 @@
+//! Target tracking: hold a figure at a target value, as Application Auto Scaling does, with
+//! Kubernetes-style stabilization windows.
+//!
+//! `raw = ceil(current × value / target)` unless `value / target` is within the tolerance of 1.
+//! A scale-out takes the *smallest* recommendation of the scale-out window, a scale-in the
+//! *largest* of the scale-in window, so one spike never scales out when the window is set and
+//! one dip never scales in before the window (default 300 s) has seen nothing but lower figures.
+
+use std::collections::VecDeque;
+
+use berth_config::model::TargetTracking;
+use chrono::{DateTime, Utc};
+
+use super::Vote;
+
+/// What a target tracking policy remembers: its recent raw recommendations.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrackingState {
+    /// (time, raw recommendation), oldest first.
+    pub history: VecDeque<(DateTime<Utc>, u32)>,
+    /// When the policy first had a recommendation: a scale-in needs a whole scale-in window of
+    /// observation, so a restarted scaler does not scale in on its first tick.
+    pub since: Option<DateTime<Utc>>,
+}
+
+impl TrackingState {
+    /// Remembers this tick's raw recommendation and forgets what no window can see.
+    pub fn record(&mut self, now: DateTime<Utc>, raw: Option<u32>, p: &TargetTracking) {
+        if let Some(raw) = raw {
+            self.history.push_back((now, raw));
+            self.since.get_or_insert(now);
+        }
+        let keep = p.scale_in_stabilization.max(p.scale_out_stabilization);
+        let keep = chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::zero());
+        while self.history.front().is_some_and(|(t, _)| *t < now - keep) {
+            self.history.pop_front();
+        }
+    }
+}
+
+/// `ceil(current × ratio)` robust to float noise (`ceil(2.0000000001)` is 2), with a current
+/// count of 0 counted as 1 so a service scaled to zero can come back.
+pub fn raw_recommendation(current: u32, value: f64, target: f64, tolerance: f64) -> u32 {
+    let ratio = value / target;
+    if !ratio.is_finite() {
+        return current;
+    }
+    if (ratio - 1.0).abs() <= tolerance + 1e-12 {
+        return current;
+    }
+    let x = f64::from(current.max(1)) * ratio;
+    let x = (x - 1e-9).ceil().max(0.0);
+    if x >= f64::from(u32::MAX) {
+        u32::MAX
+    } else {
+        x as u32
+    }
+}
+
+fn window_start(now: DateTime<Utc>, w: std::time::Duration) -> DateTime<Utc> {
+    now - chrono::Duration::from_std(w).unwrap_or(chrono::Duration::zero())
+}
+
+/// The policy's vote for this tick. `value` is the watched figure (`None`: no data, which
+/// holds and blocks scale-in); `partial` marks a lower-bound figure (never scales in).
+/// Also returns the raw recommendation to record.
+pub fn decide(
+    now: DateTime<Utc>,
+    p: &TargetTracking,
+    value: Option<f64>,
+    partial: bool,
+    current: u32,
+    st: &TrackingState,
+) -> (Vote, Option<u32>) {
+    let Some(value) = value else {
+        return (
+            Vote::hold(
+                &p.name,
+                current,
+                "no data (holds; never scales in on a gap)",
+            ),
+            None,
+        );
+    };
+    let raw = raw_recommendation(current, value, p.target, p.tolerance);
+    let seen = format!("value {value:.3} vs target {:.3}", p.target);
+    if raw > current {
+        let start = window_start(now, p.scale_out_stabilization);
+        let low = st
+            .history
+            .iter()
+            .filter(|(t, _)| *t >= start)
+            .map(|(_, r)| *r)
+            .chain(std::iter::once(raw))
+            .min()
+            .unwrap_or(raw);
+        if low > current {
+            let vote = Vote {
+                policy: p.name.clone(),
+                desired: Some(low),
+                blocks_scale_in: true,
+                reason: format!("{seen}: scale out to {low} (raw {raw})"),
+            };
+            return (vote, Some(raw));
+        }
+        let why = format!("{seen}: wants {raw}, stabilizing (lowest in scale-out window {low})");
+        return (Vote::hold(&p.name, current, &why), Some(raw));
+    }
+    if raw < current {
+        if p.disable_scale_in {
+            let why = format!("{seen}: wants {raw}, scale-in disabled");
+            return (Vote::hold(&p.name, current, &why), Some(raw));
+        }
+        if partial {
+            let why = format!(
+                "{seen}: wants {raw}, but figures are partial (CloudWatch aggregate unavailable)"
+            );
+            return (Vote::hold(&p.name, current, &why), Some(raw));
+        }
+        let start = window_start(now, p.scale_in_stabilization);
+        if st.since.is_none_or(|since| since > start) && !p.scale_in_stabilization.is_zero() {
+            let why = format!(
+                "{seen}: wants {raw}, stabilizing (observed for less than the scale-in window {:?})",
+                p.scale_in_stabilization
+            );
+            return (Vote::hold(&p.name, current, &why), Some(raw));
+        }
+        let high = st
+            .history
+            .iter()
+            .filter(|(t, _)| *t >= start)
+            .map(|(_, r)| *r)
+            .chain(std::iter::once(raw))
+            .max()
+            .unwrap_or(raw);
+        if high < current {
+            let vote = Vote {
+                policy: p.name.clone(),
+                desired: Some(high),
+                blocks_scale_in: false,
+                reason: format!("{seen}: scale in to {high} (raw {raw})"),
+            };
+            return (vote, Some(raw));
+        }
+        let why = format!("{seen}: wants {raw}, stabilizing (highest in scale-in window {high})");
+        return (Vote::hold(&p.name, current, &why), Some(raw));
+    }
+    (
+        Vote::hold(&p.name, current, &format!("{seen}: within tolerance")),
+        Some(raw),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_config::model::{Per, ScalingMetric};
+    use std::time::Duration;
+
+    fn policy(target: f64) -> TargetTracking {
+        TargetTracking {
+            name: "tt".into(),
+            metric: ScalingMetric::RequestsPerTarget(Per::Second),
+            target,
+            tolerance: 0.1,
+            scale_out_stabilization: Duration::ZERO,
+            scale_in_stabilization: Duration::from_secs(300),
+            disable_scale_in: false,
+        }
+    }
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap()
+    }
+
+    #[test]
+    fn formula_and_tolerance_band() {
+        assert_eq!(raw_recommendation(4, 200.0, 100.0, 0.1), 8);
+        assert_eq!(raw_recommendation(4, 150.0, 100.0, 0.1), 6);
+        assert_eq!(
+            raw_recommendation(3, 101.0, 100.0, 0.1),
+            3,
+            "inside the band"
+        );
+        assert_eq!(
+            raw_recommendation(3, 110.0, 100.0, 0.1),
+            3,
+            "edge of the band holds"
+        );
+        assert_eq!(raw_recommendation(3, 111.0, 100.0, 0.1), 4, "ceil(3.33)");
+        assert_eq!(
+            raw_recommendation(3, 90.0, 100.0, 0.1),
+            3,
+            "lower edge holds"
+        );
+        assert_eq!(raw_recommendation(10, 50.0, 100.0, 0.1), 5);
+        assert_eq!(raw_recommendation(10, 0.0, 100.0, 0.1), 0);
+        assert_eq!(raw_recommendation(5, 120.0, 100.0, 0.0), 6);
+        // float noise: 3 × 1.2 / 1.2 must not become 4
+        assert_eq!(raw_recommendation(3, 0.3 * 4.0, 0.3 * 3.0, 0.0), 4);
+        assert_eq!(
+            raw_recommendation(0, 250.0, 100.0, 0.1),
+            3,
+            "from zero counts as one"
+        );
+        assert_eq!(raw_recommendation(2, f64::INFINITY, 100.0, 0.1), 2);
+    }
+
+    #[test]
+    fn no_data_holds_and_blocks_scale_in() {
+        let (v, raw) = decide(
+            t(0),
+            &policy(100.0),
+            None,
+            false,
+            5,
+            &TrackingState::default(),
+        );
+        assert_eq!(v.desired, Some(5));
+        assert!(v.blocks_scale_in);
+        assert_eq!(raw, None);
+    }
+
+    #[test]
+    fn scale_out_is_immediate_without_window() {
+        let (v, _) = decide(
+            t(0),
+            &policy(100.0),
+            Some(300.0),
+            false,
+            2,
+            &TrackingState::default(),
+        );
+        assert_eq!(v.desired, Some(6));
+        assert!(v.blocks_scale_in);
+    }
+
+    #[test]
+    fn scale_out_window_takes_the_lowest_recommendation() {
+        let mut p = policy(100.0);
+        p.scale_out_stabilization = Duration::from_secs(30);
+        let mut st = TrackingState::default();
+        st.record(t(0), Some(2), &p);
+        // A spike: the window still remembers "2", so no scale-out yet.
+        let (v, raw) = decide(t(5), &p, Some(400.0), false, 2, &st);
+        assert_eq!(v.desired, Some(2));
+        st.record(t(5), raw, &p);
+        let (v, raw) = decide(t(20), &p, Some(300.0), false, 2, &st);
+        assert_eq!(v.desired, Some(2), "t=0 still in window");
+        st.record(t(20), raw, &p);
+        // After the window passed the calm datapoint: the lowest of 8 and 6 and 6.
+        let (v, _) = decide(t(31), &p, Some(300.0), false, 2, &st);
+        assert_eq!(v.desired, Some(6));
+    }
+
+    #[test]
+    fn scale_in_waits_for_the_whole_window() {
+        let p = policy(100.0);
+        let mut st = TrackingState::default();
+        st.record(t(0), Some(10), &p);
+        let (v, raw) = decide(t(10), &p, Some(20.0), false, 10, &st);
+        assert_eq!(v.desired, Some(10));
+        assert!(v.blocks_scale_in);
+        st.record(t(10), raw, &p);
+        let (v, raw) = decide(t(299), &p, Some(20.0), false, 10, &st);
+        assert_eq!(v.desired, Some(10), "t=0 (10) is still in the 300 s window");
+        st.record(t(299), raw, &p);
+        let (v, _) = decide(t(301), &p, Some(20.0), false, 10, &st);
+        assert_eq!(v.desired, Some(2));
+        assert!(!v.blocks_scale_in);
+    }
+
+    #[test]
+    fn scale_in_takes_the_highest_in_window() {
+        let mut p = policy(100.0);
+        p.scale_in_stabilization = Duration::from_secs(60);
+        let mut st = TrackingState::default();
+        st.record(t(0), Some(6), &p);
+        st.record(t(30), Some(4), &p);
+        let (v, _) = decide(t(50), &p, Some(20.0), false, 10, &st);
+        assert_eq!(v.desired, Some(10), "observed for 50 s of a 60 s window");
+        let (v, _) = decide(t(60), &p, Some(20.0), false, 10, &st);
+        assert_eq!(v.desired, Some(6));
+    }
+
+    #[test]
+    fn disable_scale_in_and_partial_hold() {
+        let mut p = policy(100.0);
+        p.scale_in_stabilization = Duration::ZERO;
+        let (v, _) = decide(t(0), &p, Some(10.0), true, 10, &TrackingState::default());
+        assert_eq!(v.desired, Some(10));
+        assert!(v.blocks_scale_in);
+        // partial figures may still scale out
+        let (v, _) = decide(t(0), &p, Some(300.0), true, 2, &TrackingState::default());
+        assert_eq!(v.desired, Some(6));
+        p.disable_scale_in = true;
+        let (v, _) = decide(t(0), &p, Some(10.0), false, 10, &TrackingState::default());
+        assert_eq!(v.desired, Some(10));
+        assert!(v.blocks_scale_in);
+    }
+
+    #[test]
+    fn a_fresh_state_does_not_scale_in() {
+        let p = policy(100.0);
+        let (v, _) = decide(t(0), &p, Some(10.0), false, 10, &TrackingState::default());
+        assert_eq!(v.desired, Some(10));
+        assert!(v.blocks_scale_in);
+    }
+
+    #[test]
+    fn history_is_pruned() {
+        let p = policy(100.0);
+        let mut st = TrackingState::default();
+        for i in 0..1000 {
+            st.record(t(i * 5), Some(3), &p);
+        }
+        assert!(st.history.len() <= 61, "{}", st.history.len());
+    }
+}

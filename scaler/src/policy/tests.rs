@@ -1,0 +1,326 @@
+//! Combination rules and whole-service simulations.
+
+use std::time::Duration;
+
+use berth_config::model::*;
+use berth_config::validate::parse_schedule;
+use chrono::{DateTime, Utc};
+
+use super::*;
+
+fn t(s: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap()
+}
+
+fn tt(name: &str, target: f64) -> TargetTracking {
+    TargetTracking {
+        name: name.into(),
+        metric: ScalingMetric::RequestsPerTarget(Per::Second),
+        target,
+        tolerance: 0.1,
+        scale_out_stabilization: Duration::ZERO,
+        scale_in_stabilization: Duration::from_secs(300),
+        disable_scale_in: false,
+    }
+}
+
+fn service(policies: Vec<TargetTracking>) -> ScaledService {
+    ScaledService {
+        cluster: "c".into(),
+        service: "s".into(),
+        target_group: "tg".into(),
+        min_capacity: 1,
+        max_capacity: 20,
+        dry_run_count: None,
+        suspend_scale_in: false,
+        suspend_scale_out: false,
+        suspend_scheduled: false,
+        target_tracking: policies,
+        step: vec![],
+        scheduled: vec![],
+    }
+}
+
+/// Figures of `rps` requests per second over 5 s, `healthy` targets, p99 latency about `lat`.
+fn figs(rps: f64, healthy: u32, lat: f64) -> Figures {
+    Figures {
+        period: 5.0,
+        requests: rps * 5.0,
+        healthy: f64::from(healthy),
+        latency_buckets: vec![(lat, rps * 5.0), (f64::INFINITY, rps * 5.0)],
+        latency_count: rps * 5.0,
+        latency_sum: lat * rps * 5.0,
+        ..Figures::default()
+    }
+}
+
+fn inputs(f: Option<Figures>, current: u32) -> Inputs {
+    Inputs {
+        figures: f,
+        current,
+        running: current,
+    }
+}
+
+#[test]
+fn largest_desired_wins() {
+    let mut lat = tt("latency", 0.2);
+    lat.metric = ScalingMetric::Latency(99.0);
+    let s = service(vec![tt("rps", 100.0), lat]);
+    let st = State::new(&s, t(0));
+    // rps: 4 targets × 300/100 = 12 ; latency: p99 ≈ 0.4/0.2 → 4 × 2 = 8.
+    let d = decide(t(0), &s, &inputs(Some(figs(1200.0, 4, 0.4)), 4), &st);
+    assert_eq!(d.desired, 12);
+    assert_eq!(d.policy, "rps");
+    assert_eq!(d.direction, Direction::Out);
+    assert_eq!(d.votes.len(), 2);
+}
+
+#[test]
+fn scale_in_needs_every_policy() {
+    let mut a = tt("a", 100.0);
+    a.scale_in_stabilization = Duration::ZERO;
+    let mut b = tt("b", 100.0);
+    b.metric = ScalingMetric::Latency(99.0);
+    b.target = 0.099; // the p99 of figs(_, _, 0.1) interpolates to 0.099
+    b.scale_in_stabilization = Duration::ZERO;
+    let s = service(vec![a, b]);
+    let st = State::new(&s, t(0));
+    // a wants 2 (50 rps/target on 4... 200 rps / 4 = 50 → 2); b at target → holds.
+    let d = decide(t(0), &s, &inputs(Some(figs(200.0, 4, 0.1)), 4), &st);
+    assert_eq!(d.desired, 4);
+    assert_eq!(d.direction, Direction::None);
+    assert!(d.reason.contains("scale-in blocked by b"), "{}", d.reason);
+    // Both below: the larger of the two wins.
+    let d = decide(t(0), &s, &inputs(Some(figs(200.0, 4, 0.075)), 4), &st);
+    assert_eq!(d.desired, 3, "a wants 2, b wants ceil(4 × 0.75) = 3");
+    assert_eq!(d.direction, Direction::In);
+    assert_eq!(d.policy, "b");
+}
+
+#[test]
+fn metric_gap_never_scales_in() {
+    let mut a = tt("a", 100.0);
+    a.scale_in_stabilization = Duration::ZERO;
+    let s = service(vec![a]);
+    let st = State::new(&s, t(0));
+    let d = decide(t(0), &s, &inputs(None, 6), &st);
+    assert_eq!(d.desired, 6);
+    assert_eq!(d.direction, Direction::None);
+    // zero healthy targets: no per-target value either
+    let d = decide(t(0), &s, &inputs(Some(figs(0.0, 0, 0.1)), 6), &st);
+    assert_eq!(d.desired, 6);
+}
+
+#[test]
+fn clamps_to_min_and_max() {
+    let mut a = tt("a", 100.0);
+    a.scale_in_stabilization = Duration::ZERO;
+    let mut s = service(vec![a]);
+    s.min_capacity = 2;
+    s.max_capacity = 10;
+    let st = State::new(&s, t(0));
+    let d = decide(t(0), &s, &inputs(Some(figs(10_000.0, 4, 0.1)), 4), &st);
+    assert_eq!(
+        (d.desired, d.policy.as_str()),
+        (10, "a"),
+        "bounded, the policy keeps the credit"
+    );
+    assert!(
+        d.reason.contains("lowered to the maximum 10"),
+        "{}",
+        d.reason
+    );
+    let d = decide(t(0), &s, &inputs(Some(figs(1.0, 4, 0.1)), 4), &st);
+    assert_eq!((d.desired, d.policy.as_str()), (2, "a"));
+    assert!(d.reason.contains("raised to the minimum 2"), "{}", d.reason);
+    // The policy wants to scale in but the count is below the minimum: the minimum wins.
+    let d = decide(t(0), &s, &inputs(Some(figs(1.0, 4, 0.1)), 1), &st);
+    assert_eq!(
+        (d.desired, d.policy.as_str(), d.direction),
+        (2, "min_capacity", Direction::Out)
+    );
+    // Outside the limits already (someone set 30 by hand): back to max even without data.
+    let d = decide(t(0), &s, &inputs(None, 30), &st);
+    assert_eq!((d.desired, d.direction), (10, Direction::In));
+    let d = decide(t(0), &s, &inputs(None, 0), &st);
+    assert_eq!((d.desired, d.direction), (2, Direction::Out));
+}
+
+#[test]
+fn suspends() {
+    let mut a = tt("a", 100.0);
+    a.scale_in_stabilization = Duration::ZERO;
+    let mut s = service(vec![a]);
+    s.suspend_scale_out = true;
+    let st = State::new(&s, t(0));
+    let d = decide(t(0), &s, &inputs(Some(figs(1000.0, 2, 0.1)), 2), &st);
+    assert_eq!(d.desired, 2);
+    assert!(d.reason.contains("scale-out suspended"));
+    s.suspend_scale_out = false;
+    s.suspend_scale_in = true;
+    let d = decide(t(0), &s, &inputs(Some(figs(10.0, 8, 0.1)), 8), &st);
+    assert_eq!(d.desired, 8);
+    assert!(d.reason.contains("scale-in suspended"));
+    // scheduled suspended: the action's min does not apply
+    s.scheduled = vec![ScheduledAction {
+        name: "big".into(),
+        expression: "at(2000-01-01T00:00:00)".into(),
+        schedule: parse_schedule("at(2000-01-01T00:00:00)").unwrap(),
+        timezone: chrono_tz::UTC,
+        min_capacity: Some(15),
+        max_capacity: None,
+    }];
+    let d = decide(t(0), &s, &inputs(None, 8), &st);
+    assert_eq!((d.desired, d.policy.as_str(), d.min), (15, "big", 15));
+    s.suspend_scheduled = true;
+    let d = decide(t(0), &s, &inputs(None, 8), &st);
+    assert_eq!((d.desired, d.min), (8, 1));
+}
+
+#[test]
+fn scheduled_min_above_max_raises_max() {
+    let mut s = service(vec![]);
+    s.max_capacity = 5;
+    s.scheduled = vec![ScheduledAction {
+        name: "peak".into(),
+        expression: "at(2000-01-01T00:00:00)".into(),
+        schedule: parse_schedule("at(2000-01-01T00:00:00)").unwrap(),
+        timezone: chrono_tz::UTC,
+        min_capacity: Some(8),
+        max_capacity: None,
+    }];
+    let st = State::new(&s, t(0));
+    let d = decide(t(0), &s, &inputs(None, 3), &st);
+    assert_eq!((d.desired, d.min, d.max), (8, 8, 8));
+}
+
+#[test]
+fn step_and_tracking_together() {
+    let s = ScaledService {
+        step: vec![StepPolicy {
+            name: "errors".into(),
+            metric: ScalingMetric::ErrorRate,
+            comparison: Comparison::Greater,
+            threshold: 1.0,
+            evaluation_periods: 1,
+            datapoints_to_alarm: 1,
+            adjustment_type: AdjustmentType::ChangeInCapacity,
+            min_adjustment_magnitude: 1,
+            cooldown: Duration::from_secs(60),
+            steps: vec![Step {
+                lower: 0.0,
+                upper: f64::INFINITY,
+                adjustment: 5,
+            }],
+        }],
+        ..service(vec![tt("rps", 100.0)])
+    };
+    let mut st = State::new(&s, t(0));
+    let mut f = figs(400.0, 4, 0.1);
+    f.target_5xx = 50.0; // 10/s
+    let d = decide(t(0), &s, &inputs(Some(f.clone()), 4), &st);
+    assert_eq!((d.desired, d.policy.as_str()), (9, "errors"));
+    st.record(t(0), &s, &d, true);
+    assert_eq!(st.step[0].last_adjustment, Some((t(0), 9)));
+    // In cooldown at 9: +5 → 14 > 9, beyond the previous adjustment: allowed.
+    let d = decide(t(5), &s, &inputs(Some(f), 9), &st);
+    assert_eq!(d.desired, 14);
+}
+
+/// Runs a service through `load(t)` (requests per second) at 5 s ticks for `secs` seconds;
+/// tasks become healthy at once. Returns (desired per tick, reversals, max reversals in any
+/// 300 s window).
+fn simulate(s: &ScaledService, secs: i64, load: impl Fn(i64) -> f64) -> (Vec<u32>, usize, usize) {
+    let mut st = State::new(s, t(0));
+    let mut current = s.min_capacity.max(1);
+    let mut out = Vec::new();
+    let mut last_dir = Direction::None;
+    let mut reversals: Vec<i64> = Vec::new();
+    let mut now = 0;
+    while now <= secs {
+        let f = figs(load(now), current, 0.05);
+        let d = decide(t(now), s, &inputs(Some(f), current), &st);
+        st.record(t(now), s, &d, true);
+        if d.direction != Direction::None {
+            if last_dir != Direction::None && d.direction != last_dir {
+                reversals.push(now);
+            }
+            last_dir = d.direction;
+        }
+        current = d.desired;
+        out.push(current);
+        now += 5;
+    }
+    let max_in_window = reversals
+        .iter()
+        .map(|&r| reversals.iter().filter(|&&x| x >= r && x < r + 300).count())
+        .max()
+        .unwrap_or(0);
+    (out, reversals.len(), max_in_window)
+}
+
+#[test]
+fn step_load_scales_out_on_the_next_tick() {
+    let s = service(vec![tt("rps", 100.0)]);
+    let (counts, _, _) = simulate(&s, 60, |t| if t < 20 { 100.0 } else { 1000.0 });
+    assert_eq!(counts[3], 1, "before the step");
+    assert_eq!(counts[4], 10, "the tick that sees the step");
+}
+
+#[test]
+fn spike_with_scale_out_window_is_ignored() {
+    let mut p = tt("rps", 100.0);
+    p.scale_out_stabilization = Duration::from_secs(15);
+    let s = service(vec![p]);
+    let (counts, _, _) = simulate(&s, 120, |t| if t == 50 { 2000.0 } else { 150.0 });
+    assert!(counts.iter().all(|&c| c <= 2), "{counts:?}");
+}
+
+#[test]
+fn sawtooth_does_not_flap() {
+    let s = service(vec![tt("rps", 100.0)]);
+    // 200..1000 rps, 120 s period, for an hour.
+    let (counts, reversals, max_in_window) =
+        simulate(&s, 3600, |t| 200.0 + 800.0 * ((t % 120) as f64 / 120.0));
+    println!(
+        "sawtooth: {reversals} reversals in an hour, at most {max_in_window} per 300 s; final {}",
+        counts[counts.len() - 1]
+    );
+    assert!(max_in_window <= 1, "{max_in_window}");
+    assert!(counts.iter().all(|&c| c <= 11));
+}
+
+#[test]
+fn slow_ramp_follows_without_reversal() {
+    let s = service(vec![tt("rps", 100.0)]);
+    let (counts, reversals, _) = simulate(&s, 1800, |t| 50.0 + t as f64);
+    assert_eq!(reversals, 0);
+    assert!(
+        counts.windows(2).all(|w| w[1] >= w[0]),
+        "monotone: {counts:?}"
+    );
+    assert!(*counts.last().unwrap() >= 17);
+}
+
+#[test]
+fn simulated_day_reverses_at_most_once_per_window() {
+    let s = ScaledService {
+        max_capacity: 50,
+        ..service(vec![tt("rps", 100.0)])
+    };
+    // A day at 5 s ticks: a diurnal curve with noise-like ripples.
+    let day = 86_400;
+    let load = |t: i64| {
+        let x = t as f64 / day as f64 * std::f64::consts::TAU;
+        let base = 1500.0 - 1200.0 * x.cos();
+        let ripple = 150.0 * ((t as f64 / 37.0).sin() + (t as f64 / 11.0).cos());
+        (base + ripple).max(0.0)
+    };
+    let (counts, reversals, max_in_window) = simulate(&s, day, load);
+    println!(
+        "simulated day: {reversals} reversals, at most {max_in_window} per 300 s, peak {}",
+        counts.iter().max().unwrap()
+    );
+    assert!(max_in_window <= 1, "{max_in_window}");
+}

@@ -1,0 +1,537 @@
+//! The deploy artifacts, each checked by the real tool that consumes or lints it:
+//! hadolint + dockerfile-parse (Dockerfile), botocore's ECS model (task and service definitions),
+//! `berth-proxy --check` (the ECS config), cfn-lint (CloudFormation), promtool (scrape config,
+//! rules, rule unit tests), plus the cross-references between them.
+//!
+//! No container engine runs here, so the image is not built: the Dockerfile is linted and its
+//! structure asserted (see `dockerfile_*`).
+
+mod deploy_common;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use deploy_common::*;
+use serde_json::Value;
+
+// ---- Dockerfile -------------------------------------------------------------------------------
+
+#[test]
+fn dockerfile_passes_hadolint() {
+    setup();
+    run_ok(
+        Command::new(venv_bin("hadolint")).args(["--config", ".hadolint.yaml", "Dockerfile"]),
+        "hadolint deploy/Dockerfile",
+    );
+    run_ok(
+        Command::new("sh").args(["-n", "docker-entrypoint.sh"]),
+        "sh -n deploy/docker-entrypoint.sh",
+    );
+    assert!(
+        is_executable(&deploy().join("docker-entrypoint.sh")),
+        "entrypoint must be executable"
+    );
+}
+
+fn instructions<'a>(stage: &'a Value, name: &str) -> Vec<&'a str> {
+    stage["instructions"]
+        .as_array()
+        .expect("instructions")
+        .iter()
+        .filter(|i| i["instruction"] == name)
+        .map(|i| i["value"].as_str().unwrap_or_default())
+        .collect()
+}
+
+#[test]
+fn dockerfile_is_multi_stage_non_root_and_stops_gracefully() {
+    setup();
+    let out = run_ok(
+        python().args(["tools/dockerfile_facts.py", "Dockerfile"]),
+        "dockerfile-parse",
+    );
+    let facts: Value = serde_json::from_str(&out).expect("facts JSON");
+    let stages = facts["stages"].as_array().expect("stages");
+    assert!(stages.len() >= 2, "multi-stage build expected: {stages:?}");
+    let builder = stages
+        .iter()
+        .find(|s| s["as"] == "builder")
+        .expect("a stage named builder");
+    let runtime = stages.last().unwrap();
+    let images: Vec<&str> = facts["parent_images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        images[0].starts_with("rust:"),
+        "builder from the rust image: {images:?}"
+    );
+    let last = images.last().unwrap();
+    assert!(
+        last.starts_with("debian:") && last.ends_with("-slim"),
+        "runtime is debian slim: {images:?}"
+    );
+
+    let build_runs = instructions(builder, "RUN").join("\n");
+    assert!(
+        build_runs.contains("cmake"),
+        "builder installs cmake: {build_runs}"
+    );
+    assert!(
+        build_runs.contains("cargo build --release"),
+        "builder runs cargo build --release: {build_runs}"
+    );
+    for bin in ["berth-proxy", "berth-scaler"] {
+        assert!(build_runs.contains(&format!("-p {bin}")), "builds {bin}");
+    }
+
+    let copies = instructions(runtime, "COPY").join("\n");
+    for bin in ["berth-proxy", "berth-scaler"] {
+        assert!(
+            copies.contains("--from=builder") && copies.contains(bin),
+            "runtime copies {bin} from the builder: {copies}"
+        );
+    }
+    let user = instructions(runtime, "USER");
+    let user = user.last().expect("runtime sets USER");
+    assert!(
+        !user.starts_with("root") && !user.starts_with("0"),
+        "runtime user is not root: {user}"
+    );
+    assert_eq!(instructions(runtime, "STOPSIGNAL"), vec!["SIGTERM"]);
+    let health = instructions(runtime, "HEALTHCHECK").join(" ");
+    assert!(
+        health.contains("/healthz"),
+        "health check on /healthz: {health}"
+    );
+    let entry = instructions(runtime, "ENTRYPOINT").join(" ");
+    assert!(
+        entry.starts_with('['),
+        "exec-form ENTRYPOINT (signals reach berth): {entry}"
+    );
+    let cmd = instructions(runtime, "CMD").join(" ");
+    assert!(
+        cmd.contains("berth-proxy"),
+        "default command runs the proxy: {cmd}"
+    );
+    let expose = instructions(runtime, "EXPOSE").join(" ");
+    for port in ["8080", "9901", "9902"] {
+        assert!(expose.contains(port), "EXPOSE {port}: {expose}");
+    }
+
+    // The stop timeout cannot be set in a Dockerfile; the comment must say what to set, and
+    // the entrypoint must exec (so SIGTERM reaches berth, not a shell).
+    let text = std::fs::read_to_string(deploy().join("Dockerfile")).unwrap();
+    assert!(
+        text.contains("stopTimeout") && text.contains("grace_period"),
+        "Dockerfile comment explains the stop timeout vs grace period"
+    );
+    let entry = std::fs::read_to_string(deploy().join("docker-entrypoint.sh")).unwrap();
+    assert!(
+        entry.contains("exec \"$@\""),
+        "entrypoint execs its command"
+    );
+}
+
+// ---- ECS ---------------------------------------------------------------------------------------
+
+#[test]
+fn ecs_definitions_match_botocore_model() {
+    setup();
+    let out = run_ok(
+        python().args([
+            "tools/ecs_validate.py",
+            "ecs/task-definition.json",
+            "ecs/service.json",
+        ]),
+        "botocore validation of deploy/ecs",
+    );
+    assert_eq!(out.matches("valid ").count(), 2, "{out}");
+}
+
+fn container<'a>(td: &'a Value, name: &str) -> &'a Value {
+    td["containerDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("container {name} in the task definition"))
+}
+
+fn grace_period_secs(config: &str) -> u64 {
+    let line = config
+        .lines()
+        .find(|l| l.trim_start().starts_with("grace_period"))
+        .expect("grace_period set in deploy/ecs/berth.toml");
+    let v = line.split('"').nth(1).expect("quoted duration");
+    v.strip_suffix('s')
+        .and_then(|n| n.parse().ok())
+        .expect("grace_period in seconds")
+}
+
+#[test]
+fn ecs_definitions_are_consistent() {
+    let td = json("ecs/task-definition.json");
+    let svc = json("ecs/service.json");
+    let config = std::fs::read_to_string(deploy().join("ecs/berth.toml")).unwrap();
+
+    assert_eq!(td["networkMode"], "awsvpc");
+    assert!(td["taskRoleArn"].is_string() && td["executionRoleArn"].is_string());
+    let proxy = container(&td, "proxy");
+    let scaler = container(&td, "scaler");
+    assert_eq!(proxy["essential"], true);
+    assert!(proxy["command"][0] == "berth-proxy" && scaler["command"][0] == "berth-scaler");
+
+    // Ports: the proxy's listener and admin, the scaler's admin, as in berth.toml.
+    let ports = |c: &Value| -> BTreeSet<u64> {
+        c["portMappings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["containerPort"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(ports(proxy), BTreeSet::from([8080, 9901]));
+    assert_eq!(ports(scaler), BTreeSet::from([9902]));
+    for bind in ["0.0.0.0:8080", "0.0.0.0:9901", "0.0.0.0:9902"] {
+        assert!(config.contains(bind), "berth.toml binds {bind}");
+    }
+
+    // Health check on the admin /healthz port.
+    let hc = proxy["healthCheck"]["command"].as_array().unwrap();
+    let hc: Vec<&str> = hc.iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(
+        hc.iter().any(|a| a.ends_with(":9901/healthz")),
+        "health check hits /healthz on the admin port: {hc:?}"
+    );
+
+    // Draining: stopTimeout covers berth's grace period with a margin; Fargate allows 120.
+    let grace = grace_period_secs(&config);
+    let stop = proxy["stopTimeout"].as_u64().expect("proxy stopTimeout");
+    assert!(
+        stop >= grace + 10 && stop <= 120,
+        "stopTimeout {stop}s vs grace {grace}s"
+    );
+
+    // Config from an SSM parameter, written by the entrypoint to the path --config reads.
+    for c in [proxy, scaler] {
+        let secret = &c["secrets"][0];
+        assert_eq!(secret["name"], "BERTH_CONFIG_TOML");
+        assert!(secret["valueFrom"].as_str().unwrap().contains(":ssm:"));
+        let path = c["environment"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "BERTH_CONFIG_PATH")
+            .expect("BERTH_CONFIG_PATH")["value"]
+            .as_str()
+            .unwrap();
+        let cmd: Vec<&str> = c["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            cmd.last(),
+            Some(&path),
+            "{} reads the written config",
+            c["name"]
+        );
+        // Writable mount for it (read-only root filesystem), backed by a declared volume.
+        let mount = &c["mountPoints"][0];
+        assert!(path.starts_with(mount["containerPath"].as_str().unwrap()));
+        let vol = mount["sourceVolume"].as_str().unwrap();
+        assert!(
+            td["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v["name"] == vol),
+            "volume {vol} declared"
+        );
+        // awslogs.
+        assert_eq!(c["logConfiguration"]["logDriver"], "awslogs");
+        let opts = &c["logConfiguration"]["options"];
+        for k in ["awslogs-group", "awslogs-region", "awslogs-stream-prefix"] {
+            assert!(opts[k].is_string(), "{} log option {k}", c["name"]);
+        }
+        assert_ne!(c["user"], "root");
+    }
+    // The sidecar starts after the proxy is healthy and does not take the task down.
+    assert_eq!(scaler["essential"], false);
+    assert_eq!(scaler["dependsOn"][0]["containerName"], "proxy");
+
+    // Service: this family, the proxy's listener port behind the load balancer.
+    assert_eq!(svc["taskDefinition"], td["family"]);
+    let lb = &svc["loadBalancers"][0];
+    assert_eq!(lb["containerName"], "proxy");
+    assert_eq!(lb["containerPort"], 8080);
+    assert_eq!(svc["serviceRegistries"][0]["containerName"], "proxy");
+    assert_eq!(
+        svc["networkConfiguration"]["awsvpcConfiguration"]["assignPublicIp"],
+        "DISABLED"
+    );
+}
+
+#[test]
+fn ecs_config_passes_berth_check() {
+    let path = deploy().join("ecs/berth.toml");
+    let out = Command::new(berth_tests::berth::proxy_bin())
+        .arg("--config")
+        .arg(&path)
+        .arg("--check")
+        .output()
+        .expect("run berth-proxy --check");
+    assert!(
+        out.status.success(),
+        "berth-proxy --check {} failed:\n{}",
+        path.display(),
+        text(&out)
+    );
+}
+
+#[test]
+fn cloudformation_task_definition_matches_the_json_one() {
+    let cfn = yaml(&["cloudformation/berth-service.yaml"], true);
+    let tpl = &cfn["cloudformation/berth-service.yaml"];
+    let td = json("ecs/task-definition.json");
+    let res = &tpl["Resources"]["TaskDefinition"]["Properties"];
+    assert_eq!(res["NetworkMode"], td["networkMode"]);
+    assert_eq!(res["Cpu"], td["cpu"]);
+    assert_eq!(res["Memory"], td["memory"]);
+    for c in res["ContainerDefinitions"].as_array().unwrap() {
+        let name = c["Name"].as_str().unwrap();
+        let j = container(&td, name);
+        assert_eq!(c["StopTimeout"], j["stopTimeout"], "{name} stopTimeout");
+        assert_eq!(c["Essential"], j["essential"], "{name} essential");
+        assert_eq!(c["Command"], j["command"], "{name} command");
+        assert_eq!(c["User"], j["user"], "{name} user");
+        assert_eq!(
+            c["HealthCheck"]["Command"], j["healthCheck"]["command"],
+            "{name} health check"
+        );
+        let ports = |v: &Value, k: &str| -> Vec<u64> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p[k].as_u64().unwrap())
+                .collect()
+        };
+        assert_eq!(
+            ports(&c["PortMappings"], "ContainerPort"),
+            ports(&j["portMappings"], "containerPort"),
+            "{name} ports"
+        );
+    }
+}
+
+// ---- CloudFormation ----------------------------------------------------------------------------
+
+#[test]
+fn cloudformation_templates_pass_cfn_lint() {
+    setup();
+    let templates = files("cloudformation", ".yaml");
+    assert!(templates.len() >= 2, "{templates:?}");
+    let out = run(Command::new(venv_bin("cfn-lint"))
+        .args(["--format", "parseable"])
+        .args(&templates));
+    assert!(
+        out.status.success(),
+        "cfn-lint found problems (exit {}):\n{}",
+        out.status,
+        text(&out)
+    );
+}
+
+#[test]
+fn nlb_privatelink_and_proxy_protocol_are_wired() {
+    let cfn = yaml(&["cloudformation/berth-service.yaml"], true);
+    let r = &cfn["cloudformation/berth-service.yaml"]["Resources"];
+    assert_eq!(r["LoadBalancer"]["Properties"]["Type"], "network");
+    let tg = &r["TargetGroup"]["Properties"];
+    assert_eq!(tg["Protocol"], "TCP");
+    assert_eq!(tg["TargetType"], "ip");
+    let attrs = tg["TargetGroupAttributes"].as_array().unwrap();
+    assert!(
+        attrs
+            .iter()
+            .any(|a| a["Key"] == "proxy_protocol_v2.enabled" && a["Value"] == "true"),
+        "target group sends PROXY v2: {attrs:?}"
+    );
+    assert_eq!(tg["HealthCheckPath"], "/healthz");
+    assert_eq!(r["Listener"]["Properties"]["Protocol"], "TCP");
+    assert_eq!(
+        r["EndpointService"]["Properties"]["NetworkLoadBalancerArns"][0]["Ref"],
+        "LoadBalancer"
+    );
+    assert_eq!(
+        r["EndpointServicePermissions"]["Properties"]["AllowedPrincipals"]["Ref"],
+        "AllowedPrincipals"
+    );
+    assert_eq!(r["LogGroup"]["Type"], "AWS::Logs::LogGroup");
+    // berth.toml accepts the PROXY header the NLB sends.
+    let config = std::fs::read_to_string(deploy().join("ecs/berth.toml")).unwrap();
+    assert!(
+        config.contains("[listeners.proxy_protocol]"),
+        "berth.toml accepts PROXY v2"
+    );
+}
+
+// ---- Prometheus and Grafana ------------------------------------------------------------------
+
+#[test]
+fn prometheus_config_and_rules_pass_promtool() {
+    setup();
+    run_ok(
+        Command::new("promtool").args(["check", "config", "prometheus/prometheus.yml"]),
+        "promtool check config",
+    );
+    let rules = files("prometheus/rules", ".yml");
+    run_ok(
+        Command::new("promtool")
+            .args(["check", "rules"])
+            .args(&rules),
+        "promtool check rules",
+    );
+    let tests = files("prometheus/tests", ".test.yml");
+    assert!(!tests.is_empty());
+    let out = run_ok(
+        Command::new("promtool")
+            .args(["test", "rules"])
+            .args(&tests),
+        "promtool test rules",
+    );
+    assert!(!out.contains("FAILED"), "{out}");
+}
+
+#[test]
+fn every_alert_has_a_firing_unit_test() {
+    let rules = files("prometheus/rules", ".yml");
+    let refs: Vec<&str> = rules.iter().map(String::as_str).collect();
+    let docs = yaml(&refs, false);
+    let mut alerts = BTreeSet::new();
+    for doc in docs.as_object().unwrap().values() {
+        for g in doc["groups"].as_array().unwrap() {
+            for r in g["rules"].as_array().unwrap() {
+                if let Some(a) = r["alert"].as_str() {
+                    alerts.insert(a.to_string());
+                    assert!(
+                        r["annotations"]["runbook"].is_string()
+                            && r["annotations"]["summary"].is_string(),
+                        "{a}: summary and runbook annotations"
+                    );
+                }
+            }
+        }
+    }
+    let tests = files("prometheus/tests", ".test.yml");
+    let refs: Vec<&str> = tests.iter().map(String::as_str).collect();
+    let docs = yaml(&refs, false);
+    let mut firing = BTreeSet::new();
+    let mut quiet = BTreeSet::new();
+    for doc in docs.as_object().unwrap().values() {
+        for t in doc["tests"].as_array().unwrap() {
+            for a in t["alert_rule_test"].as_array().into_iter().flatten() {
+                let name = a["alertname"].as_str().unwrap().to_string();
+                if a["exp_alerts"].as_array().is_some_and(|v| !v.is_empty()) {
+                    firing.insert(name);
+                } else {
+                    quiet.insert(name);
+                }
+            }
+        }
+    }
+    let want: BTreeSet<String> = [
+        "BerthHigh5xxRatio",
+        "BerthTargetGroupNoHealthyTargets",
+        "BerthTargetGroupFailingOpen",
+        "BerthDiscoveryStale",
+        "BerthAwsApiErrors",
+        "BerthScalerPinnedAtMax",
+        "BerthConfigReloadFailing",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(
+        alerts, want,
+        "the alert set changed: update this list and deploy/README.md"
+    );
+    assert_eq!(firing, alerts, "alerts without a unit test where they fire");
+    assert_eq!(
+        quiet, alerts,
+        "alerts without a unit test where they stay quiet"
+    );
+    let readme = std::fs::read_to_string(deploy().join("README.md")).unwrap();
+    for a in &alerts {
+        assert!(
+            readme.contains(&format!("### {a}")),
+            "deploy/README.md has a runbook for {a}"
+        );
+    }
+}
+
+#[test]
+fn recording_rules_used_by_rules_and_dashboard_exist() {
+    let (rules, recorded) = rule_exprs();
+    let mut missing = Vec::new();
+    for (where_, e) in rules.iter().chain(dashboard_exprs().iter()) {
+        for r in metric_names(e).1 {
+            if !recorded.contains(&r) {
+                missing.push(format!("{where_}: {r}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "recording rules used but not defined:\n{}",
+        missing.join("\n")
+    );
+}
+
+#[test]
+fn grafana_dashboard_has_the_expected_panels() {
+    let d = json("grafana/berth.json");
+    assert!(d["uid"].is_string() && d["title"].is_string());
+    let titles: Vec<String> = d["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["title"].as_str().unwrap_or_default().to_lowercase())
+        .collect();
+    for want in [
+        "requests/s",
+        "5xx",
+        "response time",
+        "targets by state",
+        "active flows",
+        "scaling decisions",
+        "desired vs running",
+    ] {
+        assert!(
+            titles.iter().any(|t| t.contains(want)),
+            "a panel about {want:?}: {titles:?}"
+        );
+    }
+    let mut ids = BTreeSet::new();
+    for p in d["panels"].as_array().unwrap() {
+        assert!(ids.insert(p["id"].as_u64().unwrap()), "panel ids unique");
+        assert!(p["gridPos"]["w"].as_u64().unwrap() <= 24);
+        if p["type"] != "row" {
+            assert!(
+                !p["targets"].as_array().unwrap().is_empty(),
+                "{:?} has queries",
+                p["title"]
+            );
+        }
+    }
+    let exprs = dashboard_exprs();
+    let text: String = exprs.iter().map(|(_, e)| e.as_str()).collect();
+    assert!(
+        text.contains("histogram_quantile(0.99"),
+        "latency percentiles"
+    );
+}

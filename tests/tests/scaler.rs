@@ -1,0 +1,555 @@
+//! berth-scaler end to end: a real berth-proxy under load, moto as ECS (tasks follow the
+//! desired count) and CloudWatch (the Rust SDK's CBOR protocol translated by the launcher), and
+//! a real berth-scaler process deciding from the proxy's /metrics.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_tests::berth::find_bin;
+use berth_tests::moto::{FaultKind, Moto, NetworkMode, TaskDefinition};
+use berth_tests::{bounded, net, wait_until, Backend, Berth, Http, Load, FAST_HEALTH_CHECK};
+
+const PORT: u16 = 18090;
+
+/// A running berth-scaler; SIGINT then SIGKILL on drop.
+struct Scaler {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    admin: SocketAddr,
+}
+
+impl Scaler {
+    async fn start(config: &str, env: &[(String, String)]) -> Scaler {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-scaler-test-")
+            .tempdir()
+            .expect("tempdir");
+        let admin = net::listen_addr();
+        let text = config.replace("@ADMIN@", &admin.to_string());
+        std::fs::write(dir.path().join("berth.toml"), &text).expect("write config");
+        let log = std::fs::File::create(dir.path().join("scaler.log")).expect("log");
+        let mut cmd = Command::new(find_bin("berth-scaler", "BERTH_SCALER_BIN"));
+        cmd.arg("--config")
+            .arg(dir.path().join("berth.toml"))
+            .env("RUST_LOG", "berth_scaler=debug,info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        for k in [
+            "AWS_ENDPOINT_URL",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_PROFILE",
+        ] {
+            cmd.env_remove(k);
+        }
+        cmd.env("AWS_EC2_METADATA_DISABLED", "true");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn berth-scaler");
+        let s = Scaler {
+            child: Some(child),
+            dir,
+            admin,
+        };
+        let http = Http::no_pool().with_timeout(Duration::from_secs(2));
+        let url = format!("http://{}/healthz", s.admin);
+        wait_until(Duration::from_secs(20), "berth-scaler /healthz", || async {
+            http.get(&url).await.is_ok_and(|r| r.status == 200)
+        })
+        .await;
+        s
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("scaler.log")
+    }
+
+    async fn metrics(&self) -> String {
+        let http = Http::no_pool().with_timeout(Duration::from_secs(2));
+        http.get(&format!("http://{}/metrics", self.admin))
+            .await
+            .map(|r| r.body)
+            .unwrap_or_default()
+    }
+
+    async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        berth_tests::metrics::value(&self.metrics().await, name, labels)
+    }
+}
+
+impl Drop for Scaler {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "---- berth-scaler log tail:\n{}\n----",
+                lines[lines.len().saturating_sub(60)..].join("\n")
+            );
+        }
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if child.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Proxy config: listener → target group "api" fed by ECS service prod/api.
+fn proxy_config(listen: SocketAddr) -> String {
+    format!(
+        r#"
+[[listeners]]
+name = "web"
+bind = "{listen}"
+[listeners.default_action]
+forward = [{{ target_group = "api" }}]
+
+[[target_groups]]
+name = "api"
+deregistration_delay = "1s"
+[target_groups.health_check]
+{FAST_HEALTH_CHECK}
+[target_groups.source]
+kind = "ecs"
+cluster = "prod"
+service = "api"
+container = "app"
+port = "http"
+poll_interval = "500ms"
+"#
+    )
+}
+
+/// The scaler's config: the proxy's (for target groups) plus `[scaler]`.
+fn scaler_config(
+    listen: SocketAddr,
+    proxy_admin: SocketAddr,
+    scaler: &str,
+    service_extra: &str,
+) -> String {
+    format!(
+        r#"{}
+[scaler]
+metrics_url = "http://{proxy_admin}/metrics"
+interval = "1s"
+admin_bind = "@ADMIN@"
+namespace = "berth-e2e"
+replica = "replica-1"
+storage_resolution = 1
+{scaler}
+
+[[scaler.services]]
+cluster = "prod"
+service = "api"
+target_group = "api"
+min_capacity = 1
+max_capacity = 3
+{service_extra}
+
+[[scaler.services.target_tracking]]
+name = "rps"
+metric = "requests_per_target"
+per = "second"
+target = 5
+scale_in_stabilization = "300s"
+"#,
+        proxy_config(listen)
+    )
+}
+
+struct World {
+    moto: Moto,
+    berth: Berth,
+    backends: Vec<Backend>,
+    url: String,
+    listen: SocketAddr,
+}
+
+async fn world() -> World {
+    let moto = Moto::launch().await.expect("moto");
+    moto.create_cluster("prod").await.unwrap();
+    moto.register_task_definition(&TaskDefinition::single("api", NetworkMode::Awsvpc, PORT))
+        .await
+        .unwrap();
+    moto.create_service("prod", "api", "api", 1).await.unwrap();
+    let mut backends = Vec::new();
+    for i in 0..3 {
+        backends.push(
+            Backend::start_on(&format!("task{i}"), SocketAddr::new(net::target_ip(), PORT)).await,
+        );
+    }
+    let ips: Vec<_> = backends.iter().map(|b| b.addr().ip()).collect();
+    moto.auto_reconcile("prod", "api", &ips, Duration::from_millis(200))
+        .await
+        .unwrap();
+    let listen = net::listen_addr();
+    let berth = Berth::start_with_env(&proxy_config(listen), &[], &moto.aws_env()).await;
+    berth
+        .wait_healthy("api", &[backends[0].addr()], Duration::from_secs(15))
+        .await;
+    World {
+        url: format!("http://{listen}/"),
+        moto,
+        berth,
+        backends,
+        listen,
+    }
+}
+
+fn skip() -> bool {
+    if !berth_tests::moto::available() {
+        eprintln!("skipped: run scripts/setup-python first (moto venv missing)");
+        return true;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_step_raises_desired_count_and_publishes_alb_metrics() {
+    if skip() {
+        return;
+    }
+    bounded(Duration::from_secs(150), async {
+        let w = world().await;
+        // ECS throttles the first two UpdateService calls: the SDK retries, nothing is lost.
+        w.moto
+            .inject_fault("UpdateService", FaultKind::Throttle, 2)
+            .await
+            .unwrap();
+        let scaler = Scaler::start(
+            &scaler_config(
+                w.listen,
+                w.berth.admin(),
+                "dry_run = false\npublish = true\naggregate = \"cloudwatch\"\naggregate_window = \"10s\"",
+                "",
+            ),
+            &w.moto.aws_env(),
+        )
+        .await;
+        // Two quiet ticks: no scale-out without load.
+        wait_until(
+            Duration::from_secs(20),
+            "scaler decided at least twice",
+            || async {
+                scaler
+                    .metric("berth_scaler_decisions_total", &[("service", "api")])
+                    .await
+                    .unwrap_or(0.0)
+                    >= 2.0
+            },
+        )
+        .await;
+        assert_eq!(w.moto.call_count("UpdateService").await.unwrap(), 0);
+
+        let step = Instant::now();
+        let load = Load::start(&w.url, 4);
+        wait_until(Duration::from_secs(30), "UpdateService called", || async {
+            w.moto
+                .service("prod", "api")
+                .await
+                .is_ok_and(|s| s.desired_count > 1)
+        })
+        .await;
+        let reaction = step.elapsed();
+        println!("figure: load step -> UpdateService accepted (desired > 1): {reaction:?}");
+        assert!(reaction <= Duration::from_secs(15), "{reaction:?}");
+        assert!(
+            w.moto.call_count("UpdateService").await.unwrap() >= 3,
+            "throttled calls retried"
+        );
+
+        // The full loop: the harness starts tasks, the proxy discovers them and routes to them.
+        wait_until(
+            Duration::from_secs(30),
+            "new tasks receive traffic",
+            || async { w.backends[1].requests() > 0 || w.backends[2].requests() > 0 },
+        )
+        .await;
+        println!(
+            "figure: load step -> a new task serves requests: {:?}",
+            step.elapsed()
+        );
+        let stats = load.stop().await;
+        assert!(stats.ok > 0);
+        let svc = w.moto.service("prod", "api").await.unwrap();
+        assert!(svc.desired_count <= 3, "never above max: {svc:?}");
+
+        // Published to moto's CloudWatch with ALB names and the four dimensions.
+        wait_until(
+            Duration::from_secs(20),
+            "RequestCount published",
+            || async {
+                w.moto
+                    .cloudwatch_datapoints(Some("berth-e2e"), Some("RequestCount"))
+                    .await
+                    .is_ok_and(|d| d.iter().any(|p| p.value > 0.0))
+            },
+        )
+        .await;
+        let all = w
+            .moto
+            .cloudwatch_datapoints(Some("berth-e2e"), None)
+            .await
+            .unwrap();
+        for name in [
+            "RequestCount",
+            "RequestCountPerTarget",
+            "TargetResponseTime",
+            "HTTPCode_Target_5XX_Count",
+            "HTTPCode_ELB_5XX_Count",
+            "HealthyHostCount",
+            "UnHealthyHostCount",
+            "ActiveConnectionCount",
+        ] {
+            let p = all
+                .iter()
+                .find(|p| p.name == name)
+                .unwrap_or_else(|| panic!("{name} not published"));
+            assert_eq!(
+                p.dimensions.get("TargetGroup").map(String::as_str),
+                Some("api")
+            );
+            assert_eq!(
+                p.dimensions.get("ClusterName").map(String::as_str),
+                Some("prod")
+            );
+            assert_eq!(
+                p.dimensions.get("ServiceName").map(String::as_str),
+                Some("api")
+            );
+            assert_eq!(
+                p.dimensions.get("Replica").map(String::as_str),
+                Some("replica-1")
+            );
+        }
+        let m = scaler.metrics().await;
+        assert!(
+            m.contains("berth_scaler_desired_count{cluster=\"prod\",service=\"api\"}"),
+            "{m}"
+        );
+        assert!(m.contains("berth_scaler_last_decision_age_seconds"), "{m}");
+        assert!(
+            m.contains(
+                "berth_aws_api_calls_total{operation=\"PutMetricData\",outcome=\"success\"}"
+            ),
+            "{m}"
+        );
+        assert!(
+            m.contains(
+                "berth_aws_api_calls_total{operation=\"UpdateService\",outcome=\"success\"}"
+            ),
+            "{m}"
+        );
+        assert!(
+            scaler.log().contains("by rps"),
+            "decision logged with the winning policy"
+        );
+        // The sum across replicas came back through GetMetricData (CBOR, translated by the
+        // launcher).
+        wait_until(Duration::from_secs(20), "GetMetricData read back", || async {
+            berth_tests::metrics::value(
+                &scaler.metrics().await,
+                "berth_aws_api_calls_total",
+                &[("operation", "GetMetricData"), ("outcome", "success")],
+            )
+            .unwrap_or(0.0)
+                > 0.0
+        })
+        .await;
+        assert!(
+            all.iter()
+                .any(|p| p.name == "RequestCount" && !p.dimensions.contains_key("Replica")),
+            "RequestCount also published without Replica, for the sum across replicas"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_never_calls_update_service() {
+    if skip() {
+        return;
+    }
+    bounded(Duration::from_secs(120), async {
+        let w = world().await;
+        let scaler = Scaler::start(
+            &scaler_config(w.listen, w.berth.admin(), "dry_run = true", ""),
+            &w.moto.aws_env(),
+        )
+        .await;
+        let load = Load::start(&w.url, 4);
+        wait_until(
+            Duration::from_secs(30),
+            "a dry-run scale-out decision",
+            || async { scaler.log().contains("dry run: UpdateService not called") },
+        )
+        .await;
+        let _ = load.stop().await;
+        assert!(
+            scaler
+                .metric("berth_scaler_desired_count", &[("service", "api")])
+                .await
+                .unwrap_or(0.0)
+                > 1.0
+        );
+        assert_eq!(w.moto.call_count("UpdateService").await.unwrap(), 0);
+        assert!(w.moto.call_count("DescribeServices").await.unwrap() > 0);
+        assert_eq!(
+            w.moto.service("prod", "api").await.unwrap().desired_count,
+            1
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudwatch_down_does_not_block_decisions() {
+    if skip() {
+        return;
+    }
+    bounded(Duration::from_secs(120), async {
+        let w = world().await;
+        w.moto
+            .inject_fault("PutMetricData", FaultKind::Error500, 100_000)
+            .await
+            .unwrap();
+        w.moto
+            .inject_fault("GetMetricData", FaultKind::Error500, 100_000)
+            .await
+            .unwrap();
+        let scaler = Scaler::start(
+            &scaler_config(
+                w.listen,
+                w.berth.admin(),
+                "dry_run = false\npublish = true\naggregate = \"cloudwatch\"\npublish_buffer = 50",
+                "",
+            ),
+            &w.moto.aws_env(),
+        )
+        .await;
+        let step = Instant::now();
+        let load = Load::start(&w.url, 4);
+        wait_until(
+            Duration::from_secs(30),
+            "scale-out despite CloudWatch errors",
+            || async {
+                w.moto
+                    .service("prod", "api")
+                    .await
+                    .is_ok_and(|s| s.desired_count > 1)
+            },
+        )
+        .await;
+        println!(
+            "figure: CloudWatch down, load step -> UpdateService: {:?}",
+            step.elapsed()
+        );
+        let _ = load.stop().await;
+        wait_until(
+            Duration::from_secs(30),
+            "errors and drops counted",
+            || async {
+                let m = scaler.metrics().await;
+                berth_tests::metrics::value(
+                    &m,
+                    "berth_aws_api_calls_total",
+                    &[("operation", "PutMetricData"), ("outcome", "error")],
+                )
+                .unwrap_or(0.0)
+                    > 0.0
+                    && berth_tests::metrics::value(&m, "berth_scaler_metrics_dropped_total", &[])
+                        .unwrap_or(0.0)
+                        > 0.0
+            },
+        )
+        .await;
+        let log = scaler.log();
+        assert!(
+            log.contains("aggregate unavailable") || log.contains("aggregate timed out"),
+            "local figures used when GetMetricData fails"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_count_needs_no_aws() {
+    bounded(Duration::from_secs(90), async {
+        let b = Backend::start("task", net::target_ip()).await;
+        let listen = net::listen_addr();
+        let proxy = format!(
+            "[[listeners]]\nname = \"web\"\nbind = \"{listen}\"\n[listeners.default_action]\n\
+             forward = [{{ target_group = \"api\" }}]\n\n{}",
+            berth_tests::static_group("api", &[&b], "")
+        );
+        let berth = Berth::start(&proxy).await;
+        berth
+            .wait_healthy("api", &[b.addr()], Duration::from_secs(10))
+            .await;
+        let config = format!(
+            r#"{proxy}
+[scaler]
+metrics_url = "http://{}/metrics"
+interval = "1s"
+admin_bind = "@ADMIN@"
+dry_run = true
+
+[[scaler.services]]
+cluster = "demo"
+service = "demo"
+target_group = "api"
+min_capacity = 1
+max_capacity = 5
+dry_run_count = 1
+
+[[scaler.services.target_tracking]]
+metric = "requests_per_target"
+per = "second"
+target = 5
+"#,
+            berth.admin()
+        );
+        // No AWS environment at all (and metadata disabled): it must not matter.
+        let scaler = Scaler::start(&config, &[]).await;
+        let load = Load::start(&format!("http://{listen}/"), 2);
+        wait_until(
+            Duration::from_secs(30),
+            "simulated desired count rises",
+            || async {
+                scaler
+                    .metric("berth_scaler_desired_count", &[("service", "demo")])
+                    .await
+                    .unwrap_or(0.0)
+                    >= 5.0
+            },
+        )
+        .await;
+        let _ = load.stop().await;
+        let log = scaler.log();
+        assert!(log.contains("no AWS call needed"), "{log}");
+        assert!(!log.contains("berth_aws_api_calls_total"));
+        let m = scaler.metrics().await;
+        assert!(
+            !m.contains("berth_aws_api_calls_total"),
+            "no AWS call was made: {m}"
+        );
+    })
+    .await;
+}
