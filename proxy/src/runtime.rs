@@ -295,7 +295,7 @@ async fn group_loop(shared: Arc<Shared>, group: Arc<Group>) {
         }
         group.reap_drained();
         ticks += 1;
-        if ticks % 5 == 0 {
+        if ticks.is_multiple_of(5) {
             group.publish_gauges();
             if let Some(t) = last_success {
                 metrics::gauge!(m::DISCOVERY_AGE, "target_group" => group.name.clone())

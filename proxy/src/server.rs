@@ -247,24 +247,6 @@ fn parse_proc_net_line(line: &str) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_proc_net_tcp_listen_lines() {
-        let v4 = "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0";
-        assert_eq!(
-            parse_proc_net_line(v4),
-            Some("127.0.0.1:8080".parse().unwrap())
-        );
-        let est = v4.replace(" 0A ", " 01 ");
-        assert_eq!(parse_proc_net_line(&est), None);
-        let v6 = "   0: 00000000000000000000000001000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1";
-        assert_eq!(parse_proc_net_line(v6), Some("[::1]:80".parse().unwrap()));
-    }
-}
-
 /// Reloads on SIGHUP and when the configuration file changes (polled).
 async fn watch_reloads(shared: Arc<Shared>, mut hangup: tokio::signal::unix::Signal) {
     let path = match &shared.source {
@@ -296,5 +278,23 @@ async fn watch_reloads(shared: Arc<Shared>, mut hangup: tokio::signal::unix::Sig
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_net_tcp_listen_lines() {
+        let v4 = "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0";
+        assert_eq!(
+            parse_proc_net_line(v4),
+            Some("127.0.0.1:8080".parse().unwrap())
+        );
+        let est = v4.replace(" 0A ", " 01 ");
+        assert_eq!(parse_proc_net_line(&est), None);
+        let v6 = "   0: 00000000000000000000000001000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1";
+        assert_eq!(parse_proc_net_line(v6), Some("[::1]:80".parse().unwrap()));
     }
 }

@@ -165,7 +165,7 @@ pub fn targets_of(source: &EcsSource, snap: &ClusterSnapshot) -> Vec<EcsTarget> 
             .ok()
         })
         .collect();
-    out.sort_by(|a, b| a.address.cmp(&b.address));
+    out.sort_by_key(|t| t.address);
     out.dedup_by(|a, b| a.address == b.address);
     out
 }
@@ -210,7 +210,7 @@ impl ClusterPoller {
         if due {
             st.last_attempt = Some(Instant::now());
             st.cycles = st.cycles.wrapping_add(1);
-            let redescribe_all = st.cycles % REDESCRIBE_EVERY == 0;
+            let redescribe_all = st.cycles.is_multiple_of(REDESCRIBE_EVERY);
             match self.poll(redescribe_all).await {
                 Ok(snap) => {
                     publish_task_states(&self.cluster, &snap);
