@@ -366,25 +366,7 @@ impl EcsApi for AwsEcs {
             .set_instance_ids(Some(ids.to_vec()))
             .send()
             .await
-            .map_err(|e| {
-                let (code, message) = match e.as_service_error() {
-                    Some(se) => (
-                        se.code().map(str::to_string),
-                        se.message()
-                            .map(str::to_string)
-                            .unwrap_or_else(|| se.to_string()),
-                    ),
-                    None => (
-                        None,
-                        aws_sdk_ec2::error::DisplayErrorContext(&e).to_string(),
-                    ),
-                };
-                ApiError {
-                    operation: "DescribeInstances",
-                    code,
-                    message,
-                }
-            });
+            .map_err(|e| api_error("DescribeInstances", &e));
         count("DescribeInstances", &r);
         Ok(r?
             .reservations()
