@@ -227,7 +227,8 @@ pub struct RawListener {
     pub certificates: Vec<RawCertificate>,
     /// Accept HTTP/2 (ALPN `h2` on https, prior knowledge h2c on http). Default true on https.
     pub http2: Option<bool>,
-    /// Time allowed to read the request header (default `"60s"`).
+    /// Time allowed for the first request's head to arrive after the connection (and its
+    /// PROXY header) is accepted (default `"60s"`); slower connections are closed.
     pub header_timeout: Option<String>,
     /// Idle timeout of client keep-alive connections (default `"60s"`, as ALB).
     pub idle_timeout: Option<String>,

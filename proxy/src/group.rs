@@ -60,6 +60,7 @@ pub struct Group {
     pub removed: AtomicBool,
     /// Set once its background loop runs.
     pub loop_started: AtomicBool,
+    response_seconds: std::sync::OnceLock<metrics::Histogram>,
 }
 
 impl Group {
@@ -74,6 +75,7 @@ impl Group {
             fail_open: AtomicBool::new(false),
             removed: AtomicBool::new(false),
             loop_started: AtomicBool::new(false),
+            response_seconds: std::sync::OnceLock::new(),
         }
     }
 
@@ -253,6 +255,15 @@ impl Group {
                 0.0
             });
         }
+    }
+
+    /// Records one target response time (the histogram handle is registered once).
+    pub fn record_response_time(&self, seconds: f64) {
+        self.response_seconds
+            .get_or_init(|| {
+                metrics::histogram!(crate::metrics::TARGET_RESPONSE_SECONDS, "target_group" => self.name.clone())
+            })
+            .record(seconds);
     }
 
     /// Ejects `target` unless the group's ejection limit is reached. Returns true if ejected.

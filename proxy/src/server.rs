@@ -14,8 +14,8 @@ use pingora::server::Server;
 
 use pingora::services::listening::Service;
 
-use crate::l4::http_pp::ProxyProtocolHttp;
 use crate::l4::tcp::TcpProxy;
+use crate::l7::gate::HttpGate;
 use crate::l7::proxy::BerthProxy;
 use crate::runtime::{ConfigSource, Shared};
 
@@ -151,33 +151,16 @@ fn add_listener(
             } else {
                 "http"
             };
-            let proxy = BerthProxy {
-                listener: l.name.clone(),
-                scheme,
-                shared: Arc::clone(shared),
-            };
+            let proxy = BerthProxy::new(&l.name, scheme, Arc::clone(shared));
             let mut app = pingora::proxy::http_proxy(&server.configuration, proxy);
             if l.protocol == ListenerProtocol::Http {
                 let mut opts = HttpServerOptions::default();
                 opts.h2c = l.http2;
                 app.server_options = Some(opts);
             }
-            let mut svc = if l.proxy_protocol.is_some() {
-                // Validation keeps PROXY protocol to plain-HTTP listeners (the header precedes
-                // TLS, which pingora terminates before the app sees the connection).
-                let wrapped = ProxyProtocolHttp {
-                    inner: Arc::new(app),
-                    listener: l.name.clone(),
-                    shared: Arc::clone(shared),
-                };
-                let mut svc = Service::new(name, wrapped);
-                svc.add_tcp(&bind);
-                svc.threads = Some(threads);
-                server.add_service(svc);
-                return Ok(());
-            } else {
-                Service::new(name, app)
-            };
+            // Validation keeps PROXY protocol to plain-HTTP listeners (the header precedes TLS,
+            // which pingora terminates before the app sees the connection).
+            let mut svc = Service::new(name, HttpGate::new(app, &l.name, Arc::clone(shared)));
             match l.protocol {
                 ListenerProtocol::Https => {
                     let tls = crate::tls::settings(&l.certificates, l.http2).map_err(tls_err)?;

@@ -74,9 +74,19 @@ pub struct Target {
     ejections: AtomicU32,
     consecutive_5xx: AtomicU32,
     consecutive_connect_failures: AtomicU32,
+    requests: std::sync::OnceLock<metrics::Counter>,
 }
 
 impl Target {
+    /// Counts one request sent to this target of `group` (the handle is registered once).
+    pub fn count_request(&self, group: &str) {
+        self.requests
+            .get_or_init(|| {
+                metrics::counter!(crate::metrics::TARGET_REQUESTS, "target_group" => group.to_string(), "target" => self.label.clone())
+            })
+            .increment(1);
+    }
+
     /// A new target; it starts `initial`, or `healthy` when health checks are off.
     pub fn new(address: SocketAddr, weight: u32, checks_enabled: bool) -> Self {
         let label = address.to_string();
@@ -101,6 +111,7 @@ impl Target {
             ejections: AtomicU32::new(0),
             consecutive_5xx: AtomicU32::new(0),
             consecutive_connect_failures: AtomicU32::new(0),
+            requests: std::sync::OnceLock::new(),
         };
         if status == Status::Healthy {
             t.healthy_since_ms.store(now_ms(), Ordering::Relaxed);

@@ -1,7 +1,5 @@
-//! L4: TCP and TLS listeners (the NLB / PrivateLink role) and PROXY protocol, in and out —
-//! including PROXY protocol on HTTP listeners, whose client address then becomes the client
-//! address everywhere (X-Forwarded-For, source-CIDR rules, stickiness, logs).
+//! L4: TCP and TLS listeners (the NLB / PrivateLink role) and PROXY protocol, in and out (HTTP
+//! listeners read the PROXY header in [`crate::l7::gate`]).
 
-pub mod http_pp;
 pub mod proxy_protocol;
 pub mod tcp;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use berth_config::model::{Action, HashOn, Redirect};
 use bytes::Bytes;
+use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -32,27 +33,86 @@ pub struct BerthProxy {
     pub scheme: &'static str,
     /// Shared state.
     pub shared: Arc<Shared>,
+    /// The listener's metric handles.
+    pub metrics: Arc<m::ListenerMetrics>,
 }
 
-/// Counts one client connection while alive (HTTP/1.x; carried across keep-alive requests).
+impl BerthProxy {
+    /// The proxy of listener `listener`.
+    pub fn new(listener: &str, scheme: &'static str, shared: Arc<Shared>) -> BerthProxy {
+        BerthProxy {
+            listener: listener.to_string(),
+            scheme,
+            shared,
+            metrics: Arc::new(m::ListenerMetrics::new(listener)),
+        }
+    }
+}
+
+/// What berth knows of one client connection, worked out at its first request and carried
+/// across keep-alive requests (HTTP/1.x); counts the connection while alive.
 #[derive(Debug)]
 pub struct ConnGuard {
-    listener: String,
+    metrics: Option<Arc<m::ListenerMetrics>>,
+    /// The client: the peer, or the source of a verified PROXY header.
+    client_ip: Option<IpAddr>,
+    /// `client_ip` as text, for `X-Forwarded-For`.
+    client_text: String,
+    /// The local port the client connected to, for `X-Forwarded-Port`.
+    server_port: String,
+    /// VPC endpoint ID from the PROXY header.
+    vpce_id: Option<String>,
 }
 
 impl ConnGuard {
-    fn new(listener: &str) -> Arc<ConnGuard> {
-        metrics::counter!(m::NEW_CONNECTIONS, "listener" => listener.to_string()).increment(1);
-        metrics::gauge!(m::ACTIVE_CONNECTIONS, "listener" => listener.to_string()).increment(1.0);
-        Arc::new(ConnGuard {
-            listener: listener.to_string(),
-        })
+    /// Reads the connection's facts from the session (and the PROXY header table).
+    fn new(
+        session: &Session,
+        proxy_protocol: bool,
+        metrics: Option<Arc<m::ListenerMetrics>>,
+    ) -> ConnGuard {
+        if let Some(m) = &metrics {
+            m.new_connections.increment(1);
+            m.active_connections.increment(1.0);
+        }
+        let mut client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let mut vpce_id = None;
+        if proxy_protocol {
+            let info = session
+                .digest()
+                .and_then(|d| d.socket_digest.as_ref())
+                .and_then(|sd| sd.socket_cookie().ok())
+                .and_then(super::gate::conn_info)
+                .unwrap_or_default();
+            if let Some(src) = info.source {
+                // The PROXY header's client replaces the load balancer's address everywhere.
+                client_ip = Some(src.ip());
+            }
+            vpce_id = info.vpce_id;
+        }
+        let server_port = session
+            .server_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.port().to_string())
+            .unwrap_or_default();
+        ConnGuard {
+            metrics,
+            client_ip,
+            client_text: client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            server_port,
+            vpce_id,
+        }
     }
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        metrics::gauge!(m::ACTIVE_CONNECTIONS, "listener" => self.listener.clone()).decrement(1.0);
+        if let Some(m) = &self.metrics {
+            m.active_connections.decrement(1.0);
+        }
     }
 }
 
@@ -64,7 +124,6 @@ pub struct Ctx {
     conn: Option<Arc<ConnGuard>>,
     client_ip: Option<IpAddr>,
     trusted_peer: bool,
-    vpce_id: Option<String>,
     group: Option<Arc<Group>>,
     inflight: Option<InFlight>,
     tried: Vec<SocketAddr>,
@@ -147,6 +206,17 @@ pub fn redirect_location(
         _ => String::new(),
     };
     format!("{proto}://{host}{port}{path}{query}")
+}
+
+/// A random 128-bit request id as 32 lowercase hex digits.
+fn request_id() -> [u8; 32] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 32];
+    let n = fastrand::u128(..);
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    out
 }
 
 fn header_bytes(req: &RequestHeader) -> usize {
@@ -247,35 +317,19 @@ impl ProxyHttp for BerthProxy {
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         ctx.start = Some(Instant::now());
-        if ctx.conn.is_none() && !session.is_http2() {
-            ctx.conn = Some(ConnGuard::new(&self.listener));
-        }
         let snap = self.shared.snapshot.load_full();
-        if let Some(l) = snap.listener(&self.listener) {
+        let listener = snap.listener(&self.listener);
+        if let Some(l) = listener {
             session.set_keepalive(Some(l.idle_timeout.as_secs().max(1)));
         }
-        ctx.client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        ctx.trusted_peer = self.is_trusted(&snap, ctx.client_ip);
-        if snap
-            .listener(&self.listener)
-            .is_some_and(|l| l.proxy_protocol.is_some())
-        {
-            let info = session
-                .digest()
-                .and_then(|d| d.socket_digest.as_ref())
-                .and_then(|sd| sd.socket_cookie().ok())
-                .and_then(crate::l4::http_pp::conn_info)
-                .unwrap_or_default();
-            if let Some(src) = info.source {
-                // The PROXY header's client replaces the load balancer's address everywhere.
-                ctx.client_ip = Some(src.ip());
-                ctx.trusted_peer = self.is_trusted(&snap, ctx.client_ip);
-            }
-            ctx.vpce_id = info.vpce_id;
+        if ctx.conn.is_none() {
+            let pp = listener.is_some_and(|l| l.proxy_protocol.is_some());
+            // HTTP/2 streams get no per-connection context: they are not counted as connections.
+            let counted = (!session.is_http2()).then(|| Arc::clone(&self.metrics));
+            ctx.conn = Some(Arc::new(ConnGuard::new(session, pp, counted)));
         }
+        ctx.client_ip = ctx.conn.as_ref().and_then(|c| c.client_ip);
+        ctx.trusted_peer = self.is_trusted(&snap, ctx.client_ip);
         ctx.snapshot = Some(snap);
         Ok(())
     }
@@ -339,7 +393,7 @@ impl ProxyHttp for BerthProxy {
             method: req.method.as_str(),
             headers: &req.headers,
             client_ip: ctx.client_ip,
-            vpce_id: ctx.vpce_id.as_deref(),
+            vpce_id: ctx.conn.as_ref().and_then(|c| c.vpce_id.as_deref()),
         };
         match rules::route(listener, &view) {
             Action::FixedResponse(f) => {
@@ -440,8 +494,7 @@ impl ProxyHttp for BerthProxy {
             }
         }
         let target = sel.target;
-        metrics::counter!(m::TARGET_REQUESTS, "target_group" => group.name.clone(), "target" => target.label.clone())
-            .increment(1);
+        target.count_request(&group.name);
         ctx.tried.push(target.address);
         let mut peer = HttpPeer::new(target.address, false, String::new());
         let t = &cfg.timeouts;
@@ -464,40 +517,41 @@ impl ProxyHttp for BerthProxy {
 
     async fn upstream_request_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let Some(snap) = ctx.snapshot.as_ref() else {
+        let (Some(snap), Some(conn)) = (ctx.snapshot.as_ref(), ctx.conn.as_ref()) else {
             return Ok(());
         };
-        let client = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
         let xff = match (ctx.trusted_peer, upstream.headers.get("x-forwarded-for")) {
             (true, Some(prev)) if !prev.is_empty() => {
-                format!("{}, {client}", String::from_utf8_lossy(prev.as_bytes()))
+                let mut v = Vec::with_capacity(prev.len() + 2 + conn.client_text.len());
+                v.extend_from_slice(prev.as_bytes());
+                v.extend_from_slice(b", ");
+                v.extend_from_slice(conn.client_text.as_bytes());
+                HeaderValue::from_maybe_shared(Bytes::from(v))
+                    .unwrap_or_else(|_| HeaderValue::from_static(""))
             }
-            _ => client,
+            _ => HeaderValue::from_str(&conn.client_text)
+                .unwrap_or_else(|_| HeaderValue::from_static("")),
         };
         upstream.insert_header("x-forwarded-for", xff)?;
         if !(ctx.trusted_peer && upstream.headers.contains_key("x-forwarded-proto")) {
             upstream.insert_header("x-forwarded-proto", self.scheme)?;
         }
         if !(ctx.trusted_peer && upstream.headers.contains_key("x-forwarded-port")) {
-            let port = session
-                .server_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.port().to_string())
-                .unwrap_or_default();
-            upstream.insert_header("x-forwarded-port", port)?;
+            upstream.insert_header("x-forwarded-port", conn.server_port.as_str())?;
         }
         let id_header = snap.config.proxy.request_id_header.as_str();
         if !(ctx.trusted_peer && upstream.headers.contains_key(id_header)) {
-            let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-            upstream.insert_header(id_header.to_string(), id)?;
+            upstream.insert_header(id_header.to_string(), request_id().as_slice())?;
         }
         // Only berth sets the VPC endpoint header, from the PROXY header it verified.
-        upstream.remove_header(VPCE_HEADER);
-        if let Some(v) = &ctx.vpce_id {
+        if upstream.headers.contains_key(VPCE_HEADER) {
+            upstream.remove_header(VPCE_HEADER);
+        }
+        if let Some(v) = &conn.vpce_id {
             upstream.insert_header(VPCE_HEADER, v.as_str())?;
         }
         if ctx.inflight.as_ref().is_some_and(|f| f.0.is_draining()) {
@@ -519,8 +573,7 @@ impl ProxyHttp for BerthProxy {
         }
         ctx.target_status = Some(status);
         if let (Some(group), Some(sent)) = (ctx.group.as_ref(), ctx.upstream_sent) {
-            metrics::histogram!(m::TARGET_RESPONSE_SECONDS, "target_group" => group.name.clone())
-                .record(sent.elapsed().as_secs_f64());
+            group.record_response_time(sent.elapsed().as_secs_f64());
             if let Some(f) = ctx.inflight.as_ref() {
                 let th = group.config.load().outlier.consecutive_5xx;
                 if f.0.observe_status(status, th) {
@@ -629,30 +682,18 @@ impl ProxyHttp for BerthProxy {
         if status == 0 {
             return;
         }
-        let group = ctx
-            .group
-            .as_ref()
-            .map(|g| g.name.clone())
-            .unwrap_or_default();
-        let origin = if ctx.proxy_reason.is_none() && ctx.target_status == Some(status) {
-            "target"
-        } else {
-            "proxy"
-        };
-        metrics::counter!(m::REQUESTS, "listener" => self.listener.clone(), "target_group" => group, "class" => m::status_class(status), "origin" => origin)
-            .increment(1);
+        let group = ctx.group.as_ref().map(|g| g.name.as_str()).unwrap_or("");
+        let from_target = ctx.proxy_reason.is_none() && ctx.target_status == Some(status);
+        let lm = &self.metrics;
+        lm.requests(group).count(status, from_target);
         if let Some(reason) = ctx.proxy_reason {
-            metrics::counter!(m::PROXY_RESPONSES, "listener" => self.listener.clone(), "reason" => reason)
-                .increment(1);
+            lm.proxy_response(reason);
         }
         if let Some(start) = ctx.start {
-            metrics::histogram!(m::REQUEST_SECONDS, "listener" => self.listener.clone())
-                .record(start.elapsed().as_secs_f64());
+            lm.request_seconds.record(start.elapsed().as_secs_f64());
         }
-        metrics::counter!(m::BYTES_IN, "listener" => self.listener.clone())
-            .increment(session.body_bytes_read() as u64);
-        metrics::counter!(m::BYTES_OUT, "listener" => self.listener.clone())
-            .increment(session.body_bytes_sent() as u64);
+        lm.bytes_in.increment(session.body_bytes_read() as u64);
+        lm.bytes_out.increment(session.body_bytes_sent() as u64);
         if let Some(e) = e {
             tracing::debug!(listener = %self.listener, status, error = %e, "request failed");
         }
@@ -698,6 +739,16 @@ mod tests {
             redirect_location(&red, "http", Some("a.test"), "/x", Some("q=1")),
             "https://b.test:8443/new?z=2"
         );
+    }
+
+    #[test]
+    fn request_ids_are_32_hex_digits_and_differ() {
+        let a = request_id();
+        let b = request_id();
+        assert!(a
+            .iter()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_ne!(a, b);
     }
 
     #[test]

@@ -1,0 +1,194 @@
+//! The gate in front of every HTTP listener: a pingora `ServerApp` wrapper that owns each client
+//! connection from accept to close and applies what pingora's HTTP app does not:
+//!
+//! - the listener's `max_connections`: connections beyond it are closed at once and counted,
+//!   so a flood of new connections cannot take resources from established ones;
+//! - the PROXY protocol header where the listener accepts one: the original client and the VPC
+//!   endpoint ID are recorded by the socket's kernel cookie, and berth's `ProxyHttp` takes the
+//!   client address from there for X-Forwarded-For, source-CIDR rules, hashing and logs;
+//! - `header_timeout` for the first request's head (pingora's own is a fixed 60 s): a
+//!   connection whose head is not complete in time is closed and counted (slowloris). On TLS
+//!   listeners pingora's own header timeout applies.
+//!
+//! Keep-alive requests after the first are bounded by the listener's idle timeout.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use async_trait::async_trait;
+use metrics::Counter;
+use pingora::apps::ServerApp;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+
+use crate::l4::tcp::{accept_proxy_header, stream_addrs};
+use crate::metrics as m;
+use crate::runtime::Shared;
+
+/// What a connection's PROXY header said that requests need.
+#[derive(Debug, Clone, Default)]
+pub struct ConnInfo {
+    /// The original client.
+    pub source: Option<SocketAddr>,
+    /// The VPC endpoint ID.
+    pub vpce_id: Option<String>,
+}
+
+/// Per connection (by kernel socket cookie): what its PROXY header said.
+fn conn_map() -> &'static Mutex<HashMap<u64, ConnInfo>> {
+    static MAP: OnceLock<Mutex<HashMap<u64, ConnInfo>>> = OnceLock::new();
+    MAP.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// What the PROXY header of the connection with this socket cookie said.
+pub fn conn_info(cookie: u64) -> Option<ConnInfo> {
+    conn_map().lock().ok()?.get(&cookie).cloned()
+}
+
+fn cookie(stream: &Stream) -> Option<u64> {
+    stream
+        .get_socket_digest()
+        .and_then(|d| d.socket_cookie().ok())
+        .filter(|c| *c != 0)
+}
+
+/// Wraps the HTTP app of one listener.
+#[derive(Debug)]
+pub struct HttpGate<A> {
+    inner: Arc<A>,
+    listener: String,
+    shared: Arc<Shared>,
+    active: AtomicUsize,
+    over_limit: Counter,
+    header_timeouts: Counter,
+}
+
+impl<A> HttpGate<A> {
+    /// The gate of listener `listener` in front of `inner`.
+    pub fn new(inner: A, listener: &str, shared: Arc<Shared>) -> HttpGate<A> {
+        let rejected = |reason: &'static str| metrics::counter!(m::REJECTED_CONNECTIONS, "listener" => listener.to_string(), "reason" => reason);
+        HttpGate {
+            inner: Arc::new(inner),
+            listener: listener.to_string(),
+            shared,
+            active: AtomicUsize::new(0),
+            over_limit: rejected("connection_limit"),
+            header_timeouts: rejected("header_timeout"),
+        }
+    }
+}
+
+/// Decrements the active count when the connection ends.
+struct Active<'a>(&'a AtomicUsize);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The client closed (or broke) the connection before its first request head was complete.
+struct Closed;
+
+/// Reads the first request's head (until its blank line, `limit` bytes, or the client's
+/// close) and puts it back into the stream for the HTTP app to parse. Only plain TCP streams can
+/// be replayed; others pass through untouched.
+async fn await_head(stream: Stream, limit: usize) -> Result<Stream, Closed> {
+    use tokio::io::AsyncReadExt;
+    let mut tcp = match stream.into_any().downcast::<L4Stream>() {
+        Ok(tcp) => tcp,
+        Err(_) => {
+            // `into_any` consumed a stream that is not plain TCP; that cannot happen for the
+            // streams this is called with (TLS is checked by the caller).
+            return Err(Closed);
+        }
+    };
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tcp.read(&mut chunk).await.map_err(|_| Closed)?;
+        if n == 0 {
+            if head.is_empty() {
+                return Err(Closed);
+            }
+            break;
+        }
+        let from = head.len().saturating_sub(3);
+        head.extend_from_slice(&chunk[..n]);
+        if head[from..].windows(4).any(|w| w == b"\r\n\r\n") || head.len() >= limit {
+            break;
+        }
+    }
+    tcp.rewind(&head);
+    Ok(tcp as Stream)
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for HttpGate<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let snap = self.shared.snapshot.load_full();
+        let listener = snap.listener(&self.listener)?;
+        if self.active.fetch_add(1, Ordering::Relaxed) >= listener.max_connections {
+            self.active.fetch_sub(1, Ordering::Relaxed);
+            self.over_limit.increment(1);
+            return None;
+        }
+        let _active = Active(&self.active);
+        let key = cookie(&stream);
+        if listener.proxy_protocol.is_some() {
+            let (peer, _) = stream_addrs(&stream);
+            let info = accept_proxy_header(listener, &self.listener, &mut stream, peer)
+                .await
+                .ok()?;
+            let conn = ConnInfo {
+                source: info.as_ref().and_then(|i| i.source),
+                vpce_id: info.and_then(|i| i.vpce_id),
+            };
+            match (key, conn_map().lock()) {
+                (Some(k), Ok(mut m)) => {
+                    m.insert(k, conn);
+                }
+                _ => {
+                    tracing::warn!(listener = %self.listener, "no socket cookie; PROXY header information dropped");
+                }
+            }
+        }
+        let outcome = if stream.get_ssl_digest().is_some() {
+            // TLS: the handshake was pingora's; the head cannot be replayed into the stream.
+            Some(stream)
+        } else {
+            let head = await_head(stream, listener.max_header_bytes + 1);
+            match tokio::time::timeout(listener.header_timeout, head).await {
+                Ok(Ok(s)) => Some(s),
+                Ok(Err(Closed)) => None,
+                Err(_) => {
+                    self.header_timeouts.increment(1);
+                    tracing::debug!(listener = %self.listener, "request head not complete within header_timeout; closed");
+                    None
+                }
+            }
+        };
+        drop(snap);
+        // The whole connection runs here, keep-alive requests included, so the count and the
+        // PROXY record live exactly as long as the connection.
+        let mut next = outcome;
+        while let Some(s) = next {
+            next = self.inner.process_new(s, shutdown).await;
+        }
+        if let (Some(k), Ok(mut m)) = (key, conn_map().lock()) {
+            m.remove(&k);
+        }
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await;
+    }
+}
