@@ -48,7 +48,10 @@ pub(crate) fn parse_path(path: &str) -> Vec<Segment> {
 
 /// Line lookup for one configuration text.
 pub(crate) struct Lines {
-    doc: Option<Document<String>>,
+    /// The text, parsed by `toml_edit` only when a line is first asked for: a valid
+    /// configuration (every reload of a good file) is parsed once, not twice.
+    text: String,
+    doc: std::sync::OnceLock<Option<Document<String>>>,
     /// Byte offset of the start of each line.
     starts: Vec<usize>,
 }
@@ -64,7 +67,8 @@ impl Lines {
                 .map(|(i, _)| i + 1),
         );
         Self {
-            doc: Document::parse(text.to_owned()).ok(),
+            text: text.to_owned(),
+            doc: std::sync::OnceLock::new(),
             starts,
         }
     }
@@ -79,7 +83,10 @@ impl Lines {
 
     /// The line of the key (or value) at `path`, or of its nearest existing ancestor.
     pub(crate) fn line_of(&self, path: &str) -> Option<usize> {
-        let doc = self.doc.as_ref()?;
+        let doc = self
+            .doc
+            .get_or_init(|| Document::parse(self.text.clone()).ok())
+            .as_ref()?;
         let segments = parse_path(path);
         let span = find_span(doc.as_item(), &segments)?;
         Some(self.line_of_offset(span.start))

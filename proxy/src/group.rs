@@ -61,6 +61,8 @@ pub struct Group {
     /// Set once its background loop runs.
     pub loop_started: AtomicBool,
     response_seconds: std::sync::OnceLock<metrics::Histogram>,
+    /// Wakes the group's loop at once (a reload changed its configuration).
+    pub wake: tokio::sync::Notify,
 }
 
 impl Group {
@@ -76,6 +78,7 @@ impl Group {
             removed: AtomicBool::new(false),
             loop_started: AtomicBool::new(false),
             response_seconds: std::sync::OnceLock::new(),
+            wake: tokio::sync::Notify::new(),
         }
     }
 
@@ -170,8 +173,8 @@ impl Group {
     ///
     /// Eligible: not draining, healthy, not ejected, not already tried. When nothing is
     /// eligible: first tried targets are allowed again, then ejected ones; when no target is
-    /// healthy but some have failed their checks the group fails open (as ALB) and routes to
-    /// every non-draining target.
+    /// healthy the group fails open (as ALB) and routes to every non-draining target, `initial`
+    /// ones included.
     pub fn select(&self, input: &SelectInput<'_>) -> Option<Selection> {
         let set = self.targets.load();
         let cfg = self.config.load();
@@ -208,12 +211,11 @@ impl Group {
                 &|t: &Target| healthy(t),
             ]
         } else {
-            // Fail open only once some target has actually failed its checks; a group whose
-            // targets are all still `initial` waits for them.
-            let any_unhealthy = list
-                .iter()
-                .any(|t| !t.is_draining() && t.status() == Status::Unhealthy);
-            if !any_unhealthy {
+            // No healthy target: fail open over every target that is not leaving, whether it
+            // failed its checks or has not finished them yet (`initial`). Answering 503 could
+            // only be worse: a freshly started or restarted berth, whose targets are all
+            // `initial`, would refuse every request until the first checks pass.
+            if !list.iter().any(|t| !t.is_draining()) {
                 self.set_fail_open(false);
                 return None;
             }
@@ -399,16 +401,26 @@ mod tests {
     }
 
     #[test]
-    fn initial_targets_get_no_traffic_then_healthy_do() {
+    fn initial_targets_get_no_traffic_once_one_is_healthy() {
         let g = Group::new(cfg(Algorithm::RoundRobin));
         g.apply_discovered(&[spec(2), spec(3)]);
-        assert!(g.select(&SelectInput::default()).is_none());
+        // All initial: fail open over them rather than refuse.
+        let first = g.select(&SelectInput::default()).unwrap();
+        assert!(first.fail_open);
         g.targets.load().list[0].set_status(Status::Healthy);
         for _ in 0..5 {
             let s = g.select(&SelectInput::default()).unwrap();
             assert_eq!(s.target.address, spec(2).address);
             assert!(!s.fail_open);
         }
+    }
+
+    #[test]
+    fn only_draining_targets_select_nothing() {
+        let g = Group::new(cfg(Algorithm::RoundRobin));
+        g.apply_discovered(&[spec(2)]);
+        g.apply_discovered(&[]);
+        assert!(g.select(&SelectInput::default()).is_none());
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub const EJECTIONS: &str = "berth_ejections_total";
 pub const HEALTH_CHECKS: &str = "berth_health_checks_total";
 /// Config reloads by `result` (`success`, `failure`).
 pub const RELOADS: &str = "berth_config_reloads_total";
+/// Seconds the last successful reload took, from reading the file to the new snapshot in place.
+pub const CONFIG_RELOAD_SECONDS: &str = "berth_config_reload_duration_seconds";
 /// Unix time of the last successful config load.
 pub const CONFIG_LAST_RELOAD: &str = "berth_config_last_reload_success_timestamp_seconds";
 /// Target source refreshes, by `target_group` and `result` (`success`, `failure`).
@@ -145,6 +147,11 @@ fn describe() {
     describe_counter!(EJECTIONS, "Passive outlier ejections.");
     describe_counter!(HEALTH_CHECKS, "Active health checks by result.");
     describe_counter!(RELOADS, "Configuration reloads by result.");
+    describe_gauge!(
+        CONFIG_RELOAD_SECONDS,
+        Unit::Seconds,
+        "Duration of the last successful configuration reload."
+    );
     describe_gauge!(
         CONFIG_LAST_RELOAD,
         Unit::Seconds,

@@ -89,7 +89,19 @@ impl Shared {
     pub async fn reload(self: &Arc<Self>, why: &str) -> Result<u64, ConfigErrors> {
         let _one_at_a_time = self.reload_lock.lock().await;
         let started = Instant::now();
-        let result = self.source.load().and_then(|new| {
+        // Reading and validating a large file takes tens of milliseconds: off the control
+        // runtime, whose group loops and health checks keep running meanwhile.
+        let loader = Arc::clone(self);
+        let loaded = tokio::task::spawn_blocking(move || loader.source.load())
+            .await
+            .unwrap_or_else(|e| {
+                Err(ConfigErrors(vec![berth_config::ConfigError::new(
+                    "",
+                    format!("configuration loader failed: {e}"),
+                    None,
+                )]))
+            });
+        let result = loaded.and_then(|new| {
             let old = self.snapshot.load();
             restart_only_changes(&old.config, &new).map(|()| new)
         });
@@ -106,10 +118,13 @@ impl Shared {
                 let new_groups: Vec<Arc<Group>> = snapshot.groups.values().cloned().collect();
                 self.snapshot.store(Arc::new(snapshot));
                 for g in new_groups {
+                    // Running loops look at their (possibly changed) configuration at once.
+                    g.wake.notify_one();
                     self.ensure_loop(g);
                 }
                 record_reload_success();
                 metrics::counter!(m::RELOADS, "result" => "success").increment(1);
+                metrics::gauge!(m::CONFIG_RELOAD_SECONDS).set(started.elapsed().as_secs_f64());
                 tracing::info!(
                     trigger = why,
                     generation,
@@ -159,13 +174,22 @@ fn build_snapshot(
                 g.config.store(Arc::new(tg.clone()));
                 g
             }
-            None => Arc::new(Group::new(tg.clone())),
+            None => {
+                let g = Arc::new(Group::new(tg.clone()));
+                // Static targets are known now: register them before any listener accepts,
+                // rather than at the group loop's first pass.
+                if let berth_config::model::Source::Static(list) = &tg.source {
+                    g.apply_discovered(list);
+                }
+                g
+            }
         };
         next.insert(tg.name.clone(), g);
     }
     for (name, old) in groups.drain() {
         tracing::info!(target_group = %name, "target group removed");
         old.removed.store(true, Ordering::SeqCst);
+        old.wake.notify_one();
     }
     groups.extend(next.iter().map(|(k, v)| (k.clone(), Arc::clone(v))));
     Snapshot {
@@ -236,31 +260,36 @@ fn restart_only_changes(old: &Config, new: &Config) -> Result<(), ConfigErrors> 
     }
 }
 
-/// Tick of the group loop: reaping and gauges run this often; discovery and health checks when
-/// their own intervals are due.
-const TICK: Duration = Duration::from_millis(100);
+/// Longest sleep of an idle group loop: gauges and the discovery age are refreshed this often.
+const IDLE_TICK: Duration = Duration::from_secs(1);
+/// Sleep while a target drains, so it is reaped soon after its last request.
+const DRAIN_TICK: Duration = Duration::from_millis(100);
 
 /// The life of one target group: discovery, active health checks, draining, gauges. Ends when
-/// the group is removed from the configuration.
+/// the group is removed from the configuration. The loop sleeps until the next thing is due
+/// (a poll, a check round, a drain to reap, at most [`IDLE_TICK`]) or a reload wakes it, so a
+/// thousand idle groups cost next to nothing.
 async fn group_loop(shared: Arc<Shared>, group: Arc<Group>) {
+    let mut seen_cfg: Option<Arc<berth_config::model::TargetGroup>> = None;
     let mut source_cfg = None;
     let mut source: Option<Box<dyn discovery::Discovery>> = None;
     let mut next_discovery = Instant::now();
     let mut next_check = Instant::now();
+    let mut next_gauges = Instant::now();
     let checking = Arc::new(AtomicBool::new(false));
     let mut last_success: Option<Instant> = None;
-    let mut ticks: u64 = 0;
-    let mut ticker = tokio::time::interval(TICK);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !group.removed.load(Ordering::SeqCst) {
-        ticker.tick().await;
         let cfg = group.config.load_full();
-        let watch = shared.snapshot.load().config.proxy.watch_interval;
-        let src_key = format!("{:?}", cfg.source);
-        if source_cfg.as_ref() != Some(&src_key) {
-            source = Some(discovery::from_config(&cfg.source, watch));
-            source_cfg = Some(src_key);
-            next_discovery = Instant::now();
+        if !seen_cfg.as_ref().is_some_and(|c| Arc::ptr_eq(c, &cfg)) {
+            // A reload stored a new configuration: rebuild the source if it changed.
+            let src_key = format!("{:?}", cfg.source);
+            if source_cfg.as_ref() != Some(&src_key) {
+                let watch = shared.snapshot.load().config.proxy.watch_interval;
+                source = Some(discovery::from_config(&cfg.source, watch));
+                source_cfg = Some(src_key);
+                next_discovery = Instant::now();
+            }
+            seen_cfg = Some(Arc::clone(&cfg));
         }
         let now = Instant::now();
         if let Some(src) = source.as_ref() {
@@ -294,13 +323,26 @@ async fn group_loop(shared: Arc<Shared>, group: Arc<Group>) {
             });
         }
         group.reap_drained();
-        ticks += 1;
-        if ticks.is_multiple_of(5) {
+        if now >= next_gauges {
+            next_gauges = now + IDLE_TICK;
             group.publish_gauges();
             if let Some(t) = last_success {
                 metrics::gauge!(m::DISCOVERY_AGE, "target_group" => group.name.clone())
                     .set(t.elapsed().as_secs_f64());
             }
+        }
+        let draining = group.targets.load().list.iter().any(|t| t.is_draining());
+        let tick = if draining { DRAIN_TICK } else { IDLE_TICK };
+        let mut wake_at = (now + tick).min(next_gauges);
+        if source.is_some() {
+            wake_at = wake_at.min(next_discovery);
+        }
+        if !checking.load(Ordering::SeqCst) {
+            wake_at = wake_at.min(next_check);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake_at.into()) => {}
+            _ = group.wake.notified() => {}
         }
     }
     tracing::debug!(target_group = %group.name, "group loop stopped");

@@ -547,3 +547,203 @@ async fn http_roundtrip(addr: SocketAddr, prefix: &[u8], req: &[u8]) -> Vec<u8> 
     let _ = s.read_to_end(&mut out).await;
     out
 }
+
+/// Raises this process's `RLIMIT_NOFILE` soft limit to its hard limit and returns the soft limit
+/// now in force. Children spawned afterwards (berth) inherit it.
+fn raise_nofile_limit() -> libc::rlim_t {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on this process with a valid, initialised struct.
+    unsafe {
+        assert_eq!(
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim),
+            0,
+            "getrlimit"
+        );
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0, "setrlimit");
+        }
+        assert_eq!(
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim),
+            0,
+            "getrlimit"
+        );
+    }
+    lim.rlim_cur
+}
+
+/// Connections accepted so far by `echoes` (forwarded flows and TCP health checks).
+fn accepted(echoes: &[Echo]) -> u64 {
+    echoes.iter().map(|e| e.conns.load(Ordering::SeqCst)).sum()
+}
+
+/// 5,000 concurrent idle flows through one TCP listener: all are counted as active, all reach a
+/// target, all still relay a few bytes each way afterwards, and all are released when the
+/// clients close. Prints berth's resident memory per idle flow.
+///
+/// File descriptors: this process holds 5,000 client sockets and 5,000 echo-side sockets; berth
+/// holds 5,000 client-side and 5,000 target-side sockets (it connects to the target as soon as it
+/// accepts, before any client data). They are separate processes, each needing about 10,100
+/// descriptors, so the soft limit is raised to the hard limit first; berth inherits it.
+/// Ports: the clients bind to 127.0.10.1..=8 (separate 4-tuples and port spaces); berth's
+/// target connections take source ports on 127.0.0.1 towards four echo targets. Connects and
+/// echo checks run with bounded concurrency so that no accept queue overflows (the echo
+/// listeners' backlog is small) and the test's two runtime threads are never hogged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_idle_flows_are_held() {
+    const FLOWS: usize = 5_000;
+    const CONCURRENCY: usize = 128;
+    let nofile = raise_nofile_limit();
+    assert!(
+        nofile >= 2 * FLOWS as libc::rlim_t + 500,
+        "RLIMIT_NOFILE is {nofile}; this test needs about {} descriptors per process",
+        2 * FLOWS + 500
+    );
+    bounded(Duration::from_secs(120), async {
+        let mut echoes = Vec::new();
+        for _ in 0..4 {
+            echoes.push(Echo::start(false).await);
+        }
+        let addrs: Vec<SocketAddr> = echoes.iter().map(|e| e.addr).collect();
+        let listen = net::listen_addr();
+        // Idle timeout well above the test's length: the flows must stay open on their own.
+        let cfg = tcp_config(listen, "max_connections = 6000\n", "", &addrs)
+            .replace("idle_timeout = \"30s\"", "idle_timeout = \"300s\"");
+        let berth = Berth::start(&cfg).await;
+        berth
+            .wait_healthy("echo", &addrs, Duration::from_secs(10))
+            .await;
+        let active_flows = "berth_l4_active_flows";
+        let labels = [("listener", "tcp")];
+
+        // Warm up (the first flow registers the metric), then take the baseline.
+        assert_eq!(roundtrip(listen, b"", b"warm").await.unwrap(), b"warm");
+        wait_until(Duration::from_secs(10), "warm-up flow closed", || async {
+            berth.metric(active_flows, &labels).await == Some(0.0)
+        })
+        .await;
+        let rss_before = berth.rss_kib();
+        let accepted_before = accepted(&echoes);
+
+        // Open the flows and leave them idle.
+        let started = Instant::now();
+        let gate = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+        let mut opening = tokio::task::JoinSet::new();
+        for i in 0..FLOWS {
+            let permit = gate.clone().acquire_owned().await.unwrap();
+            let source = IpAddr::from([127, 0, 10, 1 + (i % 8) as u8]);
+            opening.spawn(async move {
+                let s = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    berth_tests::client::connect_from(source, listen),
+                )
+                .await;
+                drop(permit);
+                match s {
+                    Ok(Ok(s)) => (i, s),
+                    Ok(Err(e)) => panic!("flow {i} from {source}: connect: {e:#}"),
+                    Err(_) => panic!("flow {i} from {source}: connect timed out"),
+                }
+            });
+        }
+        let mut slots: Vec<Option<TcpStream>> = (0..FLOWS).map(|_| None).collect();
+        while let Some(r) = opening.join_next().await {
+            let (i, s) = r.expect("connect task");
+            slots[i] = Some(s);
+        }
+        let active = berth
+            .wait_metric_at_least(active_flows, &labels, FLOWS as f64, Duration::from_secs(30))
+            .await;
+        assert_eq!(active, FLOWS as f64, "exactly the held flows are active");
+        // berth counts a flow before connecting to its target: wait for the targets' side too.
+        wait_until(
+            Duration::from_secs(30),
+            "every flow connected to a target",
+            || async { accepted(&echoes) - accepted_before >= FLOWS as u64 },
+        )
+        .await;
+        let opened_in = started.elapsed();
+        for e in &echoes {
+            assert!(
+                e.conns.load(Ordering::SeqCst) > 100,
+                "flows spread over the targets: {} on {}",
+                e.conns.load(Ordering::SeqCst),
+                e.addr
+            );
+        }
+
+        // Memory while idle.
+        let rss_idle = berth.rss_kib();
+        assert!(rss_before > 0 && rss_idle > 0, "RSS readable");
+        eprintln!(
+            "figure: berth RSS per idle TCP flow: {:.1} KiB ({rss_before} KiB before, \
+             {rss_idle} KiB with {FLOWS} idle flows, opened in {:.2}s)",
+            (rss_idle as f64 - rss_before as f64) / FLOWS as f64,
+            opened_in.as_secs_f64()
+        );
+
+        // Every flow still relays: a few bytes each way (no half-close), bounded concurrency.
+        let mut checking = tokio::task::JoinSet::new();
+        let mut pending = std::mem::take(&mut slots)
+            .into_iter()
+            .map(|s| s.expect("flow open"))
+            .enumerate();
+        slots = (0..FLOWS).map(|_| None).collect();
+        loop {
+            while checking.len() < CONCURRENCY {
+                let Some((i, mut s)) = pending.next() else {
+                    break;
+                };
+                checking.spawn(async move {
+                    let msg = format!("f{i:05}");
+                    let r = tokio::time::timeout(Duration::from_secs(10), async {
+                        s.write_all(msg.as_bytes()).await?;
+                        let mut back = vec![0u8; msg.len()];
+                        s.read_exact(&mut back).await?;
+                        Ok::<_, std::io::Error>(back)
+                    })
+                    .await;
+                    match r {
+                        Ok(Ok(back)) => assert_eq!(back, msg.as_bytes(), "flow {i} echo"),
+                        Ok(Err(e)) => panic!("flow {i}: {e}"),
+                        Err(_) => panic!(
+                            "flow {i}: the {}-byte echo did not come back within 10s \
+                             (small writes towards the client must be flushed)",
+                            msg.len()
+                        ),
+                    }
+                    (i, s)
+                });
+            }
+            let Some(r) = checking.join_next().await else {
+                break;
+            };
+            let (i, s) = r.expect("echo task");
+            slots[i] = Some(s);
+        }
+        assert!(slots.iter().all(Option::is_some), "every flow checked");
+        let rss_used = berth.rss_kib();
+        eprintln!(
+            "figure: berth RSS per TCP flow after one echo on each: {:.1} KiB ({rss_used} KiB)",
+            (rss_used as f64 - rss_before as f64) / FLOWS as f64
+        );
+        assert_eq!(
+            berth.metric(active_flows, &labels).await,
+            Some(FLOWS as f64),
+            "all flows still active"
+        );
+
+        // Close everything: berth releases every flow.
+        drop(slots);
+        wait_until(
+            Duration::from_secs(30),
+            "active flows back to 0",
+            || async { berth.metric(active_flows, &labels).await == Some(0.0) },
+        )
+        .await;
+    })
+    .await;
+}

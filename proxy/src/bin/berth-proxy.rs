@@ -8,11 +8,6 @@ use berth_config::model::LogFormat;
 use berth_proxy::runtime::ConfigSource;
 use clap::Parser;
 
-/// mimalloc instead of glibc malloc: the request path allocates and frees many small buffers
-/// (pingora's headers and futures); see the benchmark notes in tests/bench/run.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// berth: an L7 load balancer for Amazon ECS services.
 #[derive(Debug, Parser)]
 #[command(name = "berth-proxy", version)]

@@ -337,13 +337,18 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; BUF];
+    // Uninitialised capacity: an idle flow's untouched buffer pages take no memory.
+    let mut buf = bytes::BytesMut::with_capacity(BUF);
     loop {
-        let n = r.read(&mut buf).await?;
+        buf.clear();
+        let n = r.read_buf(&mut buf).await?;
         if n == 0 {
             break;
         }
         w.write_all(&buf[..n]).await?;
+        // pingora's client stream buffers writes; interactive protocols (a one-byte answer
+        // awaited by the peer) stall unless each chunk is pushed out.
+        w.flush().await?;
         last.store(now_ms(), Ordering::Relaxed);
         bytes.increment(n as u64);
     }

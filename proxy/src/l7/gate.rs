@@ -106,18 +106,20 @@ async fn await_head(stream: Stream, limit: usize) -> Result<Stream, Closed> {
             return Err(Closed);
         }
     };
-    let mut head = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
+    // On the heap (not in this future, which would make every connection's task larger).
+    let mut head = bytes::BytesMut::with_capacity(2048);
     loop {
-        let n = tcp.read(&mut chunk).await.map_err(|_| Closed)?;
+        if head.capacity() == head.len() {
+            head.reserve(4096);
+        }
+        let from = head.len().saturating_sub(3);
+        let n = tcp.read_buf(&mut head).await.map_err(|_| Closed)?;
         if n == 0 {
             if head.is_empty() {
                 return Err(Closed);
             }
             break;
         }
-        let from = head.len().saturating_sub(3);
-        head.extend_from_slice(&chunk[..n]);
         if head[from..].windows(4).any(|w| w == b"\r\n\r\n") || head.len() >= limit {
             break;
         }
