@@ -12,6 +12,8 @@ use pingora::apps::HttpServerOptions;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 
+use pingora::listeners::ListenerConfig;
+use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::services::listening::Service;
 
 use crate::l4::tcp::TcpProxy;
@@ -141,7 +143,9 @@ fn add_listener(
             };
             let app = TcpProxy::new(l.name.clone(), Arc::clone(shared), tls);
             let mut svc = Service::new(name, app);
-            svc.add_tcp(&bind);
+            // The relay has its own buffers: pingora's would only add a copy and, on every
+            // idle flow, 64 KiB of read buffer.
+            svc.add_listener(ListenerConfig::tcp(&bind).l4_buffer(L4BufferSettings::unbuffered()));
             svc.threads = Some(threads);
             server.add_service(svc);
         }
@@ -161,12 +165,16 @@ fn add_listener(
             // Validation keeps PROXY protocol to plain-HTTP listeners (the header precedes TLS,
             // which pingora terminates before the app sees the connection).
             let mut svc = Service::new(name, HttpGate::new(app, &l.name, Arc::clone(shared)));
+            // No read buffer in front of pingora's HTTP parser (it has its own): an idle
+            // keep-alive connection would hold 64 KiB for it. Small writes are still coalesced.
+            let buffers = L4BufferSettings::default().read(0);
+            let endpoint = ListenerConfig::tcp(&bind).l4_buffer(buffers);
             match l.protocol {
                 ListenerProtocol::Https => {
                     let tls = crate::tls::settings(&l.certificates, l.http2).map_err(tls_err)?;
-                    svc.add_tls_with_settings(&bind, None, tls);
+                    svc.add_listener(endpoint.tls(tls));
                 }
-                _ => svc.add_tcp(&bind),
+                _ => svc.add_listener(endpoint),
             }
             svc.threads = Some(threads);
             server.add_service(svc);

@@ -19,9 +19,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use metrics::Counter;
-use pingora::apps::ServerApp;
+use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::Stream;
+use pingora::protocols::ALPN;
 use pingora::server::ShutdownWatch;
 
 use crate::l4::tcp::{accept_proxy_header, stream_addrs};
@@ -128,8 +130,67 @@ async fn await_head(stream: Stream, limit: usize) -> Result<Stream, Closed> {
     Ok(tcp as Stream)
 }
 
+/// Waits, between keep-alive requests, for the next request's first byte (or the idle
+/// timeout, or shutdown). The wait happens here rather than inside pingora's per-request task,
+/// whose state is tens of kilobytes: an idle keep-alive connection then holds only its stream.
+/// Returns false when the connection should close.
+async fn await_next_request(
+    stream: &mut Stream,
+    idle: std::time::Duration,
+    shutdown: &ShutdownWatch,
+) -> bool {
+    if *shutdown.borrow() {
+        return false;
+    }
+    let mut shut = shutdown.clone();
+    let mut one = [0u8; 1];
+    tokio::select! {
+        r = tokio::time::timeout(idle, stream.try_peek(&mut one)) => matches!(r, Ok(Ok(true))),
+        _ = shut.changed() => false,
+    }
+}
+
+impl<A: HttpServerApp + Send + Sync + 'static> HttpGate<A> {
+    /// Serves one connection's requests. HTTP/1 keep-alive is driven here rather than by
+    /// pingora's own loop, so that between requests the connection waits in this small
+    /// future: pingora's per-request state (tens of KiB) is freed when each request ends, and
+    /// an idle keep-alive connection holds little more than its socket. HTTP/2 (h2c or ALPN)
+    /// goes to pingora whole.
+    async fn serve(
+        self: &Arc<Self>,
+        stream: Stream,
+        idle: std::time::Duration,
+        shutdown: &ShutdownWatch,
+    ) {
+        let options = self.inner.server_options();
+        let h2 = options.is_some_and(|o| o.h2c)
+            || matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
+        if h2 {
+            let _ = ServerApp::process_new(&self.inner, stream, shutdown).await;
+            return;
+        }
+        let plain = stream.get_ssl_digest().is_none();
+        let mut session = ServerSession::new_http1(stream);
+        // As pingora does: no reuse once shutting down; the first request's keep-alive timeout
+        // is replaced per request by the listener's idle timeout (in the proxy).
+        session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        session.set_keepalive_reuses_remaining(options.and_then(|o| o.keepalive_request_limit));
+        let mut result = self.inner.process_new_http(session, shutdown).await;
+        while let Some((mut stream, persistent)) = result.map(|r| r.consume()) {
+            if plain && !await_next_request(&mut stream, idle, shutdown).await {
+                break;
+            }
+            let mut session = ServerSession::new_http1(stream);
+            if let Some(p) = persistent {
+                p.apply_to_session(&mut session);
+            }
+            result = self.inner.process_new_http(session, shutdown).await;
+        }
+    }
+}
+
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for HttpGate<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for HttpGate<A> {
     async fn process_new(
         self: &Arc<Self>,
         mut stream: Stream,
@@ -177,12 +238,12 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HttpGate<A> {
                 }
             }
         };
+        let idle = listener.idle_timeout;
         drop(snap);
         // The whole connection runs here, keep-alive requests included, so the count and the
         // PROXY record live exactly as long as the connection.
-        let mut next = outcome;
-        while let Some(s) = next {
-            next = self.inner.process_new(s, shutdown).await;
+        if let Some(stream) = outcome {
+            self.serve(stream, idle, shutdown).await;
         }
         if let (Some(k), Ok(mut m)) = (key, conn_map().lock()) {
             m.remove(&k);
@@ -191,6 +252,6 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HttpGate<A> {
     }
 
     async fn cleanup(&self) {
-        self.inner.cleanup().await;
+        self.inner.http_cleanup().await;
     }
 }
