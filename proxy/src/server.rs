@@ -183,14 +183,31 @@ fn add_listener(
     Ok(())
 }
 
+/// How long pingora may take to put every listener in LISTEN state.
+const LISTEN_DEADLINE: Duration = Duration::from_secs(30);
+
 /// Marks the process ready once every listener's socket is listening. Reads the kernel's socket
 /// table rather than connecting, so the probe is not a client (it would count as a failed
 /// PROXY header or a flow).
 async fn wait_ready(shared: Arc<Shared>, binds: Vec<SocketAddr>) {
+    let started = std::time::Instant::now();
     loop {
         let listening = listening_sockets();
         if binds.iter().all(|b| listening.contains(b)) {
             break;
+        }
+        if started.elapsed() > LISTEN_DEADLINE {
+            // pingora binds in its own threads and does not report a failure to us (a port
+            // taken between berth's check and pingora's bind, say by a process still
+            // draining): a berth that serves only its admin port must not linger.
+            let missing: Vec<String> = binds
+                .iter()
+                .filter(|b| !listening.contains(b))
+                .map(ToString::to_string)
+                .collect();
+            tracing::error!(missing = ?missing, "listeners did not start listening; exiting");
+            eprintln!("berth-proxy: listeners {missing:?} did not start listening within {LISTEN_DEADLINE:?}; exiting");
+            std::process::exit(1);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -45,3 +45,30 @@ pub fn free_port(ip: IpAddr) -> SocketAddr {
     let l = TcpListener::bind(SocketAddr::new(ip, 0)).expect("bind a loopback port");
     l.local_addr().expect("local addr")
 }
+
+/// Raises this process's `RLIMIT_NOFILE` soft limit to its hard limit and returns the soft limit
+/// now in force. Children spawned afterwards (berth) inherit it.
+pub fn raise_nofile_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on this process with a valid, initialised struct.
+    unsafe {
+        assert_eq!(
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim),
+            0,
+            "getrlimit"
+        );
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0, "setrlimit");
+        }
+        assert_eq!(
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim),
+            0,
+            "getrlimit"
+        );
+    }
+    lim.rlim_cur
+}

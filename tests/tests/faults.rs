@@ -58,22 +58,6 @@ fn log_events(berth: &Berth, message: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Raises this process's RLIMIT_NOFILE soft limit to the hard limit (berth, started later,
-/// inherits it) and returns the new limit.
-fn raise_nofile() -> u64 {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain get/setrlimit on this process with a valid struct.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut r), 0);
-        r.rlim_cur = r.rlim_max;
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &r), 0);
-    }
-    r.rlim_cur
-}
-
 /// User + system CPU time of process `pid` (all threads), from /proc/<pid>/stat.
 fn cpu_time(pid: i32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -608,7 +592,7 @@ async fn graceful_restart_on_the_same_port_loses_no_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_and_malformed_requests_do_not_starve_clients() {
     bounded(LIMIT, async {
-        let nofile = raise_nofile();
+        let nofile = berth_tests::net::raise_nofile_limit();
         assert!(
             nofile >= 3000,
             "RLIMIT_NOFILE hard limit {nofile} is too low for 1,000 connections"
@@ -710,7 +694,7 @@ async fn slowloris_and_malformed_requests_do_not_starve_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_flood_beyond_max_connections_spares_established_ones() {
     bounded(LIMIT, async {
-        raise_nofile();
+        berth_tests::net::raise_nofile_limit();
         let a = Backend::spawn("a").await;
         let web = listen_addr();
         const MAX: usize = 20;
@@ -873,7 +857,7 @@ async fn stalled_request_header_is_closed_after_header_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_1000_groups_10000_targets_1000_rules() {
     bounded(Duration::from_secs(240), async {
-        raise_nofile();
+        berth_tests::net::raise_nofile_limit();
         const GROUPS: usize = 1000;
         const PER_GROUP: usize = 10;
         // 1,000 backends; group i has backends i..i+9 (mod 1,000), so every group's set of

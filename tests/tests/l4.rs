@@ -548,33 +548,6 @@ async fn http_roundtrip(addr: SocketAddr, prefix: &[u8], req: &[u8]) -> Vec<u8> 
     out
 }
 
-/// Raises this process's `RLIMIT_NOFILE` soft limit to its hard limit and returns the soft limit
-/// now in force. Children spawned afterwards (berth) inherit it.
-fn raise_nofile_limit() -> libc::rlim_t {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit on this process with a valid, initialised struct.
-    unsafe {
-        assert_eq!(
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim),
-            0,
-            "getrlimit"
-        );
-        if lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0, "setrlimit");
-        }
-        assert_eq!(
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim),
-            0,
-            "getrlimit"
-        );
-    }
-    lim.rlim_cur
-}
-
 /// Connections accepted so far by `echoes` (forwarded flows and TCP health checks).
 fn accepted(echoes: &[Echo]) -> u64 {
     echoes.iter().map(|e| e.conns.load(Ordering::SeqCst)).sum()
@@ -596,9 +569,9 @@ fn accepted(echoes: &[Echo]) -> u64 {
 async fn five_thousand_idle_flows_are_held() {
     const FLOWS: usize = 5_000;
     const CONCURRENCY: usize = 128;
-    let nofile = raise_nofile_limit();
+    let nofile = net::raise_nofile_limit();
     assert!(
-        nofile >= 2 * FLOWS as libc::rlim_t + 500,
+        nofile >= 2 * FLOWS as u64 + 500,
         "RLIMIT_NOFILE is {nofile}; this test needs about {} descriptors per process",
         2 * FLOWS + 500
     );
