@@ -14,6 +14,7 @@ pub mod group;
 pub mod health;
 pub mod l4;
 pub mod l7;
+pub mod limit;
 pub mod metrics;
 pub mod runtime;
 pub mod server;

@@ -5,7 +5,7 @@
 //! target's deregistration delay is over.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 
 use super::proxy_protocol::{self, ProxyHeaderError, ProxyInfo};
 use crate::group::{Group, SelectInput};
+use crate::limit::{Admitted, ConnectionLimit};
 use crate::metrics as m;
 use crate::runtime::Shared;
 use crate::target::{fnv1a, now_ms, InFlight, Target};
@@ -34,7 +35,7 @@ pub struct TcpProxy {
     pub shared: Arc<Shared>,
     /// TLS acceptor for `tls` listeners.
     pub tls: Option<pingora::tls::TlsAcceptor>,
-    active: AtomicUsize,
+    limit: ConnectionLimit,
 }
 
 impl std::fmt::Debug for TcpProxy {
@@ -57,7 +58,7 @@ impl TcpProxy {
             listener,
             shared,
             tls,
-            active: AtomicUsize::new(0),
+            limit: ConnectionLimit::default(),
         }
     }
 }
@@ -136,14 +137,14 @@ pub fn pick_group(action: &Action) -> Option<&str> {
     groups.first().map(|g| g.target_group.as_str())
 }
 
+/// Keeps a flow's place under the listener's limit and in the active-flows gauge.
 struct ActiveGuard<'a> {
-    count: &'a AtomicUsize,
+    _admitted: Admitted<'a>,
     gauge: metrics::Gauge,
 }
 
 impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {
-        self.count.fetch_sub(1, Ordering::Relaxed);
         self.gauge.decrement(1.0);
     }
 }
@@ -155,16 +156,15 @@ impl TcpProxy {
             return;
         };
         let name = self.listener.as_str();
-        if self.active.fetch_add(1, Ordering::Relaxed) >= listener.max_connections {
-            self.active.fetch_sub(1, Ordering::Relaxed);
+        let Some(admitted) = self.limit.admit(listener.max_connections) else {
             metrics::counter!(m::L4_REFUSED, "listener" => name.to_string(), "reason" => "connection_limit")
                 .increment(1);
             return;
-        }
+        };
         let gauge = metrics::gauge!(m::L4_ACTIVE_FLOWS, "listener" => name.to_string());
         gauge.increment(1.0);
         let _active = ActiveGuard {
-            count: &self.active,
+            _admitted: admitted,
             gauge,
         };
         metrics::counter!(m::L4_NEW_FLOWS, "listener" => name.to_string()).increment(1);

@@ -14,7 +14,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
@@ -27,6 +26,7 @@ use pingora::protocols::ALPN;
 use pingora::server::ShutdownWatch;
 
 use crate::l4::tcp::{accept_proxy_header, stream_addrs};
+use crate::limit::ConnectionLimit;
 use crate::metrics as m;
 use crate::runtime::Shared;
 
@@ -63,7 +63,7 @@ pub struct HttpGate<A> {
     inner: Arc<A>,
     listener: String,
     shared: Arc<Shared>,
-    active: AtomicUsize,
+    limit: ConnectionLimit,
     over_limit: Counter,
     header_timeouts: Counter,
 }
@@ -76,19 +76,10 @@ impl<A> HttpGate<A> {
             inner: Arc::new(inner),
             listener: listener.to_string(),
             shared,
-            active: AtomicUsize::new(0),
+            limit: ConnectionLimit::default(),
             over_limit: rejected("connection_limit"),
             header_timeouts: rejected("header_timeout"),
         }
-    }
-}
-
-/// Decrements the active count when the connection ends.
-struct Active<'a>(&'a AtomicUsize);
-
-impl Drop for Active<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -198,12 +189,10 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for HttpGate<A> {
     ) -> Option<Stream> {
         let snap = self.shared.snapshot.load_full();
         let listener = snap.listener(&self.listener)?;
-        if self.active.fetch_add(1, Ordering::Relaxed) >= listener.max_connections {
-            self.active.fetch_sub(1, Ordering::Relaxed);
+        let Some(_admitted) = self.limit.admit(listener.max_connections) else {
             self.over_limit.increment(1);
             return None;
-        }
-        let _active = Active(&self.active);
+        };
         let key = cookie(&stream);
         if listener.proxy_protocol.is_some() {
             let (peer, _) = stream_addrs(&stream);
