@@ -56,6 +56,28 @@ fn count(operation: &'static str, code: Option<Option<&str>>) {
         .increment(1);
 }
 
+/// Counts one call's outcome; an error comes back as its AWS error code and message.
+fn counted<T, E, R>(
+    operation: &'static str,
+    r: Result<T, aws_sdk_cloudwatch::error::SdkError<E, R>>,
+) -> Result<T, (Option<String>, String)>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match r {
+        Ok(v) => {
+            count(operation, None);
+            Ok(v)
+        }
+        Err(e) => {
+            let (code, message) = error_parts(&e);
+            count(operation, Some(code.as_deref()));
+            Err((code, message))
+        }
+    }
+}
+
 fn error_parts<E, R>(e: &aws_sdk_cloudwatch::error::SdkError<E, R>) -> (Option<String>, String)
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -105,39 +127,31 @@ impl CapacityController for AwsEcs {
             .services(service)
             .send()
             .await;
-        match r {
-            Ok(out) => {
-                count(OP, None);
-                let found = out.services().iter().find(|s| {
-                    s.service_name() == Some(service) || s.service_arn() == Some(service)
-                });
-                match found {
-                    Some(s) if s.status() != Some("INACTIVE") => Ok(ServiceCounts {
-                        desired: non_negative(s.desired_count()),
-                        running: non_negative(s.running_count()),
-                        pending: non_negative(s.pending_count()),
-                    }),
-                    _ => {
-                        let reason = out
-                            .failures()
-                            .first()
-                            .and_then(|f| f.reason())
-                            .unwrap_or("not found or inactive");
-                        Err(CapacityError {
-                            operation: OP,
-                            code: Some("ServiceNotFoundException".into()),
-                            message: format!("service {service} in cluster {cluster}: {reason}"),
-                        })
-                    }
-                }
-            }
-            Err(e) => {
-                let (code, message) = error_parts(&e);
-                count(OP, Some(code.as_deref()));
+        let out = counted(OP, r).map_err(|(code, message)| CapacityError {
+            operation: OP,
+            code,
+            message,
+        })?;
+        let found = out
+            .services()
+            .iter()
+            .find(|s| s.service_name() == Some(service) || s.service_arn() == Some(service));
+        match found {
+            Some(s) if s.status() != Some("INACTIVE") => Ok(ServiceCounts {
+                desired: non_negative(s.desired_count()),
+                running: non_negative(s.running_count()),
+                pending: non_negative(s.pending_count()),
+            }),
+            _ => {
+                let reason = out
+                    .failures()
+                    .first()
+                    .and_then(|f| f.reason())
+                    .unwrap_or("not found or inactive");
                 Err(CapacityError {
                     operation: OP,
-                    code,
-                    message,
+                    code: Some("ServiceNotFoundException".into()),
+                    message: format!("service {service} in cluster {cluster}: {reason}"),
                 })
             }
         }
@@ -163,21 +177,12 @@ impl CapacityController for AwsEcs {
             .desired_count(desired)
             .send()
             .await;
-        match r {
-            Ok(_) => {
-                count(OP, None);
-                Ok(())
-            }
-            Err(e) => {
-                let (code, message) = error_parts(&e);
-                count(OP, Some(code.as_deref()));
-                Err(CapacityError {
-                    operation: OP,
-                    code,
-                    message,
-                })
-            }
-        }
+        counted(OP, r).map_err(|(code, message)| CapacityError {
+            operation: OP,
+            code,
+            message,
+        })?;
+        Ok(())
     }
 }
 
@@ -235,21 +240,12 @@ impl MetricSink for AwsCloudWatch {
             .set_metric_data(Some(data))
             .send()
             .await;
-        match r {
-            Ok(_) => {
-                count(OP, None);
-                Ok(())
-            }
-            Err(e) => {
-                let (code, message) = error_parts(&e);
-                count(OP, Some(code.as_deref()));
-                Err(SinkError {
-                    operation: OP,
-                    code,
-                    message,
-                })
-            }
-        }
+        counted(OP, r).map_err(|(code, message)| SinkError {
+            operation: OP,
+            code,
+            message,
+        })?;
+        Ok(())
     }
 
     async fn sums(
@@ -298,36 +294,27 @@ impl MetricSink for AwsCloudWatch {
             .end_time(aws_sdk_cloudwatch::primitives::DateTime::from(end))
             .send()
             .await;
-        match r {
-            Ok(out) => {
-                count(OP, None);
-                let mut sums = vec![None; queries.len()];
-                for res in out.metric_data_results() {
-                    let Some(i) = res
-                        .id()
-                        .and_then(|id| id.strip_prefix('q'))
-                        .and_then(|n| n.parse::<usize>().ok())
-                    else {
-                        continue;
-                    };
-                    if let Some(slot) = sums.get_mut(i) {
-                        let v = res.values();
-                        if !v.is_empty() {
-                            *slot = Some(v.iter().sum());
-                        }
-                    }
+        let out = counted(OP, r).map_err(|(code, message)| SinkError {
+            operation: OP,
+            code,
+            message,
+        })?;
+        let mut sums = vec![None; queries.len()];
+        for res in out.metric_data_results() {
+            let Some(i) = res
+                .id()
+                .and_then(|id| id.strip_prefix('q'))
+                .and_then(|n| n.parse::<usize>().ok())
+            else {
+                continue;
+            };
+            if let Some(slot) = sums.get_mut(i) {
+                let v = res.values();
+                if !v.is_empty() {
+                    *slot = Some(v.iter().sum());
                 }
-                Ok(sums)
-            }
-            Err(e) => {
-                let (code, message) = error_parts(&e);
-                count(OP, Some(code.as_deref()));
-                Err(SinkError {
-                    operation: OP,
-                    code,
-                    message,
-                })
             }
         }
+        Ok(sums)
     }
 }
