@@ -36,6 +36,29 @@ pub struct TcpProxy {
     /// TLS acceptor for `tls` listeners.
     pub tls: Option<pingora::tls::TlsAcceptor>,
     limit: ConnectionLimit,
+    metrics: FlowMetrics,
+}
+
+/// A tcp/tls listener's per-flow metric handles, registered once rather than per flow.
+struct FlowMetrics {
+    new_flows: metrics::Counter,
+    active_flows: metrics::Gauge,
+    over_limit: metrics::Counter,
+    bytes_in: metrics::Counter,
+    bytes_out: metrics::Counter,
+}
+
+impl FlowMetrics {
+    fn new(listener: &str) -> FlowMetrics {
+        let l = || listener.to_string();
+        FlowMetrics {
+            new_flows: metrics::counter!(m::L4_NEW_FLOWS, "listener" => l()),
+            active_flows: metrics::gauge!(m::L4_ACTIVE_FLOWS, "listener" => l()),
+            over_limit: metrics::counter!(m::L4_REFUSED, "listener" => l(), "reason" => "connection_limit"),
+            bytes_in: metrics::counter!(m::L4_BYTES, "listener" => l(), "direction" => "in"),
+            bytes_out: metrics::counter!(m::L4_BYTES, "listener" => l(), "direction" => "out"),
+        }
+    }
 }
 
 impl std::fmt::Debug for TcpProxy {
@@ -55,6 +78,7 @@ impl TcpProxy {
         tls: Option<pingora::tls::TlsAcceptor>,
     ) -> Self {
         TcpProxy {
+            metrics: FlowMetrics::new(&listener),
             listener,
             shared,
             tls,
@@ -157,17 +181,16 @@ impl TcpProxy {
         };
         let name = self.listener.as_str();
         let Some(admitted) = self.limit.admit(listener.max_connections) else {
-            metrics::counter!(m::L4_REFUSED, "listener" => name.to_string(), "reason" => "connection_limit")
-                .increment(1);
+            self.metrics.over_limit.increment(1);
             return;
         };
-        let gauge = metrics::gauge!(m::L4_ACTIVE_FLOWS, "listener" => name.to_string());
+        let gauge = self.metrics.active_flows.clone();
         gauge.increment(1.0);
         let _active = ActiveGuard {
             _admitted: admitted,
             gauge,
         };
-        metrics::counter!(m::L4_NEW_FLOWS, "listener" => name.to_string()).increment(1);
+        self.metrics.new_flows.increment(1);
 
         let (peer, local) = stream_addrs(&stream);
         let info = match accept_proxy_header(listener, name, &mut stream, peer).await {
@@ -251,8 +274,7 @@ impl TcpProxy {
             {
                 Ok(Ok(s)) => {
                     let _ = s.set_nodelay(true);
-                    metrics::counter!(m::TARGET_REQUESTS, "target_group" => group.name.clone(), "target" => target.label.clone())
-                        .increment(1);
+                    target.count_request(&group.name);
                     return Some((s, inflight));
                 }
                 Ok(Err(e)) => {
@@ -276,15 +298,12 @@ impl TcpProxy {
         C: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let name = self.listener.clone();
-        let bytes_in =
-            metrics::counter!(m::L4_BYTES, "listener" => name.clone(), "direction" => "in");
-        let bytes_out =
-            metrics::counter!(m::L4_BYTES, "listener" => name.clone(), "direction" => "out");
+        let (bytes_in, bytes_out) = (&self.metrics.bytes_in, &self.metrics.bytes_out);
         let last = AtomicU64::new(now_ms());
         let (mut cr, mut cw) = tokio::io::split(client);
         let (mut ur, mut uw) = upstream.into_split();
-        let c2u = copy_half(&mut cr, &mut uw, &last, &bytes_in);
-        let u2c = copy_half(&mut ur, &mut cw, &last, &bytes_out);
+        let c2u = copy_half(&mut cr, &mut uw, &last, bytes_in);
+        let u2c = copy_half(&mut ur, &mut cw, &last, bytes_out);
         let watchdog = async {
             let tick = (limits.idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
             loop {
