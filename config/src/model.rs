@@ -50,7 +50,7 @@ pub struct ProxySettings {
     pub threads: usize,
     /// SIGTERM drain time (default 30 s).
     pub grace_period: Duration,
-    /// Idle upstream keep-alive connections kept in the pool (default 128).
+    /// Idle keep-alive connections kept per target (default 128).
     pub upstream_keepalive_pool: usize,
     /// Peers whose forwarding headers are trusted.
     pub trusted_proxies: Vec<IpNet>,

@@ -17,7 +17,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 pub const REQUESTS: &str = "berth_requests_total";
 /// Proxy-generated responses by `listener` and `reason` (`no_healthy_target`,
 /// `header_too_large`, `fixed_response`, `redirect`, `upstream_connect`, `upstream_timeout`,
-/// `upstream_error`, `bad_request`, `internal`).
+/// `upstream_error`, `bad_request`, `request_timeout`, `internal`).
 pub const PROXY_RESPONSES: &str = "berth_proxy_responses_total";
 /// Time from sending the request to a target until its response header arrived, by
 /// `target_group`. ALB: `TargetResponseTime`.
@@ -44,6 +44,11 @@ pub const BYTES_IN: &str = "berth_received_bytes_total";
 pub const BYTES_OUT: &str = "berth_sent_bytes_total";
 /// Failed connects to targets, by `target_group`. ALB: `TargetConnectionErrorCount`.
 pub const CONNECT_ERRORS: &str = "berth_target_connect_errors_total";
+/// New HTTP connections opened to targets, by `target_group` (few, while pooled keep-alive
+/// connections are reused).
+pub const UPSTREAM_CONNECTIONS: &str = "berth_upstream_connections_total";
+/// Idle keep-alive HTTP connections to targets held in the pools, by `target_group`.
+pub const UPSTREAM_IDLE_CONNECTIONS: &str = "berth_upstream_idle_connections";
 /// Retries sent to another target, by `target_group`.
 pub const RETRIES: &str = "berth_retries_total";
 /// Retries refused because the budget was spent, by `target_group`.
@@ -139,6 +144,14 @@ fn describe() {
     describe_counter!(BYTES_IN, Unit::Bytes, "Request body bytes from clients.");
     describe_counter!(BYTES_OUT, Unit::Bytes, "Response body bytes to clients.");
     describe_counter!(CONNECT_ERRORS, "Failed connects to targets.");
+    describe_counter!(
+        UPSTREAM_CONNECTIONS,
+        "New HTTP connections opened to targets."
+    );
+    describe_gauge!(
+        UPSTREAM_IDLE_CONNECTIONS,
+        "Idle keep-alive HTTP connections to targets in the pools."
+    );
     describe_counter!(RETRIES, "Requests retried on another target.");
     describe_counter!(
         RETRY_BUDGET_EXHAUSTED,

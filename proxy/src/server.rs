@@ -8,7 +8,6 @@ use std::time::{Duration, SystemTime};
 
 use berth_config::model::ListenerProtocol;
 use berth_config::Config;
-use pingora::apps::HttpServerOptions;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 
@@ -17,8 +16,7 @@ use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::services::listening::Service;
 
 use crate::l4::tcp::TcpProxy;
-use crate::l7::gate::HttpGate;
-use crate::l7::proxy::BerthProxy;
+use crate::l7::listener::HttpListener;
 use crate::runtime::{ConfigSource, Shared};
 
 /// Why berth could not start.
@@ -92,6 +90,7 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
     }
     control.spawn(crate::admin::serve(admin, Arc::clone(&shared), prom));
     control.spawn(watch_reloads(Arc::clone(&shared), hangup));
+    control.spawn(crate::l7::pools::run(Arc::clone(&shared)));
     control.spawn(wait_ready(
         Arc::clone(&shared),
         config.listeners.iter().map(|l| l.bind).collect(),
@@ -101,7 +100,10 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
         threads: config.proxy.threads,
         grace_period_seconds: Some(config.proxy.grace_period.as_secs_f64().ceil() as u64),
         graceful_shutdown_timeout_seconds: Some(1),
-        upstream_keepalive_pool_size: config.proxy.upstream_keepalive_pool,
+        // One current-thread runtime per worker thread, connections spread across them: no
+        // work-stealing scheduler on the per-request path (a connection and its upstream
+        // connections stay on one thread).
+        work_stealing: false,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -155,20 +157,13 @@ fn add_listener(
             } else {
                 "http"
             };
-            let proxy = BerthProxy::new(&l.name, scheme, Arc::clone(shared));
-            let mut app = pingora::proxy::http_proxy(&server.configuration, proxy);
-            if l.protocol == ListenerProtocol::Http {
-                let mut opts = HttpServerOptions::default();
-                opts.h2c = l.http2;
-                app.server_options = Some(opts);
-            }
+            let app = HttpListener::new(&l.name, scheme, Arc::clone(shared));
             // Validation keeps PROXY protocol to plain-HTTP listeners (the header precedes TLS,
             // which pingora terminates before the app sees the connection).
-            let mut svc = Service::new(name, HttpGate::new(app, &l.name, Arc::clone(shared)));
-            // No read buffer in front of pingora's HTTP parser (it has its own): an idle
-            // keep-alive connection would hold 64 KiB for it. Small writes are still coalesced.
-            let buffers = L4BufferSettings::default().read(0);
-            let endpoint = ListenerConfig::tcp(&bind).l4_buffer(buffers);
+            let mut svc = Service::new(name, app);
+            // hyper has its own read and write buffers: pingora's would add a copy and, on
+            // every idle keep-alive connection, 64 KiB.
+            let endpoint = ListenerConfig::tcp(&bind).l4_buffer(L4BufferSettings::unbuffered());
             match l.protocol {
                 ListenerProtocol::Https => {
                     let tls = crate::tls::settings(&l.certificates, l.http2).map_err(tls_err)?;

@@ -75,6 +75,8 @@ pub struct Target {
     consecutive_5xx: AtomicU32,
     consecutive_connect_failures: AtomicU32,
     requests: std::sync::OnceLock<metrics::Counter>,
+    /// Idle keep-alive HTTP connections to this target; they close when the target is dropped.
+    pub pool: crate::l7::upstream::Pool,
 }
 
 impl Target {
@@ -112,6 +114,7 @@ impl Target {
             consecutive_5xx: AtomicU32::new(0),
             consecutive_connect_failures: AtomicU32::new(0),
             requests: std::sync::OnceLock::new(),
+            pool: Default::default(),
         };
         if status == Status::Healthy {
             t.healthy_since_ms.store(now_ms(), Ordering::Relaxed);

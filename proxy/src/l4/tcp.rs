@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use berth_config::model::{Action, HashOn, Listener};
+use berth_config::model::{HashOn, Listener};
 use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 
 use super::proxy_protocol::{self, ProxyHeaderError, ProxyInfo};
 use crate::group::{Group, SelectInput};
+use crate::l7::rules::{self, forward_groups};
 use crate::limit::{Admitted, ConnectionLimit};
 use crate::metrics as m;
 use crate::runtime::Shared;
@@ -141,26 +142,6 @@ pub async fn accept_proxy_header(
     }
 }
 
-/// Picks a weighted target group of a forward action.
-pub fn pick_group(action: &Action) -> Option<&str> {
-    let Action::Forward(groups) = action else {
-        return None;
-    };
-    let total: u32 = groups.iter().map(|g| g.weight).sum();
-    let mut pos = if total > 1 {
-        fastrand::u32(0..total)
-    } else {
-        0
-    };
-    for g in groups {
-        if pos < g.weight {
-            return Some(&g.target_group);
-        }
-        pos -= g.weight;
-    }
-    groups.first().map(|g| g.target_group.as_str())
-}
-
 /// Keeps a flow's place under the listener's limit and in the active-flows gauge.
 struct ActiveGuard<'a> {
     _admitted: Admitted<'a>,
@@ -200,7 +181,9 @@ impl TcpProxy {
         let client = info.as_ref().and_then(|i| i.source).or(peer);
         let destination = info.as_ref().and_then(|i| i.destination).or(local);
 
-        let Some(group) = pick_group(&listener.default_action).and_then(|g| snap.groups.get(g))
+        let Some(group) = forward_groups(&listener.default_action)
+            .map(rules::pick_group)
+            .and_then(|g| snap.groups.get(g))
         else {
             return;
         };

@@ -1,5 +1,13 @@
-//! HTTP (L7): listener rules and the pingora `ProxyHttp` implementation.
+//! HTTP (L7): the engine on hyper. [`listener`] serves client connections (HTTP/1.1 and
+//! HTTP/2) from a pingora `ServerApp`; [`proxy`] answers each request through listener
+//! [`rules`] and target groups; [`upstream`] holds the per-target connection pools, kept tidy by
+//! [`pools`]; [`body`] streams responses back; [`conn`] is what a client connection's requests
+//! share.
 
-pub mod gate;
+pub mod body;
+pub mod conn;
+pub mod listener;
+pub mod pools;
 pub mod proxy;
 pub mod rules;
+pub mod upstream;

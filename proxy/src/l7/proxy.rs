@@ -1,170 +1,678 @@
-//! The L7 proxy: pingora's `ProxyHttp` for one listener. Rules pick an action; forward actions
-//! pick a weighted target group, the group's balancer picks a target; retries, passive
-//! ejection, forwarding headers, stickiness and metrics wrap around pingora's phases.
+//! The L7 proxy, one request at a time: rules pick an action; forward actions pick a weighted
+//! target group, the group's balancer picks a target, and the request goes to it over a pooled
+//! HTTP/1.1 connection. Retries, passive ejection, forwarding headers, stickiness and metrics
+//! wrap around that.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use berth_config::model::{Action, HashOn, Redirect};
-use bytes::Bytes;
-use http::HeaderValue;
-use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::upstreams::peer::HttpPeer;
-use pingora::{Error, ErrorSource, ErrorType, Result};
+use berth_config::model::{Action, Algorithm, HashOn, Redirect, TargetGroup};
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Incoming};
 
+use super::body::{DownBody, OnEnd};
+use super::conn::{ClientConn, RequestGuard};
 use super::rules::{self, RequestView};
+use super::upstream::{self, ConnectError, Sender, UpBody};
 use crate::group::{Group, SelectInput};
 use crate::metrics as m;
-use crate::runtime::{Shared, Snapshot};
-use crate::target::{fnv1a, now_ms, InFlight};
+use crate::runtime::Snapshot;
+use crate::target::{fnv1a, now_ms, InFlight, Target};
 
 /// The header carrying the PrivateLink VPC endpoint ID to targets.
 pub const VPCE_HEADER: &str = "x-berth-vpce-id";
 
-/// The `ProxyHttp` of one listener.
-#[derive(Debug)]
-pub struct BerthProxy {
-    /// Listener name (its config is looked up in each request's snapshot).
-    pub listener: String,
-    /// `http` or `https`, for `X-Forwarded-Proto`.
-    pub scheme: &'static str,
-    /// Shared state.
-    pub shared: Arc<Shared>,
-    /// The listener's metric handles.
-    pub metrics: Arc<m::ListenerMetrics>,
-}
+/// Request bodies up to this size are read whole before they are sent, so that a retry can
+/// send them again; larger or unsized (chunked) bodies stream and are not retried.
+pub const RETRY_BUFFER: u64 = 64 * 1024;
 
-impl BerthProxy {
-    /// The proxy of listener `listener`.
-    pub fn new(listener: &str, scheme: &'static str, shared: Arc<Shared>) -> BerthProxy {
-        BerthProxy {
-            listener: listener.to_string(),
-            scheme,
-            shared,
-            metrics: Arc::new(m::ListenerMetrics::new(listener)),
-        }
-    }
-}
+/// At most this many resends of a request that a pooled connection never took (the target had
+/// closed it); each such connection is dropped, so this only bounds a pathological pool.
+const MAX_UNSENT_RESENDS: u32 = 8;
 
-/// What berth knows of one client connection, worked out at its first request and carried
-/// across keep-alive requests (HTTP/1.x); counts the connection while alive.
-#[derive(Debug)]
-pub struct ConnGuard {
-    metrics: Option<Arc<m::ListenerMetrics>>,
-    /// The client: the peer, or the source of a verified PROXY header.
-    client_ip: Option<IpAddr>,
-    /// `client_ip` as text, for `X-Forwarded-For`.
-    client_text: String,
-    /// The local port the client connected to, for `X-Forwarded-Port`.
-    server_port: String,
-    /// VPC endpoint ID from the PROXY header.
-    vpce_id: Option<String>,
-}
-
-impl ConnGuard {
-    /// Reads the connection's facts from the session (and the PROXY header table).
-    fn new(
-        session: &Session,
-        proxy_protocol: bool,
-        metrics: Option<Arc<m::ListenerMetrics>>,
-    ) -> ConnGuard {
-        if let Some(m) = &metrics {
-            m.new_connections.increment(1);
-            m.active_connections.increment(1.0);
-        }
-        let mut client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        let mut vpce_id = None;
-        if proxy_protocol {
-            let info = session
-                .digest()
-                .and_then(|d| d.socket_digest.as_ref())
-                .and_then(|sd| sd.socket_cookie().ok())
-                .and_then(super::gate::conn_info)
-                .unwrap_or_default();
-            if let Some(src) = info.source {
-                // The PROXY header's client replaces the load balancer's address everywhere.
-                client_ip = Some(src.ip());
-            }
-            vpce_id = info.vpce_id;
-        }
-        let server_port = session
-            .server_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.port().to_string())
-            .unwrap_or_default();
-        ConnGuard {
-            metrics,
-            client_ip,
-            client_text: client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
-            server_port,
-            vpce_id,
-        }
-    }
-}
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        if let Some(m) = &self.metrics {
-            m.active_connections.decrement(1.0);
-        }
-    }
-}
-
-/// Per-request state.
-#[derive(Debug, Default)]
-pub struct Ctx {
-    start: Option<Instant>,
-    snapshot: Option<Arc<Snapshot>>,
-    conn: Option<Arc<ConnGuard>>,
-    client_ip: Option<IpAddr>,
-    trusted_peer: bool,
+/// Everything about one request that its end needs: what to count, what to release, and the
+/// upstream connection to give back to the pool. Ends when its response body ends
+/// ([`OnEnd`]), or unanswered when dropped (the client went away first).
+struct Exchange {
+    conn: Arc<ClientConn>,
+    start: Instant,
+    _request: RequestGuard,
     group: Option<Arc<Group>>,
+    status: u16,
+    from_target: bool,
+    reason: Option<&'static str>,
     inflight: Option<InFlight>,
-    tried: Vec<SocketAddr>,
-    retries: u32,
-    set_cookie: Option<String>,
-    upstream_sent: Option<Instant>,
-    target_status: Option<u16>,
-    proxy_reason: Option<&'static str>,
+    /// The connection the response came on, with the pool limits of its group.
+    reuse: Option<(Sender, usize)>,
 }
 
-impl BerthProxy {
-    fn is_trusted(&self, snap: &Snapshot, ip: Option<IpAddr>) -> bool {
-        let Some(ip) = ip else { return false };
+impl OnEnd for Exchange {
+    fn ended(mut self: Box<Self>, complete: bool, body_bytes: u64) {
+        let lm = &self.conn.metrics;
+        let group = self.group.as_ref().map(|g| g.name.as_str()).unwrap_or("");
+        lm.requests(group).count(self.status, self.from_target);
+        if let Some(reason) = self.reason {
+            lm.proxy_response(reason);
+        }
+        lm.request_seconds
+            .record(self.start.elapsed().as_secs_f64());
+        lm.bytes_out.increment(body_bytes);
+        if let (true, Some((sender, max)), Some(f)) =
+            (complete, self.reuse.take(), self.inflight.as_ref())
+        {
+            // A draining target's connections are not kept: it is leaving.
+            if !f.0.is_draining() {
+                f.0.pool.put(sender, now_ms(), max);
+            }
+        }
+    }
+}
+
+impl Exchange {
+    /// A response berth writes itself, counted with `reason`.
+    fn respond(
+        mut self,
+        status: u16,
+        reason: &'static str,
+        content_type: &str,
+        body: Bytes,
+        extra: &[(HeaderName, HeaderValue)],
+        close: bool,
+    ) -> Response<DownBody> {
+        self.status = status;
+        self.reason = Some(reason);
+        self.from_target = false;
+        let len = body.len();
+        let mut resp = Response::new(DownBody::full(body, Some(Box::new(self))));
+        *resp.status_mut() =
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let h = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(content_type) {
+            h.insert(header::CONTENT_TYPE, v);
+        }
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        for (k, v) in extra {
+            h.append(k.clone(), v.clone());
+        }
+        if close {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+
+    fn error(self, status: u16, reason: &'static str, text: &'static str) -> Response<DownBody> {
+        self.respond(
+            status,
+            reason,
+            "text/plain",
+            Bytes::from_static(text.as_bytes()),
+            &[],
+            false,
+        )
+    }
+}
+
+/// Answers one request from a client connection.
+pub async fn handle(conn: Arc<ClientConn>, req: Request<Incoming>) -> Response<DownBody> {
+    let guard = conn.activity.begin(req.version() == Version::HTTP_2);
+    let x = Exchange {
+        conn: Arc::clone(&conn),
+        start: Instant::now(),
+        _request: guard,
+        group: None,
+        status: 0,
+        from_target: false,
+        reason: None,
+        inflight: None,
+        reuse: None,
+    };
+    let snap = conn.shared.snapshot.load_full();
+    let Some(listener) = snap.listener(&conn.listener) else {
+        return x.error(503, "internal", "listener not configured\n");
+    };
+    let (parts, body) = req.into_parts();
+    // RFC 9112: no control characters or spaces in the request target (hyper's parser refuses
+    // them on HTTP/1; this also covers HTTP/2's :path).
+    if parts
+        .uri
+        .path_and_query()
+        .is_some_and(|pq| pq.as_str().bytes().any(|b| b < 0x21 || b == 0x7f))
+    {
+        return x.respond(
+            400,
+            "bad_request",
+            "text/plain",
+            Bytes::from_static(b"bad request\n"),
+            &[],
+            true,
+        );
+    }
+    if header_bytes(&parts) > listener.max_header_bytes {
+        return x.respond(
+            431,
+            "header_too_large",
+            "text/plain",
+            Bytes::from_static(b"request header fields too large\n"),
+            &[],
+            true,
+        );
+    }
+    let host_header = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+        .map(lower);
+    let host = host_header.as_deref().map(rules::host_without_port);
+    let view = RequestView {
+        host,
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        method: parts.method.as_str(),
+        headers: &parts.headers,
+        client_ip: conn.client_ip,
+        vpce_id: conn.vpce_id.as_deref(),
+    };
+    match rules::route(listener, &view) {
+        Action::FixedResponse(f) => x.respond(
+            f.status,
+            "fixed_response",
+            &f.content_type,
+            Bytes::from(f.body.clone()),
+            &[],
+            false,
+        ),
+        Action::Redirect(r) => {
+            let location = redirect_location(
+                r,
+                conn.scheme,
+                host_header.as_deref(),
+                view.path,
+                view.query,
+            );
+            match HeaderValue::from_maybe_shared(Bytes::from(location)) {
+                Ok(v) => x.respond(
+                    r.status,
+                    "redirect",
+                    "text/plain",
+                    Bytes::new(),
+                    &[(header::LOCATION, v)],
+                    false,
+                ),
+                Err(_) => x.error(500, "internal", "bad redirect location\n"),
+            }
+        }
+        Action::Forward(groups) => match snap.groups.get(rules::pick_group(groups)) {
+            Some(g) => {
+                let g = Arc::clone(g);
+                let idle = listener.idle_timeout;
+                forward(x, &snap, g, parts, body, idle).await
+            }
+            None => x.error(503, "internal", "target group not found\n"),
+        },
+    }
+}
+
+/// Lower-cases a host without allocating when it already is.
+fn lower(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
+/// What a retry needs to send the request again.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: UpBody,
+}
+
+impl Replay {
+    fn request(&self) -> Option<Request<UpBody>> {
+        let mut r = Request::new(self.body.replay()?);
+        *r.method_mut() = self.method.clone();
+        *r.uri_mut() = self.uri.clone();
+        *r.headers_mut() = self.headers.clone();
+        Some(r)
+    }
+}
+
+/// Sends a request to a target of `group` and streams its answer back, retrying on another
+/// target where that is safe.
+async fn forward(
+    mut x: Exchange,
+    snap: &Snapshot,
+    group: Arc<Group>,
+    mut parts: http::request::Parts,
+    body: Incoming,
+    body_timeout: Duration,
+) -> Response<DownBody> {
+    let cfg = group.config.load_full();
+    group.retry_budget.deposit(cfg.retry.budget_percent);
+    x.group = Some(Arc::clone(&group));
+    let conn = Arc::clone(&x.conn);
+
+    let hash_key = match &cfg.algorithm {
+        Algorithm::ConsistentHash(on) => match on {
+            HashOn::Header(h) => parts.headers.get(h.as_str()).map(|v| fnv1a(v.as_bytes())),
+            HashOn::Cookie(c) => cookie(&parts.headers, c).map(|v| fnv1a(v.as_bytes())),
+            HashOn::SourceIp => conn.client_ip.map(|ip| fnv1a(ip.to_string().as_bytes())),
+        },
+        _ => None,
+    };
+    let sticky = cfg.stickiness.as_ref();
+    let sticky_id: Option<String> =
+        sticky.and_then(|s| cookie(&parts.headers, &s.cookie_name).map(str::to_string));
+
+    let up_body = match read_body(body, &conn, body_timeout).await {
+        Ok(b) => b,
+        Err(BodyRead::Timeout) => {
+            return x.respond(
+                408,
+                "request_timeout",
+                "text/plain",
+                Bytes::from_static(b"request body timed out\n"),
+                &[],
+                true,
+            )
+        }
+        Err(BodyRead::Failed) => {
+            return x.respond(
+                400,
+                "bad_request",
+                "text/plain",
+                Bytes::from_static(b"bad request body\n"),
+                &[],
+                true,
+            )
+        }
+    };
+    prepare_upstream(&mut parts, &conn, snap);
+    let idempotent = parts.method.is_idempotent();
+    let replay = if idempotent && cfg.retry.attempts > 0 {
+        up_body.replay().map(|body| Replay {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+            body,
+        })
+    } else {
+        None
+    };
+    let pool_max = snap.config.proxy.upstream_keepalive_pool;
+    let mut next = Some(Request::from_parts(parts, up_body));
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut retries = 0u32;
+    let mut unsent_resends = 0u32;
+    loop {
+        let Some(sel) = group.select(&SelectInput {
+            hash_key,
+            sticky_id: sticky_id.as_deref(),
+            exclude: &tried,
+        }) else {
+            return x.error(503, "no_healthy_target", "no healthy target\n");
+        };
+        let target = sel.target;
+        target.count_request(&group.name);
+        tried.push(target.address);
+        x.inflight = Some(InFlight::new(Arc::clone(&target)));
+        let t = &cfg.timeouts;
+
+        let (mut sender, reused) = match checkout(&target, &group, t.idle, t.connect).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(target_group = %group.name, error = %e, "connect failed");
+                metrics::counter!(m::CONNECT_ERRORS, "target_group" => group.name.clone())
+                    .increment(1);
+                connect_failed(&group, &target, &cfg);
+                if idempotent && allow_retry(&group, &cfg, &mut retries) {
+                    continue;
+                }
+                return match e {
+                    ConnectError::Timeout(_) => {
+                        x.error(504, "upstream_connect", "upstream connect timed out\n")
+                    }
+                    _ => x.error(502, "upstream_connect", "upstream connect failed\n"),
+                };
+            }
+        };
+        let Some(mut req) = next.take() else {
+            return x.error(500, "internal", "internal error\n");
+        };
+        if target.is_draining() {
+            // The target is leaving: it should close this connection after answering.
+            req.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        } else {
+            req.headers_mut().remove(header::CONNECTION);
+        }
+        let sent_at = Instant::now();
+        let read = read_timeout(&cfg, x.start);
+        match tokio::time::timeout(read, sender.try_send_request(req)).await {
+            Err(_) => return x.error(504, "upstream_timeout", "upstream timed out\n"),
+            Ok(Ok(resp)) => {
+                let set_cookie = sticky.and_then(|s| {
+                    (sticky_id.as_deref() != Some(target.sticky_id.as_str())).then(|| {
+                        format!(
+                            "{}={}; Max-Age={}; Path=/; HttpOnly",
+                            s.cookie_name,
+                            target.sticky_id,
+                            s.duration.as_secs()
+                        )
+                    })
+                });
+                return from_target(
+                    x,
+                    resp,
+                    (sender, pool_max),
+                    &target,
+                    &group,
+                    &cfg,
+                    sent_at,
+                    set_cookie,
+                );
+            }
+            Ok(Err(mut e)) => {
+                tracing::debug!(target_group = %group.name, target = %target.label, error = %e.error(), "request to target failed");
+                if e.error().is_user() {
+                    // The client's own body failed (malformed chunking, a reset): not the
+                    // target's fault, and nothing to retry.
+                    return x.respond(
+                        400,
+                        "bad_request",
+                        "text/plain",
+                        Bytes::from_static(b"bad request body\n"),
+                        &[],
+                        true,
+                    );
+                }
+                match e.take_message() {
+                    // A pooled connection the target had closed: the request never left, so it
+                    // goes again on a fresh connection whatever its method.
+                    Some(r) if reused && unsent_resends < MAX_UNSENT_RESENDS => {
+                        unsent_resends += 1;
+                        tried.pop();
+                        next = Some(r);
+                        continue;
+                    }
+                    Some(r) => {
+                        connect_failed(&group, &target, &cfg);
+                        if idempotent && allow_retry(&group, &cfg, &mut retries) {
+                            next = Some(r);
+                            continue;
+                        }
+                    }
+                    None => {
+                        connect_failed(&group, &target, &cfg);
+                        if let Some(r) = replay.as_ref().and_then(Replay::request) {
+                            if allow_retry(&group, &cfg, &mut retries) {
+                                next = Some(r);
+                                continue;
+                            }
+                        }
+                    }
+                }
+                return x.error(502, "upstream_error", "bad gateway\n");
+            }
+        }
+    }
+}
+
+/// Why a request body could not be read.
+enum BodyRead {
+    Timeout,
+    Failed,
+}
+
+/// The body to send: small sized bodies are read whole (replayable), others stream.
+async fn read_body(
+    body: Incoming,
+    conn: &ClientConn,
+    timeout: Duration,
+) -> Result<UpBody, BodyRead> {
+    if body.is_end_stream() {
+        return Ok(UpBody::Empty);
+    }
+    if body.size_hint().upper().is_some_and(|n| n <= RETRY_BUFFER) {
+        return match tokio::time::timeout(timeout, body.collect()).await {
+            Err(_) => Err(BodyRead::Timeout),
+            Ok(Err(_)) => Err(BodyRead::Failed),
+            Ok(Ok(c)) => {
+                let b = c.to_bytes();
+                conn.metrics.bytes_in.increment(b.len() as u64);
+                Ok(UpBody::Full(Some(b)))
+            }
+        };
+    }
+    Ok(UpBody::Stream(body, conn.metrics.bytes_in.clone()))
+}
+
+/// A live connection to `target`: the newest idle pooled one that is ready, or a new one.
+async fn checkout(
+    target: &Target,
+    group: &Group,
+    idle: Duration,
+    connect: Duration,
+) -> Result<(Sender, bool), ConnectError> {
+    let idle_ms = idle.as_millis() as u64;
+    while let Some(mut s) = target.pool.take(now_ms(), idle_ms) {
+        if let Ok(Ok(())) = tokio::time::timeout(connect, s.ready()).await {
+            return Ok((s, true));
+        }
+    }
+    let s = upstream::connect(target.address, connect).await?;
+    metrics::counter!(m::UPSTREAM_CONNECTIONS, "target_group" => group.name.clone()).increment(1);
+    Ok((s, false))
+}
+
+/// The target's response, streamed to the client.
+#[allow(clippy::too_many_arguments)]
+fn from_target(
+    mut x: Exchange,
+    resp: Response<Incoming>,
+    reuse: (Sender, usize),
+    target: &Arc<Target>,
+    group: &Group,
+    cfg: &TargetGroup,
+    sent_at: Instant,
+    set_cookie: Option<String>,
+) -> Response<DownBody> {
+    let status = resp.status().as_u16();
+    group.record_response_time(sent_at.elapsed().as_secs_f64());
+    if target.observe_status(status, cfg.outlier.consecutive_5xx) {
+        group.try_eject(target, "5xx");
+    }
+    x.status = status;
+    x.from_target = true;
+    x.reuse = Some(reuse);
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    parts.version = Version::HTTP_11;
+    if let Some(c) = set_cookie.and_then(|c| HeaderValue::try_from(c).ok()) {
+        parts.headers.append(header::SET_COOKIE, c);
+    }
+    Response::from_parts(
+        parts,
+        DownBody::upstream(body, cfg.timeouts.read, Box::new(x)),
+    )
+}
+
+/// The wait for a target's response head: the read timeout, cut to what is left of `total`.
+fn read_timeout(cfg: &TargetGroup, start: Instant) -> Duration {
+    let t = &cfg.timeouts;
+    match t.total {
+        Some(total) => t.read.min(
+            total
+                .saturating_sub(start.elapsed())
+                .max(Duration::from_millis(1)),
+        ),
+        None => t.read,
+    }
+}
+
+fn allow_retry(group: &Group, cfg: &TargetGroup, retries: &mut u32) -> bool {
+    if *retries >= cfg.retry.attempts {
+        return false;
+    }
+    if !group
+        .retry_budget
+        .withdraw(cfg.retry.min_per_second, now_ms())
+    {
+        metrics::counter!(m::RETRY_BUDGET_EXHAUSTED, "target_group" => group.name.clone())
+            .increment(1);
+        return false;
+    }
+    *retries += 1;
+    metrics::counter!(m::RETRIES, "target_group" => group.name.clone()).increment(1);
+    true
+}
+
+fn connect_failed(group: &Group, target: &Target, cfg: &TargetGroup) {
+    if target.observe_connect_failure(cfg.outlier.consecutive_connect_failures) {
+        group.try_eject(target, "connect");
+    }
+}
+
+/// Headers that belong to one connection (RFC 9110 section 7.6.1), never forwarded.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::TRAILER,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, and those the `Connection` header names.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    if let Some(listed) = h.get(header::CONNECTION).and_then(|v| v.to_str().ok()) {
+        let names: Vec<HeaderName> = listed
+            .split(',')
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for n in names {
+            h.remove(n);
+        }
+    }
+    for n in &HOP_BY_HOP {
+        if h.contains_key(n) {
+            h.remove(n);
+        }
+    }
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Turns a client's request into the one sent to a target: HTTP/1.1 in origin form, no
+/// hop-by-hop headers, forwarding headers (kept from trusted peers only), a request id, and the
+/// VPC endpoint ID only from a verified PROXY header.
+fn prepare_upstream(parts: &mut http::request::Parts, conn: &ClientConn, snap: &Snapshot) {
+    let trusted = conn.client_ip.is_some_and(|ip| {
         snap.config
             .proxy
             .trusted_proxies
             .iter()
             .any(|n| n.contains(&ip))
+    });
+    let h = &mut parts.headers;
+    strip_hop_by_hop(h);
+    if parts.version == Version::HTTP_2 {
+        if !h.contains_key(header::HOST) {
+            if let Some(v) = parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            {
+                h.insert(header::HOST, v);
+            }
+        }
+        join_cookies(h);
+    }
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let pq = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        if let Ok(u) = Uri::try_from(pq) {
+            parts.uri = u;
+        }
+    }
+    parts.version = Version::HTTP_11;
+
+    let xff = match (trusted, h.get(&X_FORWARDED_FOR)) {
+        (true, Some(prev)) if !prev.is_empty() => {
+            let mut v = BytesMut::with_capacity(prev.len() + 2 + conn.client_text.len());
+            v.extend_from_slice(prev.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(conn.client_text.as_bytes());
+            HeaderValue::from_maybe_shared(v.freeze()).ok()
+        }
+        _ => HeaderValue::from_str(&conn.client_text).ok(),
+    };
+    if let Some(v) = xff {
+        h.insert(X_FORWARDED_FOR, v);
+    }
+    if !(trusted && h.contains_key(&X_FORWARDED_PROTO)) {
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(conn.scheme));
+    }
+    if !(trusted && h.contains_key(&X_FORWARDED_PORT)) {
+        if let Ok(v) = HeaderValue::from_str(&conn.server_port) {
+            h.insert(X_FORWARDED_PORT, v);
+        }
+    }
+    let configured = snap.config.proxy.request_id_header.as_str();
+    let id_name = if configured == X_REQUEST_ID.as_str() {
+        Some(X_REQUEST_ID)
+    } else {
+        HeaderName::from_bytes(configured.as_bytes()).ok()
+    };
+    if let Some(name) = id_name {
+        if !(trusted && h.contains_key(&name)) {
+            if let Ok(v) = HeaderValue::from_bytes(&request_id()) {
+                h.insert(name, v);
+            }
+        }
+    }
+    // Only berth sets the VPC endpoint header, from the PROXY header it verified.
+    let vpce = HeaderName::from_static(VPCE_HEADER);
+    if h.contains_key(&vpce) {
+        h.remove(&vpce);
+    }
+    if let Some(v) = conn
+        .vpce_id
+        .as_deref()
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
+        h.insert(vpce, v);
     }
 }
 
-/// Writes a small proxy-generated response.
-async fn respond(
-    session: &mut Session,
-    status: u16,
-    content_type: &str,
-    body: Bytes,
-    extra: &[(&'static str, String)],
-) -> Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(3 + extra.len()))?;
-    resp.insert_header("content-type", content_type)?;
-    resp.insert_header("content-length", body.len().to_string())?;
-    for (k, v) in extra {
-        resp.insert_header(*k, v.as_str())?;
+/// HTTP/2 may split `cookie` into several fields; HTTP/1.1 wants one (RFC 9113 section 8.2.3).
+fn join_cookies(h: &mut HeaderMap) {
+    let mut all = h.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (all.next(), all.next()) else {
+        return;
+    };
+    let mut v = BytesMut::from(first.as_bytes());
+    for c in h.get_all(header::COOKIE).iter().skip(1) {
+        v.extend_from_slice(b"; ");
+        v.extend_from_slice(c.as_bytes());
     }
-    let empty = body.is_empty();
-    session.write_response_header(Box::new(resp), empty).await?;
-    if !empty {
-        session.write_response_body(Some(body), true).await?;
+    if let Ok(joined) = HeaderValue::from_maybe_shared(v.freeze()) {
+        h.insert(header::COOKIE, joined);
     }
-    Ok(())
 }
 
 /// The `Location` of a redirect: configured parts replace the request's.
@@ -219,485 +727,28 @@ fn request_id() -> [u8; 32] {
     out
 }
 
-fn header_bytes(req: &RequestHeader) -> usize {
-    let line = req.method.as_str().len() + req.uri.to_string().len() + 12;
-    line + req
+/// The size of a request's head as the client sent it (approximately: request line and
+/// header fields).
+fn header_bytes(parts: &http::request::Parts) -> usize {
+    let target = parts.uri.path_and_query().map_or(1, |p| p.as_str().len())
+        + parts.uri.authority().map_or(0, |a| a.as_str().len());
+    let line = parts.method.as_str().len() + target + 12;
+    line + parts
         .headers
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum::<usize>()
 }
 
-fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
-    req.headers
-        .get_all("cookie")
+/// The value of cookie `name`.
+fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
-}
-
-fn is_idempotent(session: &Session) -> bool {
-    session.req_header().method.is_idempotent()
-}
-
-fn retryable_after_connect(e: &Error) -> bool {
-    matches!(
-        e.etype(),
-        ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
-    )
-}
-
-impl BerthProxy {
-    fn allow_retry(&self, session: &Session, ctx: &mut Ctx) -> bool {
-        let Some(group) = ctx.group.as_ref() else {
-            return false;
-        };
-        let cfg = group.config.load();
-        if !is_idempotent(session)
-            || session.as_ref().retry_buffer_truncated()
-            || ctx.retries >= cfg.retry.attempts
-        {
-            return false;
-        }
-        if !group
-            .retry_budget
-            .withdraw(cfg.retry.min_per_second, now_ms())
-        {
-            metrics::counter!(m::RETRY_BUDGET_EXHAUSTED, "target_group" => group.name.clone())
-                .increment(1);
-            return false;
-        }
-        ctx.retries += 1;
-        metrics::counter!(m::RETRIES, "target_group" => group.name.clone()).increment(1);
-        true
-    }
-
-    fn connect_failed(&self, ctx: &Ctx) {
-        let (Some(group), Some(inflight)) = (ctx.group.as_ref(), ctx.inflight.as_ref()) else {
-            return;
-        };
-        let threshold = group.config.load().outlier.consecutive_connect_failures;
-        if inflight.0.observe_connect_failure(threshold) {
-            group.try_eject(&inflight.0, "connect");
-        }
-    }
-}
-
-#[async_trait]
-impl ProxyHttp for BerthProxy {
-    type CTX = Ctx;
-
-    fn new_ctx(&self) -> Ctx {
-        Ctx::default()
-    }
-
-    fn persist_connection_context(
-        &self,
-        _session: &Session,
-        ctx: &Ctx,
-    ) -> Option<Box<dyn std::any::Any + Send + Sync>> {
-        ctx.conn
-            .as_ref()
-            .map(|c| Box::new(Arc::clone(c)) as Box<dyn std::any::Any + Send + Sync>)
-    }
-
-    fn on_connection_reuse(
-        &self,
-        _session: &mut Session,
-        ctx: &mut Ctx,
-        prev: Box<dyn std::any::Any + Send + Sync>,
-    ) {
-        if let Ok(c) = prev.downcast::<Arc<ConnGuard>>() {
-            ctx.conn = Some(*c);
-        }
-    }
-
-    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
-        ctx.start = Some(Instant::now());
-        let snap = self.shared.snapshot.load_full();
-        let listener = snap.listener(&self.listener);
-        if let Some(l) = listener {
-            session.set_keepalive(Some(l.idle_timeout.as_secs().max(1)));
-        }
-        if ctx.conn.is_none() {
-            let pp = listener.is_some_and(|l| l.proxy_protocol.is_some());
-            // HTTP/2 streams get no per-connection context: they are not counted as connections.
-            let counted = (!session.is_http2()).then(|| Arc::clone(&self.metrics));
-            ctx.conn = Some(Arc::new(ConnGuard::new(session, pp, counted)));
-        }
-        ctx.client_ip = ctx.conn.as_ref().and_then(|c| c.client_ip);
-        ctx.trusted_peer = self.is_trusted(&snap, ctx.client_ip);
-        ctx.snapshot = Some(snap);
-        Ok(())
-    }
-
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let Some(snap) = ctx.snapshot.clone() else {
-            return Error::e_explain(ErrorType::InternalError, "no configuration snapshot");
-        };
-        let Some(listener) = snap.listener(&self.listener) else {
-            ctx.proxy_reason = Some("internal");
-            respond(
-                session,
-                503,
-                "text/plain",
-                Bytes::from_static(b"listener not configured\n"),
-                &[],
-            )
-            .await?;
-            return Ok(true);
-        };
-        let req = session.req_header();
-        // RFC 9112: no control characters or spaces in the request target; pingora would
-        // re-encode them and forward a request the client never sent.
-        if req.raw_path().iter().any(|b| *b < 0x21 || *b == 0x7f) {
-            ctx.proxy_reason = Some("bad_request");
-            session.set_keepalive(None);
-            respond(
-                session,
-                400,
-                "text/plain",
-                Bytes::from_static(b"bad request\n"),
-                &[],
-            )
-            .await?;
-            return Ok(true);
-        }
-        if header_bytes(req) > listener.max_header_bytes {
-            ctx.proxy_reason = Some("header_too_large");
-            session.set_keepalive(None);
-            respond(
-                session,
-                431,
-                "text/plain",
-                Bytes::from_static(b"request header fields too large\n"),
-                &[],
-            )
-            .await?;
-            return Ok(true);
-        }
-        let host_header = req
-            .headers
-            .get(http::header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| req.uri.authority().map(|a| a.as_str()))
-            .map(str::to_ascii_lowercase);
-        let host = host_header.as_deref().map(rules::host_without_port);
-        let view = RequestView {
-            host,
-            path: req.uri.path(),
-            query: req.uri.query(),
-            method: req.method.as_str(),
-            headers: &req.headers,
-            client_ip: ctx.client_ip,
-            vpce_id: ctx.conn.as_ref().and_then(|c| c.vpce_id.as_deref()),
-        };
-        match rules::route(listener, &view) {
-            Action::FixedResponse(f) => {
-                ctx.proxy_reason = Some("fixed_response");
-                let body = Bytes::from(f.body.clone());
-                respond(session, f.status, &f.content_type, body, &[]).await?;
-                Ok(true)
-            }
-            Action::Redirect(r) => {
-                let location = redirect_location(
-                    r,
-                    self.scheme,
-                    host_header.as_deref(),
-                    view.path,
-                    view.query,
-                );
-                ctx.proxy_reason = Some("redirect");
-                respond(
-                    session,
-                    r.status,
-                    "text/plain",
-                    Bytes::new(),
-                    &[("location", location)],
-                )
-                .await?;
-                Ok(true)
-            }
-            Action::Forward(groups) => {
-                let total: u32 = groups.iter().map(|g| g.weight).sum();
-                let mut pos = if total > 1 {
-                    fastrand::u32(0..total)
-                } else {
-                    0
-                };
-                let mut chosen = &groups[0];
-                for g in groups {
-                    if pos < g.weight {
-                        chosen = g;
-                        break;
-                    }
-                    pos -= g.weight;
-                }
-                match snap.groups.get(&chosen.target_group) {
-                    Some(g) => {
-                        g.retry_budget.deposit(g.config.load().retry.budget_percent);
-                        ctx.group = Some(Arc::clone(g));
-                        Ok(false)
-                    }
-                    None => {
-                        ctx.proxy_reason = Some("internal");
-                        respond(
-                            session,
-                            503,
-                            "text/plain",
-                            Bytes::from_static(b"target group not found\n"),
-                            &[],
-                        )
-                        .await?;
-                        Ok(true)
-                    }
-                }
-            }
-        }
-    }
-
-    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let Some(group) = ctx.group.clone() else {
-            return Error::e_explain(ErrorType::InternalError, "no target group chosen");
-        };
-        let cfg = group.config.load_full();
-        let req = session.req_header();
-        let hash_key = match &cfg.algorithm {
-            berth_config::model::Algorithm::ConsistentHash(on) => match on {
-                HashOn::Header(h) => req.headers.get(h.as_str()).map(|v| fnv1a(v.as_bytes())),
-                HashOn::Cookie(c) => cookie(req, c).map(|v| fnv1a(v.as_bytes())),
-                HashOn::SourceIp => ctx.client_ip.map(|ip| fnv1a(ip.to_string().as_bytes())),
-            },
-            _ => None,
-        };
-        let sticky = cfg.stickiness.as_ref();
-        let sticky_id = sticky.and_then(|s| cookie(req, &s.cookie_name));
-        let Some(sel) = group.select(&SelectInput {
-            hash_key,
-            sticky_id,
-            exclude: &ctx.tried,
-        }) else {
-            ctx.proxy_reason = Some("no_healthy_target");
-            return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy target");
-        };
-        if let Some(s) = sticky {
-            if sticky_id != Some(sel.target.sticky_id.as_str()) {
-                ctx.set_cookie = Some(format!(
-                    "{}={}; Max-Age={}; Path=/; HttpOnly",
-                    s.cookie_name,
-                    sel.target.sticky_id,
-                    s.duration.as_secs()
-                ));
-            }
-        }
-        let target = sel.target;
-        target.count_request(&group.name);
-        ctx.tried.push(target.address);
-        let mut peer = HttpPeer::new(target.address, false, String::new());
-        let t = &cfg.timeouts;
-        let mut read = t.read;
-        if let (Some(total), Some(start)) = (t.total, ctx.start) {
-            read = read.min(
-                total
-                    .saturating_sub(start.elapsed())
-                    .max(Duration::from_millis(1)),
-            );
-        }
-        peer.options.connection_timeout = Some(t.connect);
-        peer.options.read_timeout = Some(read);
-        peer.options.write_timeout = Some(read);
-        peer.options.idle_timeout = Some(t.idle);
-        ctx.inflight = Some(InFlight::new(target));
-        ctx.upstream_sent = Some(Instant::now());
-        Ok(Box::new(peer))
-    }
-
-    async fn upstream_request_filter(
-        &self,
-        _session: &mut Session,
-        upstream: &mut RequestHeader,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
-        let (Some(snap), Some(conn)) = (ctx.snapshot.as_ref(), ctx.conn.as_ref()) else {
-            return Ok(());
-        };
-        let xff = match (ctx.trusted_peer, upstream.headers.get("x-forwarded-for")) {
-            (true, Some(prev)) if !prev.is_empty() => {
-                let mut v = Vec::with_capacity(prev.len() + 2 + conn.client_text.len());
-                v.extend_from_slice(prev.as_bytes());
-                v.extend_from_slice(b", ");
-                v.extend_from_slice(conn.client_text.as_bytes());
-                HeaderValue::from_maybe_shared(Bytes::from(v))
-                    .unwrap_or_else(|_| HeaderValue::from_static(""))
-            }
-            _ => HeaderValue::from_str(&conn.client_text)
-                .unwrap_or_else(|_| HeaderValue::from_static("")),
-        };
-        upstream.insert_header("x-forwarded-for", xff)?;
-        if !(ctx.trusted_peer && upstream.headers.contains_key("x-forwarded-proto")) {
-            upstream.insert_header("x-forwarded-proto", self.scheme)?;
-        }
-        if !(ctx.trusted_peer && upstream.headers.contains_key("x-forwarded-port")) {
-            upstream.insert_header("x-forwarded-port", conn.server_port.as_str())?;
-        }
-        let id_header = snap.config.proxy.request_id_header.as_str();
-        if !(ctx.trusted_peer && upstream.headers.contains_key(id_header)) {
-            upstream.insert_header(id_header.to_string(), request_id().as_slice())?;
-        }
-        // Only berth sets the VPC endpoint header, from the PROXY header it verified.
-        if upstream.headers.contains_key(VPCE_HEADER) {
-            upstream.remove_header(VPCE_HEADER);
-        }
-        if let Some(v) = &conn.vpce_id {
-            upstream.insert_header(VPCE_HEADER, v.as_str())?;
-        }
-        if ctx.inflight.as_ref().is_some_and(|f| f.0.is_draining()) {
-            // Do not return this connection to the pool: the target is leaving.
-            upstream.insert_header("connection", "close")?;
-        }
-        Ok(())
-    }
-
-    async fn upstream_response_filter(
-        &self,
-        _session: &mut Session,
-        resp: &mut ResponseHeader,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
-        let status = resp.status.as_u16();
-        if status < 200 {
-            return Ok(());
-        }
-        ctx.target_status = Some(status);
-        if let (Some(group), Some(sent)) = (ctx.group.as_ref(), ctx.upstream_sent) {
-            group.record_response_time(sent.elapsed().as_secs_f64());
-            if let Some(f) = ctx.inflight.as_ref() {
-                let th = group.config.load().outlier.consecutive_5xx;
-                if f.0.observe_status(status, th) {
-                    group.try_eject(&f.0, "5xx");
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn response_filter(
-        &self,
-        _session: &mut Session,
-        resp: &mut ResponseHeader,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
-        if let Some(c) = ctx.set_cookie.take() {
-            resp.append_header("set-cookie", c)?;
-        }
-        Ok(())
-    }
-
-    fn fail_to_connect(
-        &self,
-        session: &mut Session,
-        _peer: &HttpPeer,
-        ctx: &mut Ctx,
-        mut e: Box<Error>,
-    ) -> Box<Error> {
-        if let Some(g) = ctx.group.as_ref() {
-            metrics::counter!(m::CONNECT_ERRORS, "target_group" => g.name.clone()).increment(1);
-        }
-        self.connect_failed(ctx);
-        let retry = self.allow_retry(session, ctx);
-        e.set_retry(retry);
-        e
-    }
-
-    fn error_while_proxy(
-        &self,
-        peer: &HttpPeer,
-        session: &mut Session,
-        e: Box<Error>,
-        ctx: &mut Ctx,
-        _client_reused: bool,
-    ) -> Box<Error> {
-        let mut e = e.more_context(format!("Peer: {peer}"));
-        let before_response = ctx.target_status.is_none();
-        if before_response && e.esource() == &ErrorSource::Upstream && retryable_after_connect(&e) {
-            self.connect_failed(ctx);
-            let retry = self.allow_retry(session, ctx);
-            e.set_retry(retry);
-        } else {
-            e.set_retry(false);
-        }
-        e
-    }
-
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let (code, reason, body): (u16, &'static str, &'static [u8]) = match e.etype() {
-            ErrorType::HTTPStatus(503) if ctx.proxy_reason == Some("no_healthy_target") => {
-                (503, "no_healthy_target", b"no healthy target\n")
-            }
-            ErrorType::HTTPStatus(c) => (*c, "internal", b"error\n"),
-            ErrorType::ConnectTimedout => {
-                (504, "upstream_connect", b"upstream connect timed out\n")
-            }
-            ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
-                (504, "upstream_timeout", b"upstream timed out\n")
-            }
-            _ => match e.esource() {
-                ErrorSource::Upstream => match e.etype() {
-                    ErrorType::ConnectRefused
-                    | ErrorType::ConnectNoRoute
-                    | ErrorType::ConnectError
-                    | ErrorType::TLSHandshakeFailure => {
-                        (502, "upstream_connect", b"upstream connect failed\n")
-                    }
-                    _ => (502, "upstream_error", b"bad gateway\n"),
-                },
-                ErrorSource::Downstream => match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
-                        (0, "client_closed", b"")
-                    }
-                    _ => (400, "bad_request", b"bad request\n"),
-                },
-                _ => (500, "internal", b"internal error\n"),
-            },
-        };
-        ctx.proxy_reason = Some(reason);
-        if code > 0 && session.response_written().is_none() {
-            let _ = respond(session, code, "text/plain", Bytes::from_static(body), &[]).await;
-        }
-        FailToProxy {
-            error_code: code,
-            can_reuse_downstream: false,
-        }
-    }
-
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        let status = session
-            .response_written()
-            .map(|r| r.status.as_u16())
-            .unwrap_or(0);
-        ctx.inflight = None;
-        if status == 0 {
-            return;
-        }
-        let group = ctx.group.as_ref().map(|g| g.name.as_str()).unwrap_or("");
-        let from_target = ctx.proxy_reason.is_none() && ctx.target_status == Some(status);
-        let lm = &self.metrics;
-        lm.requests(group).count(status, from_target);
-        if let Some(reason) = ctx.proxy_reason {
-            lm.proxy_response(reason);
-        }
-        if let Some(start) = ctx.start {
-            lm.request_seconds.record(start.elapsed().as_secs_f64());
-        }
-        lm.bytes_in.increment(session.body_bytes_read() as u64);
-        lm.bytes_out.increment(session.body_bytes_sent() as u64);
-        if let Some(e) = e {
-            tracing::debug!(listener = %self.listener, status, error = %e, "request failed");
-        }
-    }
 }
 
 #[cfg(test)]
@@ -753,10 +804,52 @@ mod tests {
 
     #[test]
     fn cookie_lookup() {
-        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        req.insert_header("cookie", "a=1; BERTHSTICKY=abc; b=2")
-            .unwrap();
-        assert_eq!(cookie(&req, "BERTHSTICKY"), Some("abc"));
-        assert_eq!(cookie(&req, "zz"), None);
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; BERTHSTICKY=abc; b=2"),
+        );
+        assert_eq!(cookie(&h, "BERTHSTICKY"), Some("abc"));
+        assert_eq!(cookie(&h, "zz"), None);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_by_connection_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn http2_cookie_fields_are_joined() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        join_cookies(&mut h);
+        assert_eq!(h.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(h[header::COOKIE], "a=1; b=2");
+    }
+
+    #[test]
+    fn header_size_counts_line_and_fields() {
+        let (parts, _) = Request::get("/abc?x=1")
+            .header("x-a", "12345")
+            .body(())
+            .unwrap()
+            .into_parts();
+        assert_eq!(header_bytes(&parts), 3 + 8 + 12 + 3 + 5 + 4);
     }
 }

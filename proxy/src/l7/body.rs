@@ -1,0 +1,191 @@
+//! The body of a response to a client: either berth's own (a fixed response, a redirect, an
+//! error) or a target's, streamed through with a read timeout per frame. When the body ends —
+//! read to its end, failed, or dropped because the client went away — its [`OnEnd`] runs once:
+//! that is where a request is counted and its upstream connection goes back to the pool.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::time::Sleep;
+
+/// What runs once when a response body ends.
+pub trait OnEnd: Send {
+    /// `complete`: the body was sent whole; `body_bytes`: data bytes passed to the client.
+    fn ended(self: Box<Self>, complete: bool, body_bytes: u64);
+}
+
+/// Why a response body stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The target's body failed (reset, closed early, malformed).
+    #[error("target response body: {0}")]
+    Upstream(#[from] hyper::Error),
+    /// The target sent nothing for the read timeout.
+    #[error("target response body: nothing read for {0:?}")]
+    Timeout(Duration),
+}
+
+enum Source {
+    Full(Option<Bytes>),
+    Upstream {
+        inner: Incoming,
+        read_timeout: Duration,
+        // Armed only when the target makes us wait: a body that is ready costs no timer.
+        sleep: Option<Pin<Box<Sleep>>>,
+    },
+}
+
+/// A response body to a client.
+pub struct DownBody {
+    source: Source,
+    bytes: u64,
+    on_end: Option<Box<dyn OnEnd>>,
+}
+
+impl std::fmt::Debug for DownBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DownBody")
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DownBody {
+    /// A body berth wrote itself.
+    pub fn full(bytes: Bytes, on_end: Option<Box<dyn OnEnd>>) -> DownBody {
+        DownBody {
+            source: Source::Full((!bytes.is_empty()).then_some(bytes)),
+            bytes: 0,
+            on_end,
+        }
+    }
+
+    /// A target's body, failing when no frame arrives for `read_timeout`.
+    pub fn upstream(inner: Incoming, read_timeout: Duration, on_end: Box<dyn OnEnd>) -> DownBody {
+        DownBody {
+            source: Source::Upstream {
+                inner,
+                read_timeout,
+                sleep: None,
+            },
+            bytes: 0,
+            on_end: Some(on_end),
+        }
+    }
+
+    fn end(&mut self, complete: bool) {
+        if let Some(f) = self.on_end.take() {
+            f.ended(complete, self.bytes);
+        }
+    }
+}
+
+impl Drop for DownBody {
+    fn drop(&mut self) {
+        let complete = self.is_end_stream();
+        self.end(complete);
+    }
+}
+
+impl Body for DownBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        let polled = match &mut this.source {
+            Source::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Source::Upstream {
+                inner,
+                read_timeout,
+                sleep,
+            } => match Pin::new(inner).poll_frame(cx) {
+                Poll::Ready(r) => {
+                    *sleep = None;
+                    Poll::Ready(r.map(|r| r.map_err(BodyError::from)))
+                }
+                Poll::Pending => {
+                    let timer =
+                        sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(*read_timeout)));
+                    match timer.as_mut().poll(cx) {
+                        Poll::Ready(()) => {
+                            Poll::Ready(Some(Err(BodyError::Timeout(*read_timeout))))
+                        }
+                        Poll::Pending => Poll::Pending,
+                    }
+                }
+            },
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    this.bytes += d.len() as u64;
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.end(false),
+            Poll::Ready(None) => this.end(true),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.source {
+            Source::Full(b) => b.is_none(),
+            Source::Upstream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.source {
+            Source::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Source::Upstream { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    struct Record(Arc<AtomicU64>);
+    impl OnEnd for Record {
+        fn ended(self: Box<Self>, complete: bool, body_bytes: u64) {
+            self.0
+                .store(body_bytes * 2 + u64::from(complete), Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn full_body_ends_once_with_its_length() {
+        use http_body_util::BodyExt;
+        let seen = Arc::new(AtomicU64::new(u64::MAX));
+        let body = DownBody::full(
+            Bytes::from_static(b"hello"),
+            Some(Box::new(Record(seen.clone()))),
+        );
+        assert_eq!(body.size_hint().exact(), Some(5));
+        let got = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&got[..], b"hello");
+        assert_eq!(seen.load(Ordering::SeqCst), 5 * 2 + 1);
+    }
+
+    #[test]
+    fn dropped_unsent_body_ends_incomplete() {
+        let seen = Arc::new(AtomicU64::new(u64::MAX));
+        drop(DownBody::full(
+            Bytes::from_static(b"x"),
+            Some(Box::new(Record(seen.clone()))),
+        ));
+        assert_eq!(seen.load(Ordering::SeqCst), 0);
+    }
+}

@@ -1,0 +1,231 @@
+//! What berth knows of one client connection on an HTTP listener, shared by its requests: who
+//! the client is (after any PROXY header), which port it came in on, and the activity the
+//! listener's idle and header timeouts are judged by.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::metrics::ListenerMetrics;
+use crate::runtime::Shared;
+use crate::target::now_ms;
+
+/// One client connection.
+#[derive(Debug)]
+pub struct ClientConn {
+    /// Listener name.
+    pub listener: String,
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    pub scheme: &'static str,
+    /// Shared state (configuration snapshot, groups).
+    pub shared: Arc<Shared>,
+    /// The listener's metric handles.
+    pub metrics: Arc<ListenerMetrics>,
+    /// The client: the peer, or the source of a verified PROXY header.
+    pub client_ip: Option<IpAddr>,
+    /// `client_ip` as text, for `X-Forwarded-For`.
+    pub client_text: String,
+    /// The local port the client connected to, for `X-Forwarded-Port`.
+    pub server_port: String,
+    /// VPC endpoint ID from the PROXY header.
+    pub vpce_id: Option<String>,
+    /// Request activity.
+    pub activity: Arc<Activity>,
+}
+
+impl Drop for ClientConn {
+    fn drop(&mut self) {
+        self.metrics.active_connections.decrement(1.0);
+    }
+}
+
+impl ClientConn {
+    /// Counts a new connection (it is uncounted when dropped).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        listener: String,
+        scheme: &'static str,
+        shared: Arc<Shared>,
+        metrics: Arc<ListenerMetrics>,
+        client_ip: Option<IpAddr>,
+        server_port: Option<u16>,
+        vpce_id: Option<String>,
+    ) -> ClientConn {
+        metrics.new_connections.increment(1);
+        metrics.active_connections.increment(1.0);
+        ClientConn {
+            listener,
+            scheme,
+            shared,
+            metrics,
+            client_ip,
+            client_text: client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            server_port: server_port.map(|p| p.to_string()).unwrap_or_default(),
+            vpce_id,
+            activity: Arc::new(Activity::new(now_ms())),
+        }
+    }
+}
+
+/// Request activity on a connection, in the `now_ms` clock: requests in flight, when the last
+/// one ended, and when the bytes of a next request head started to arrive.
+#[derive(Debug)]
+pub struct Activity {
+    in_flight: AtomicU32,
+    last_end_ms: AtomicU64,
+    /// When the head now being read began (0: none), for the header timeout.
+    head_started_ms: AtomicU64,
+    /// Set when a request ends on HTTP/1: the next bytes read start a new head.
+    expecting_head: AtomicBool,
+    /// HTTP/2: frames between requests are not request heads.
+    h2: AtomicBool,
+}
+
+/// What a connection's timer should do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Check again at this time (ms clock).
+    WaitUntil(u64),
+    /// A request head took longer than the header timeout: close and count.
+    HeaderTimeout,
+    /// No request for the idle timeout: close.
+    Idle,
+}
+
+impl Activity {
+    /// A new connection, accepted at `now`: its first head is awaited from now on.
+    pub fn new(now: u64) -> Activity {
+        Activity {
+            in_flight: AtomicU32::new(0),
+            last_end_ms: AtomicU64::new(now),
+            head_started_ms: AtomicU64::new(now),
+            expecting_head: AtomicBool::new(false),
+            h2: AtomicBool::new(false),
+        }
+    }
+
+    /// Bytes arrived from the client (called by the connection's reader).
+    #[inline]
+    pub fn on_read(&self) {
+        if self.expecting_head.load(Ordering::Relaxed) {
+            self.expecting_head.store(false, Ordering::Relaxed);
+            self.head_started_ms.store(now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// A request head was read whole: the request is in flight until the guard is dropped.
+    pub fn begin(self: &Arc<Self>, h2: bool) -> RequestGuard {
+        if h2 {
+            self.h2.store(true, Ordering::Relaxed);
+        }
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.head_started_ms.store(0, Ordering::Relaxed);
+        RequestGuard(Arc::clone(self))
+    }
+
+    fn end(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.last_end_ms.store(now_ms(), Ordering::Relaxed);
+            if !self.h2.load(Ordering::Relaxed) {
+                self.expecting_head.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// What to do at `now` with these timeouts (ms).
+    pub fn step(&self, now: u64, idle_ms: u64, header_ms: u64) -> Step {
+        next_step(
+            now,
+            self.in_flight.load(Ordering::Relaxed),
+            self.head_started_ms.load(Ordering::Relaxed),
+            self.last_end_ms.load(Ordering::Relaxed),
+            idle_ms,
+            header_ms,
+        )
+    }
+}
+
+/// Counts a request in flight on its connection while alive.
+#[derive(Debug)]
+pub struct RequestGuard(Arc<Activity>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
+/// The timer decision: with requests in flight, look again an idle timeout later (each
+/// request is bounded by its own timeouts); while a head is arriving, close when it took the
+/// header timeout; otherwise close when the connection was idle for the idle timeout.
+pub fn next_step(
+    now: u64,
+    in_flight: u32,
+    head_started: u64,
+    last_end: u64,
+    idle_ms: u64,
+    header_ms: u64,
+) -> Step {
+    if in_flight > 0 {
+        return Step::WaitUntil(now + idle_ms.max(1));
+    }
+    if head_started > 0 {
+        let deadline = head_started + header_ms;
+        return if now >= deadline {
+            Step::HeaderTimeout
+        } else {
+            Step::WaitUntil(deadline)
+        };
+    }
+    let deadline = last_end + idle_ms;
+    if now >= deadline {
+        Step::Idle
+    } else {
+        Step::WaitUntil(deadline)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_connections_are_looked_at_again_later() {
+        assert_eq!(next_step(100, 1, 0, 0, 50, 10), Step::WaitUntil(150));
+    }
+
+    #[test]
+    fn a_slow_head_times_out_at_the_header_timeout() {
+        assert_eq!(next_step(100, 0, 95, 0, 1000, 10), Step::WaitUntil(105));
+        assert_eq!(next_step(105, 0, 95, 0, 1000, 10), Step::HeaderTimeout);
+    }
+
+    #[test]
+    fn an_idle_connection_closes_at_the_idle_timeout() {
+        assert_eq!(next_step(100, 0, 0, 80, 50, 10), Step::WaitUntil(130));
+        assert_eq!(next_step(130, 0, 0, 80, 50, 10), Step::Idle);
+    }
+
+    #[test]
+    fn activity_tracks_requests_and_heads() {
+        let a = Arc::new(Activity::new(1));
+        // A new connection waits for its first head.
+        assert_eq!(a.step(5, 1000, 10), Step::WaitUntil(11));
+        assert_eq!(a.step(11, 1000, 10), Step::HeaderTimeout);
+        let g = a.begin(false);
+        assert!(matches!(a.step(5, 1000, 10), Step::WaitUntil(_)));
+        drop(g);
+        // Idle now; the next bytes start a head.
+        assert!(matches!(a.step(now_ms(), 1000, 10), Step::WaitUntil(_)));
+        a.on_read();
+        assert_eq!(a.step(now_ms() + 10, 1000, 10), Step::HeaderTimeout);
+    }
+
+    #[test]
+    fn http2_frames_between_requests_start_no_head() {
+        let a = Arc::new(Activity::new(1));
+        drop(a.begin(true));
+        a.on_read();
+        assert!(matches!(a.step(now_ms(), 1000, 10), Step::WaitUntil(_)));
+    }
+}

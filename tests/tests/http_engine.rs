@@ -1,0 +1,250 @@
+//! The HTTP engine against what real and hostile clients send: pipelined requests, requests a
+//! strict parser must refuse (those that have served request smuggling), and HTTP/2 with prior
+//! knowledge (h2c).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use berth_tests::net::listen_addr;
+use berth_tests::{bounded, static_group, Backend, Berth};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const LIMIT: Duration = Duration::from_secs(90);
+const HEALTHY: Duration = Duration::from_secs(20);
+
+/// A listener with `/a` → group a, `/b` → group b, `/fixed` → a fixed response, and a 4 KiB
+/// header limit; `extra` goes into the listener table.
+fn config(web: SocketAddr, a: &Backend, b: &Backend, extra: &str) -> String {
+    format!(
+        r#"
+[[listeners]]
+name = "web"
+bind = "{web}"
+max_header_bytes = 4096
+{extra}
+
+[[listeners.rules]]
+priority = 1
+conditions = [{{ path_prefix = ["/a"] }}]
+action = {{ forward = [{{ target_group = "a" }}] }}
+
+[[listeners.rules]]
+priority = 2
+conditions = [{{ path_prefix = ["/b"] }}]
+action = {{ forward = [{{ target_group = "b" }}] }}
+
+[[listeners.rules]]
+priority = 3
+conditions = [{{ path_prefix = ["/fixed"] }}]
+action = {{ fixed_response = {{ status = 200, body = "f" }} }}
+
+[listeners.default_action]
+forward = [{{ target_group = "a" }}]
+
+{}{}"#,
+        static_group("a", &[a], ""),
+        static_group("b", &[b], "")
+    )
+}
+
+/// Writes `bytes` in one write and reads until the server closes (or 5 s pass).
+async fn exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(bytes).await.expect("write");
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut chunk = [0u8; 8192];
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => out.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    out
+}
+
+/// The responses in a byte stream of HTTP/1.1 responses with `Content-Length` bodies, as
+/// (status, body).
+fn responses(mut bytes: &[u8]) -> Vec<(u16, String)> {
+    let mut out = Vec::new();
+    while let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+        let head = String::from_utf8_lossy(&bytes[..end]).to_string();
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let len: usize = head
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .unwrap_or(0);
+        let body_start = end + 4;
+        let body_end = (body_start + len).min(bytes.len());
+        out.push((
+            status,
+            String::from_utf8_lossy(&bytes[body_start..body_end]).to_string(),
+        ));
+        bytes = &bytes[body_end..];
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order_each_routed_on_its_own() {
+    bounded(LIMIT, async {
+        let a = Backend::spawn("a").await;
+        let b = Backend::spawn("b").await;
+        let web = listen_addr();
+        let berth = Berth::start(&config(web, &a, &b, "")).await;
+        berth.wait_healthy("a", &[a.addr()], HEALTHY).await;
+        berth.wait_healthy("b", &[b.addr()], HEALTHY).await;
+
+        let four = b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n\
+                     GET /b HTTP/1.1\r\nHost: t\r\n\r\n\
+                     GET /fixed HTTP/1.1\r\nHost: t\r\n\r\n\
+                     GET /b/2 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+        let got = responses(&exchange(web, four).await);
+        let want: Vec<(u16, String)> = [(200, "a"), (200, "b"), (200, "f"), (200, "b")]
+            .iter()
+            .map(|(s, b)| (*s, b.to_string()))
+            .collect();
+        assert_eq!(got, want, "four pipelined requests in one write");
+
+        // Limits apply per request: the oversized second head gets 431 and ends the
+        // connection; the first is answered, the third never read.
+        let before = (a.requests(), b.requests());
+        let big = "x".repeat(5000);
+        let three = format!(
+            "GET /a HTTP/1.1\r\nHost: t\r\n\r\n\
+             GET /b HTTP/1.1\r\nHost: t\r\nX-Big: {big}\r\n\r\n\
+             GET /a HTTP/1.1\r\nHost: t\r\n\r\n"
+        );
+        let got = responses(&exchange(web, three.as_bytes()).await);
+        assert_eq!(got.len(), 2, "two answers, then close: {got:?}");
+        assert_eq!(got[0], (200, "a".to_string()));
+        assert_eq!(got[1].0, 431);
+        assert_eq!((a.requests(), b.requests()), (before.0 + 1, before.1));
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strict_parser_refuses_what_could_smuggle_a_request() {
+    bounded(LIMIT, async {
+        let a = Backend::spawn("a").await;
+        let b = Backend::spawn("b").await;
+        let web = listen_addr();
+        let berth = Berth::start(&config(web, &a, &b, "")).await;
+        berth.wait_healthy("a", &[a.addr()], HEALTHY).await;
+
+        let refused: [(&str, &[u8]); 5] = [
+            (
+                "control byte in the request target",
+                b"GET /\x01bad HTTP/1.1\r\nHost: t\r\n\r\n",
+            ),
+            (
+                "two differing Content-Length fields",
+                b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+            ),
+            (
+                "obsolete line folding",
+                b"GET /a HTTP/1.1\r\nHost: t\r\nX-Folded: a\r\n b\r\n\r\n",
+            ),
+            (
+                "NUL in a header value",
+                b"GET /a HTTP/1.1\r\nHost: t\r\nX-Nul: a\x00b\r\n\r\n",
+            ),
+            ("not HTTP at all", b"THIS IS NOT HTTP\r\n\r\n"),
+        ];
+        for (what, req) in refused {
+            let got = responses(&exchange(web, req).await);
+            assert_eq!(
+                got.first().map(|r| r.0),
+                Some(400),
+                "{what}: expected 400, got {got:?}"
+            );
+            assert_eq!(got.len(), 1, "{what}: one answer then close: {got:?}");
+        }
+        assert_eq!(a.requests(), 0, "no refused request reached a target");
+        berth
+            .wait_metric_at_least(
+                "berth_proxy_responses_total",
+                &[("listener", "web"), ("reason", "bad_request")],
+                5.0,
+                Duration::from_secs(5),
+            )
+            .await;
+
+        // A malformed chunk size in the body: the client gets 400, never a target's answer.
+        let got = responses(
+            &exchange(
+                web,
+                b"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+            )
+            .await,
+        );
+        assert_eq!(got.first().map(|r| r.0), Some(400), "bad chunk size: {got:?}");
+
+        // Content-Length with Transfer-Encoding: the body is read as chunked, the request is
+        // answered once, and the connection closes, so the bytes after the chunked body are
+        // never taken for a second request (RFC 9112 section 6.1).
+        let before = a.requests();
+        let got = responses(
+            &exchange(
+                web,
+                b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n\
+                  5\r\nhello\r\n0\r\n\r\nGET /a/smuggled HTTP/1.1\r\nHost: t\r\n\r\n",
+            )
+            .await,
+        );
+        assert_eq!(got.len(), 1, "CL+TE: one answer, then close: {got:?}");
+        assert_eq!(a.requests(), before + 1, "CL+TE: one request reached the target");
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_with_prior_knowledge_is_proxied_and_counted_as_a_connection() {
+    bounded(LIMIT, async {
+        let a = Backend::spawn("a").await;
+        let b = Backend::spawn("b").await;
+        let web = listen_addr();
+        let berth = Berth::start(&config(web, &a, &b, "http2 = true")).await;
+        berth.wait_healthy("a", &[a.addr()], HEALTHY).await;
+        berth.wait_healthy("b", &[b.addr()], HEALTHY).await;
+
+        let tcp = TcpStream::connect(web).await.expect("connect");
+        let (mut send, conn) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .handshake::<_, Full<Bytes>>(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .expect("h2c handshake");
+        tokio::spawn(conn);
+        for (path, want) in [("/a", "a"), ("/b", "b"), ("/fixed", "f")] {
+            let req = http::Request::get(format!("http://t{path}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let resp = send.send_request(req).await.expect("h2 request");
+            assert_eq!(resp.status(), 200, "{path}");
+            assert_eq!(resp.version(), http::Version::HTTP_2);
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], want.as_bytes(), "{path}");
+        }
+        // A POST body crosses from HTTP/2 to the HTTP/1.1 target.
+        let req = http::Request::post("http://t/a/echo")
+            .body(Full::new(Bytes::from_static(b"ping")))
+            .unwrap();
+        let resp = send.send_request(req).await.expect("h2 POST");
+        assert_eq!(resp.status(), 200);
+        let active = berth
+            .metric("berth_active_connections", &[("listener", "web")])
+            .await;
+        assert_eq!(active, Some(1.0), "the HTTP/2 connection is counted");
+    })
+    .await
+}
