@@ -163,7 +163,7 @@ fn run_in_pingora(listen: SocketAddr, forward: Forward) -> Result<(), String> {
     let mut svc = Service::new("minimal hyper".to_string(), HyperApp(forward));
     // As berth's TCP listeners: hyper has its own buffers.
     svc.add_listener(
-        ListenerConfig::tcp(&listen.to_string()).l4_buffer(L4BufferSettings::unbuffered()),
+        ListenerConfig::tcp(listen.to_string()).l4_buffer(L4BufferSettings::unbuffered()),
     );
     svc.threads = Some(1);
     server.add_service(svc);
