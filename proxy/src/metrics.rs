@@ -34,7 +34,7 @@ pub const FAIL_OPEN: &str = "berth_target_group_fail_open";
 /// Client connections open now, by `listener`. ALB: `ActiveConnectionCount`.
 pub const ACTIVE_CONNECTIONS: &str = "berth_active_connections";
 /// Client connections closed before any request, by `listener` and `reason`
-/// (`connection_limit`, `header_timeout`). ALB: `RejectedConnectionCount`.
+/// (`connection_limit`, `header_timeout`, `tls_handshake`). ALB: `RejectedConnectionCount`.
 pub const REJECTED_CONNECTIONS: &str = "berth_rejected_connections_total";
 /// Client connections accepted, by `listener`. ALB: `NewConnectionCount`.
 pub const NEW_CONNECTIONS: &str = "berth_new_connections_total";

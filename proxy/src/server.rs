@@ -1,5 +1,6 @@
-//! Process assembly: the pingora server with one proxy service per listener, and the control
-//! runtime that runs the admin endpoint, target groups' loops and configuration reloads.
+//! Process assembly: the worker threads serving every listener ([`crate::workers`]), the
+//! pingora server that runs the process (signals, graceful shutdown), and the control runtime
+//! that runs the admin endpoint, target groups' loops and configuration reloads.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -11,13 +12,12 @@ use berth_config::Config;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 
-use pingora::listeners::ListenerConfig;
-use pingora::protocols::l4::stream::L4BufferSettings;
-use pingora::services::listening::Service;
-
 use crate::l4::tcp::TcpProxy;
 use crate::l7::listener::HttpListener;
 use crate::runtime::{ConfigSource, Shared};
+use crate::tls::Alpn;
+use crate::workers::{App, Endpoint, ShutdownRelay};
+use pingora::services::background::background_service;
 
 /// Why berth could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +41,9 @@ pub enum StartError {
     /// The control runtime could not start.
     #[error("cannot start the control runtime: {0}")]
     Runtime(std::io::Error),
+    /// The HTTP engine could not start.
+    #[error(transparent)]
+    Http(#[from] crate::workers::EngineError),
     /// A listener address is already taken.
     #[error("listener {listener}: cannot bind {addr}: {source}")]
     ListenerBind {
@@ -56,7 +59,8 @@ pub enum StartError {
 /// Runs berth until a signal stops it. Never returns on success (pingora exits the process).
 pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
     let prom = crate::metrics::install();
-    // Fail early and clearly on taken listener ports (pingora would panic).
+    // Fail early and clearly on ports another process holds (the workers bind with
+    // SO_REUSEPORT, which could share a port with another berth).
     for l in &config.listeners {
         std::net::TcpListener::bind(l.bind).map_err(|source| StartError::ListenerBind {
             listener: l.name.clone(),
@@ -100,17 +104,20 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
         threads: config.proxy.threads,
         grace_period_seconds: Some(config.proxy.grace_period.as_secs_f64().ceil() as u64),
         graceful_shutdown_timeout_seconds: Some(1),
-        // One current-thread runtime per worker thread, connections spread across them: no
-        // work-stealing scheduler on the per-request path (a connection and its upstream
-        // connections stay on one thread).
-        work_stealing: false,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    for l in &config.listeners {
-        add_listener(&mut server, l, &shared, config.proxy.threads)?;
-    }
+    let endpoints = config
+        .listeners
+        .iter()
+        .map(|l| endpoint(l, &shared))
+        .collect::<Result<Vec<_>, _>>()?;
+    // The listeners run on berth's own worker threads; pingora tells them when to stop
+    // accepting.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    crate::workers::start(&endpoints, config.proxy.threads, stopped)?;
+    server.add_service(background_service("listener shutdown", ShutdownRelay(stop)));
     tracing::info!(
         listeners = config.listeners.len(),
         target_groups = config.target_groups.len(),
@@ -122,60 +129,47 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
     server.run_forever()
 }
 
-/// Adds the pingora service of one listener.
-fn add_listener(
-    server: &mut Server,
+/// What serves one listener, with its TLS set up.
+fn endpoint(
     l: &berth_config::model::Listener,
     shared: &Arc<Shared>,
-    threads: usize,
-) -> Result<(), StartError> {
-    let bind = l.bind.to_string();
-    let name = format!("listener {}", l.name);
-    let tls_err = |source| StartError::Tls {
-        listener: l.name.clone(),
-        source,
+) -> Result<Endpoint, StartError> {
+    let tls = |alpn| {
+        crate::tls::acceptor(&l.certificates, alpn).map_err(|source| StartError::Tls {
+            listener: l.name.clone(),
+            source,
+        })
     };
-    match l.protocol {
-        ListenerProtocol::Tcp | ListenerProtocol::Tls => {
-            let tls = match l.protocol {
-                ListenerProtocol::Tls => {
-                    Some(crate::tls::acceptor(&l.certificates).map_err(tls_err)?)
-                }
-                _ => None,
-            };
-            let app = TcpProxy::new(l.name.clone(), Arc::clone(shared), tls);
-            let mut svc = Service::new(name, app);
-            // The relay has its own buffers: pingora's would only add a copy and, on every
-            // idle flow, 64 KiB of read buffer.
-            svc.add_listener(ListenerConfig::tcp(&bind).l4_buffer(L4BufferSettings::unbuffered()));
-            svc.threads = Some(threads);
-            server.add_service(svc);
-        }
-        ListenerProtocol::Http | ListenerProtocol::Https => {
-            let scheme = if l.protocol == ListenerProtocol::Https {
-                "https"
+    let app = match l.protocol {
+        ListenerProtocol::Tcp => App::Tcp(Arc::new(TcpProxy::new(
+            l.name.clone(),
+            Arc::clone(shared),
+            None,
+        ))),
+        ListenerProtocol::Tls => App::Tcp(Arc::new(TcpProxy::new(
+            l.name.clone(),
+            Arc::clone(shared),
+            Some(tls(Alpn::None)?),
+        ))),
+        ListenerProtocol::Http => App::Http(Arc::new(HttpListener::new(
+            &l.name,
+            Arc::clone(shared),
+            None,
+        ))),
+        ListenerProtocol::Https => {
+            let alpn = if l.http2 {
+                Alpn::Http2AndHttp1
             } else {
-                "http"
+                Alpn::Http1
             };
-            let app = HttpListener::new(&l.name, scheme, Arc::clone(shared));
-            // Validation keeps PROXY protocol to plain-HTTP listeners (the header precedes TLS,
-            // which pingora terminates before the app sees the connection).
-            let mut svc = Service::new(name, app);
-            // hyper has its own read and write buffers: pingora's would add a copy and, on
-            // every idle keep-alive connection, 64 KiB.
-            let endpoint = ListenerConfig::tcp(&bind).l4_buffer(L4BufferSettings::unbuffered());
-            match l.protocol {
-                ListenerProtocol::Https => {
-                    let tls = crate::tls::settings(&l.certificates, l.http2).map_err(tls_err)?;
-                    svc.add_listener(endpoint.tls(tls));
-                }
-                _ => svc.add_listener(endpoint),
-            }
-            svc.threads = Some(threads);
-            server.add_service(svc);
+            App::Http(Arc::new(HttpListener::new(
+                &l.name,
+                Arc::clone(shared),
+                Some(tls(alpn)?),
+            )))
         }
-    }
-    Ok(())
+    };
+    Ok(Endpoint { app, addr: l.bind })
 }
 
 /// How long pingora may take to put every listener in LISTEN state.
@@ -192,9 +186,8 @@ async fn wait_ready(shared: Arc<Shared>, binds: Vec<SocketAddr>) {
             break;
         }
         if started.elapsed() > LISTEN_DEADLINE {
-            // pingora binds in its own threads and does not report a failure to us (a port
-            // taken between berth's check and pingora's bind, say by a process still
-            // draining): a berth that serves only its admin port must not linger.
+            // A listener that never reaches LISTEN (a port taken between berth's check and
+            // its bind): a berth that serves only its admin port must not linger.
             let missing: Vec<String> = binds
                 .iter()
                 .filter(|b| !listening.contains(b))

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use berth_config::model::Certificate;
-use pingora::listeners::tls::TlsSettings;
 use pingora::tls::sign::CertifiedKey;
 use pingora::tls::{ClientHello, CryptoProvider, ResolvesServerCert};
 
@@ -97,34 +96,31 @@ fn load_one(c: &Certificate) -> Result<CertifiedKey, TlsError> {
     Ok(CertifiedKey::new(chain, signing))
 }
 
-/// A TLS acceptor for `tls` (TCP) listeners, choosing certificates by SNI.
-pub fn acceptor(certs: &[Certificate]) -> Result<pingora::tls::TlsAcceptor, TlsError> {
+/// A TLS acceptor choosing certificates by SNI, for `tls` (TCP) listeners (no ALPN) and `https`
+/// listeners (ALPN `http/1.1`, and `h2` first when the listener speaks HTTP/2).
+pub fn acceptor(certs: &[Certificate], alpn: Alpn) -> Result<pingora::tls::TlsAcceptor, TlsError> {
     let resolver = SniResolver::load(certs)?;
-    let config = pingora::tls::ServerConfig::builder_with_protocol_versions(&[
+    let mut config = pingora::tls::ServerConfig::builder_with_protocol_versions(&[
         &pingora::tls::version::TLS12,
         &pingora::tls::version::TLS13,
     ])
     .with_no_client_auth()
     .with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = match alpn {
+        Alpn::None => Vec::new(),
+        Alpn::Http1 => vec![b"http/1.1".to_vec()],
+        Alpn::Http2AndHttp1 => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+    };
     Ok(pingora::tls::TlsAcceptor::from(Arc::new(config)))
 }
 
-/// TLS settings for a listener: SNI resolver, and ALPN h2+http/1.1 when `http2`.
-pub fn settings(certs: &[Certificate], http2: bool) -> Result<TlsSettings, TlsError> {
-    let resolver = SniResolver::load(certs)?;
-    let first = &certs[0];
-    let mut s = TlsSettings::intermediate(
-        &first.cert.display().to_string(),
-        &first.key.display().to_string(),
-    )
-    .map_err(|e| TlsError::Load {
-        cert: first.cert.display().to_string(),
-        key: first.key.display().to_string(),
-        why: e.to_string(),
-    })?;
-    s.set_cert_resolver(Arc::new(resolver));
-    if http2 {
-        s.enable_h2();
-    }
-    Ok(s)
+/// The application protocols a TLS listener offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alpn {
+    /// None (TCP listeners relay whatever is inside).
+    None,
+    /// HTTP/1.1 only.
+    Http1,
+    /// HTTP/2, then HTTP/1.1.
+    Http2AndHttp1,
 }

@@ -248,3 +248,58 @@ async fn http2_with_prior_knowledge_is_proxied_and_counted_as_a_connection() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_are_parked_resumed_and_closed_at_the_idle_timeout() {
+    bounded(LIMIT, async {
+        let a = Backend::spawn("a").await;
+        let b = Backend::spawn("b").await;
+        let web = listen_addr();
+        let berth = Berth::start(&config(web, &a, &b, "idle_timeout = \"4s\"")).await;
+        berth.wait_healthy("a", &[a.addr()], HEALTHY).await;
+
+        let mut s = TcpStream::connect(web).await.expect("connect");
+        // Each pause is longer than the time after which an idle connection lets go of its
+        // HTTP buffers; the next request on the same connection is answered all the same,
+        // pipelined pairs included.
+        for round in 0..3 {
+            s.write_all(
+                b"GET /a HTTP/1.1\r\nHost: t\r\n\r\nGET /fixed HTTP/1.1\r\nHost: t\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            let mut got = Vec::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while responses(&got).len() < 2 {
+                let mut chunk = [0u8; 4096];
+                let n = tokio::time::timeout_at(deadline, s.read(&mut chunk))
+                    .await
+                    .expect("answers within 5 s")
+                    .expect("read");
+                assert!(n > 0, "round {round}: closed early");
+                got.extend_from_slice(&chunk[..n]);
+            }
+            assert_eq!(
+                responses(&got),
+                vec![(200, "a".to_string()), (200, "f".to_string())],
+                "round {round}"
+            );
+            tokio::time::sleep(Duration::from_millis(1600)).await;
+        }
+        // Idle past the idle timeout (4 s): berth closes the connection.
+        let t = std::time::Instant::now();
+        let mut chunk = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(8), s.read(&mut chunk))
+            .await
+            .expect("closed within 8 s")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "closed without a response");
+        let idle = t.elapsed() + Duration::from_millis(1600);
+        assert!(
+            idle >= Duration::from_millis(3500),
+            "closed after {idle:?} idle, before the 4 s idle timeout"
+        );
+        eprintln!("figure: idle connection closed after {idle:?} (idle_timeout 4 s)");
+    })
+    .await
+}

@@ -1,5 +1,5 @@
-//! The TCP proxy (NLB role): a pingora `ServerApp` per tcp/tls listener. Each connection may
-//! start with a PROXY header (from trusted peers only), is optionally TLS-terminated, then
+//! The TCP proxy (NLB role) of one tcp/tls listener, fed by the engine's workers
+//! ([`crate::workers`]). Each connection may start with a PROXY header (from trusted peers only), is optionally TLS-terminated, then
 //! relayed to a target chosen by the group's balancer, with a connect timeout, retries on
 //! connect failure, an idle timeout, half-close in both directions, and an end when a draining
 //! target's deregistration delay is over.
@@ -9,12 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use berth_config::model::{HashOn, Listener};
-use pingora::apps::ServerApp;
-use pingora::protocols::Stream;
-use pingora::server::ShutdownWatch;
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 
 use super::proxy_protocol::{self, ProxyHeaderError, ProxyInfo};
@@ -88,24 +86,12 @@ impl TcpProxy {
     }
 }
 
-/// The peer and local addresses of an accepted stream.
-pub fn stream_addrs(stream: &Stream) -> (Option<SocketAddr>, Option<SocketAddr>) {
-    let d = stream.get_socket_digest();
-    let peer = d
-        .as_ref()
-        .and_then(|d| d.peer_addr().and_then(|a| a.as_inet().copied()));
-    let local = d
-        .as_ref()
-        .and_then(|d| d.local_addr().and_then(|a| a.as_inet().copied()));
-    (peer, local)
-}
-
 /// Checks trust, reads the PROXY header and applies the VPC endpoint allow-list; counts and
 /// logs refusals.
-pub async fn accept_proxy_header(
+pub async fn accept_proxy_header<S: AsyncRead + Unpin>(
     listener: &Listener,
     name: &str,
-    stream: &mut Stream,
+    stream: &mut S,
     peer: Option<SocketAddr>,
 ) -> Result<Option<ProxyInfo>, ProxyHeaderError> {
     let Some(pp) = &listener.proxy_protocol else {
@@ -155,7 +141,8 @@ impl Drop for ActiveGuard<'_> {
 }
 
 impl TcpProxy {
-    async fn handle(&self, mut stream: Stream) {
+    /// Relays one accepted connection until either side ends it.
+    pub async fn handle(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr) {
         let snap = self.shared.snapshot.load_full();
         let Some(listener) = snap.listener(&self.listener) else {
             return;
@@ -173,7 +160,8 @@ impl TcpProxy {
         };
         self.metrics.new_flows.increment(1);
 
-        let (peer, local) = stream_addrs(&stream);
+        let _ = stream.set_nodelay(true);
+        let (peer, local) = (Some(peer), stream.local_addr().ok());
         let info = match accept_proxy_header(listener, name, &mut stream, peer).await {
             Ok(i) => i,
             Err(_) => return,
@@ -213,15 +201,23 @@ impl TcpProxy {
             dereg: cfg.deregistration_delay,
         };
         match &self.tls {
-            Some(acceptor) => match acceptor.accept(stream).await {
-                Ok(tls) => self.relay(tls, upstream, &inflight.0, limits).await,
+            Some(acceptor) => match Box::pin(acceptor.accept(stream)).await {
+                Ok(tls) => {
+                    // TLS has its own buffers: the client side is read through them.
+                    let (cr, cw) = tokio::io::split(tls);
+                    let c2u = Buffered(cr);
+                    self.relay(c2u, cw, upstream, &inflight.0, limits).await
+                }
                 Err(e) => {
                     metrics::counter!(m::L4_REFUSED, "listener" => name.to_string(), "reason" => "tls_handshake")
                         .increment(1);
                     tracing::debug!(listener = name, error = %e, "TLS handshake failed");
                 }
             },
-            None => self.relay(stream, upstream, &inflight.0, limits).await,
+            None => {
+                let (cr, cw) = stream.into_split();
+                self.relay(cr, cw, upstream, &inflight.0, limits).await
+            }
         }
     }
 
@@ -276,17 +272,23 @@ impl TcpProxy {
         None
     }
 
-    async fn relay<C>(&self, client: C, upstream: TcpStream, target: &Arc<Target>, limits: Limits)
-    where
-        C: AsyncRead + AsyncWrite + Unpin + Send,
+    async fn relay<CR, CW>(
+        &self,
+        client_read: CR,
+        mut client_write: CW,
+        upstream: TcpStream,
+        target: &Arc<Target>,
+        limits: Limits,
+    ) where
+        CR: Source,
+        CW: AsyncWrite + Unpin,
     {
         let name = self.listener.clone();
         let (bytes_in, bytes_out) = (&self.metrics.bytes_in, &self.metrics.bytes_out);
         let last = AtomicU64::new(now_ms());
-        let (mut cr, mut cw) = tokio::io::split(client);
-        let (mut ur, mut uw) = upstream.into_split();
-        let c2u = copy_half(&mut cr, &mut uw, &last, bytes_in);
-        let u2c = copy_half(&mut ur, &mut cw, &last, bytes_out);
+        let (ur, mut uw) = upstream.into_split();
+        let c2u = copy_half(client_read, &mut uw, &last, bytes_in);
+        let u2c = copy_half(ur, &mut client_write, &last, bytes_out);
         let watchdog = async {
             let tick = (limits.idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
             loop {
@@ -318,6 +320,45 @@ impl TcpProxy {
     }
 }
 
+/// One direction's read side of a flow.
+trait Source: Send {
+    /// Resolves when bytes (or the end) can be read; waits without holding a buffer where the
+    /// stream allows it.
+    fn ready(&mut self) -> impl std::future::Future<Output = std::io::Result<()>> + Send;
+    /// Reads into `buf`: `None` when nothing is there right now.
+    fn read_some(
+        &mut self,
+        buf: &mut BytesMut,
+    ) -> impl std::future::Future<Output = std::io::Result<Option<usize>>> + Send;
+}
+
+impl Source for OwnedReadHalf {
+    async fn ready(&mut self) -> std::io::Result<()> {
+        self.readable().await
+    }
+
+    async fn read_some(&mut self, buf: &mut BytesMut) -> std::io::Result<Option<usize>> {
+        match self.try_read_buf(buf) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A stream read through its own buffering (TLS): it is read with a buffer in hand.
+struct Buffered<R>(R);
+
+impl<R: AsyncRead + Unpin + Send> Source for Buffered<R> {
+    async fn ready(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    async fn read_some(&mut self, buf: &mut BytesMut) -> std::io::Result<Option<usize>> {
+        self.0.read_buf(buf).await.map(Some)
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Limits {
     idle: Duration,
@@ -328,43 +369,36 @@ fn is_reset(r: &std::io::Result<()>) -> bool {
     matches!(r, Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe))
 }
 
-/// Copies one direction until EOF, then half-closes the other side.
-async fn copy_half<R, W>(
-    r: &mut R,
+/// Copies one direction until EOF, then half-closes the other side. A relay buffer exists only
+/// while bytes flow: an idle flow waits for its next bytes without one.
+async fn copy_half<S, W>(
+    mut src: S,
     w: &mut W,
     last: &AtomicU64,
     bytes: &metrics::Counter,
 ) -> std::io::Result<()>
 where
-    R: AsyncRead + Unpin,
+    S: Source,
     W: AsyncWrite + Unpin,
 {
-    // Uninitialised capacity: an idle flow's untouched buffer pages take no memory.
-    let mut buf = bytes::BytesMut::with_capacity(BUF);
     loop {
-        buf.clear();
-        let n = r.read_buf(&mut buf).await?;
-        if n == 0 {
-            break;
+        src.ready().await?;
+        // Uninitialised capacity: pages are touched only as far as reads fill them.
+        let mut buf = BytesMut::with_capacity(BUF);
+        loop {
+            buf.clear();
+            let n = match src.read_some(&mut buf).await? {
+                // Drained: let go of the buffer and wait for more.
+                None => break,
+                Some(0) => return w.shutdown().await,
+                Some(n) => n,
+            };
+            w.write_all(&buf[..n]).await?;
+            // TLS buffers writes; interactive protocols (a one-byte answer awaited by the
+            // peer) stall unless each chunk is pushed out.
+            w.flush().await?;
+            last.store(now_ms(), Ordering::Relaxed);
+            bytes.increment(n as u64);
         }
-        w.write_all(&buf[..n]).await?;
-        // pingora's client stream buffers writes; interactive protocols (a one-byte answer
-        // awaited by the peer) stall unless each chunk is pushed out.
-        w.flush().await?;
-        last.store(now_ms(), Ordering::Relaxed);
-        bytes.increment(n as u64);
-    }
-    w.shutdown().await
-}
-
-#[async_trait]
-impl ServerApp for TcpProxy {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: Stream,
-        _shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        self.handle(stream).await;
-        None
     }
 }

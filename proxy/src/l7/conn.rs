@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use http::HeaderValue;
+
 use crate::metrics::ListenerMetrics;
 use crate::runtime::Shared;
 use crate::target::now_ms;
@@ -23,10 +25,10 @@ pub struct ClientConn {
     pub metrics: Arc<ListenerMetrics>,
     /// The client: the peer, or the source of a verified PROXY header.
     pub client_ip: Option<IpAddr>,
-    /// `client_ip` as text, for `X-Forwarded-For`.
-    pub client_text: String,
+    /// `client_ip` as a header value, for `X-Forwarded-For`.
+    pub client_value: HeaderValue,
     /// The local port the client connected to, for `X-Forwarded-Port`.
-    pub server_port: String,
+    pub server_port: HeaderValue,
     /// VPC endpoint ID from the PROXY header.
     pub vpce_id: Option<String>,
     /// Request activity.
@@ -59,8 +61,12 @@ impl ClientConn {
             shared,
             metrics,
             client_ip,
-            client_text: client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
-            server_port: server_port.map(|p| p.to_string()).unwrap_or_default(),
+            client_value: client_ip
+                .and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok())
+                .unwrap_or_else(|| HeaderValue::from_static("")),
+            server_port: server_port
+                .map(HeaderValue::from)
+                .unwrap_or_else(|| HeaderValue::from_static("")),
             vpce_id,
             activity: Arc::new(Activity::new(now_ms())),
         }
@@ -90,6 +96,9 @@ pub enum Step {
     HeaderTimeout,
     /// No request for the idle timeout: close.
     Idle,
+    /// No request for a while, none arriving: let go of the HTTP state and wait for the next
+    /// request holding only the socket.
+    Park,
 }
 
 impl Activity {
@@ -132,16 +141,25 @@ impl Activity {
         }
     }
 
-    /// What to do at `now` with these timeouts (ms).
-    pub fn step(&self, now: u64, idle_ms: u64, header_ms: u64) -> Step {
+    /// What to do at `now` with these timeouts (ms); `park_ms`: how long an idle connection
+    /// keeps its HTTP state, if it can be parked at all.
+    pub fn step(&self, now: u64, idle_ms: u64, header_ms: u64, park_ms: Option<u64>) -> Step {
         next_step(
             now,
-            self.in_flight.load(Ordering::Relaxed),
-            self.head_started_ms.load(Ordering::Relaxed),
-            self.last_end_ms.load(Ordering::Relaxed),
+            Timing {
+                in_flight: self.in_flight.load(Ordering::Relaxed),
+                head_started: self.head_started_ms.load(Ordering::Relaxed),
+                last_end: self.last_end_ms.load(Ordering::Relaxed),
+            },
             idle_ms,
             header_ms,
+            park_ms,
         )
+    }
+
+    /// When the connection reaches its idle timeout if no request comes (ms clock).
+    pub fn idle_deadline(&self, idle_ms: u64) -> u64 {
+        self.last_end_ms.load(Ordering::Relaxed) + idle_ms
     }
 }
 
@@ -155,33 +173,50 @@ impl Drop for RequestGuard {
     }
 }
 
+/// A connection's request timing (ms clock; `head_started` 0: no head arriving).
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Requests in flight.
+    pub in_flight: u32,
+    /// When the head now arriving began.
+    pub head_started: u64,
+    /// When the last request ended (or the connection was accepted).
+    pub last_end: u64,
+}
+
 /// The timer decision: with requests in flight, look again an idle timeout later (each
 /// request is bounded by its own timeouts); while a head is arriving, close when it took the
-/// header timeout; otherwise close when the connection was idle for the idle timeout.
-pub fn next_step(
-    now: u64,
-    in_flight: u32,
-    head_started: u64,
-    last_end: u64,
-    idle_ms: u64,
-    header_ms: u64,
-) -> Step {
-    if in_flight > 0 {
+/// header timeout; otherwise close when the connection was idle for the idle timeout, and park
+/// it once it was idle for `park_ms`.
+pub fn next_step(now: u64, t: Timing, idle_ms: u64, header_ms: u64, park_ms: Option<u64>) -> Step {
+    match (decide(now, t, idle_ms, header_ms, park_ms), park_ms) {
+        // A parkable connection is looked at again within `park_ms`: it may have gone idle
+        // since (its timer was set while a head or a request was under way).
+        (Step::WaitUntil(at), Some(p)) => Step::WaitUntil(at.min(now + p.max(1))),
+        (step, _) => step,
+    }
+}
+
+fn decide(now: u64, t: Timing, idle_ms: u64, header_ms: u64, park_ms: Option<u64>) -> Step {
+    if t.in_flight > 0 {
         return Step::WaitUntil(now + idle_ms.max(1));
     }
-    if head_started > 0 {
-        let deadline = head_started + header_ms;
+    if t.head_started > 0 {
+        let deadline = t.head_started + header_ms;
         return if now >= deadline {
             Step::HeaderTimeout
         } else {
             Step::WaitUntil(deadline)
         };
     }
-    let deadline = last_end + idle_ms;
-    if now >= deadline {
-        Step::Idle
-    } else {
-        Step::WaitUntil(deadline)
+    let idle_at = t.last_end + idle_ms;
+    if now >= idle_at {
+        return Step::Idle;
+    }
+    match park_ms.map(|p| t.last_end + p) {
+        Some(park_at) if now >= park_at => Step::Park,
+        Some(park_at) => Step::WaitUntil(park_at.min(idle_at)),
+        None => Step::WaitUntil(idle_at),
     }
 }
 
@@ -189,36 +224,88 @@ pub fn next_step(
 mod tests {
     use super::*;
 
+    fn t(in_flight: u32, head_started: u64, last_end: u64) -> Timing {
+        Timing {
+            in_flight,
+            head_started,
+            last_end,
+        }
+    }
+
     #[test]
     fn busy_connections_are_looked_at_again_later() {
-        assert_eq!(next_step(100, 1, 0, 0, 50, 10), Step::WaitUntil(150));
+        assert_eq!(
+            next_step(100, t(1, 0, 0), 50, 10, None),
+            Step::WaitUntil(150)
+        );
+        // Parkable connections are looked at within the park delay.
+        assert_eq!(
+            next_step(100, t(1, 0, 0), 50, 10, Some(5)),
+            Step::WaitUntil(105)
+        );
     }
 
     #[test]
     fn a_slow_head_times_out_at_the_header_timeout() {
-        assert_eq!(next_step(100, 0, 95, 0, 1000, 10), Step::WaitUntil(105));
-        assert_eq!(next_step(105, 0, 95, 0, 1000, 10), Step::HeaderTimeout);
+        assert_eq!(
+            next_step(100, t(0, 95, 0), 1000, 10, None),
+            Step::WaitUntil(105)
+        );
+        assert_eq!(
+            next_step(105, t(0, 95, 0), 1000, 10, None),
+            Step::HeaderTimeout
+        );
     }
 
     #[test]
     fn an_idle_connection_closes_at_the_idle_timeout() {
-        assert_eq!(next_step(100, 0, 0, 80, 50, 10), Step::WaitUntil(130));
-        assert_eq!(next_step(130, 0, 0, 80, 50, 10), Step::Idle);
+        assert_eq!(
+            next_step(100, t(0, 0, 80), 50, 10, None),
+            Step::WaitUntil(130)
+        );
+        assert_eq!(next_step(130, t(0, 0, 80), 50, 10, None), Step::Idle);
+    }
+
+    #[test]
+    fn an_idle_connection_parks_before_its_idle_timeout() {
+        assert_eq!(
+            next_step(100, t(0, 0, 80), 50, 10, Some(30)),
+            Step::WaitUntil(110)
+        );
+        assert_eq!(next_step(110, t(0, 0, 80), 50, 10, Some(30)), Step::Park);
+        // The idle timeout wins when it comes first.
+        assert_eq!(next_step(100, t(0, 0, 80), 20, 10, Some(30)), Step::Idle);
+        assert_eq!(
+            next_step(90, t(0, 0, 80), 20, 10, Some(30)),
+            Step::WaitUntil(100)
+        );
+        // A head arriving is never parked.
+        assert_eq!(
+            next_step(200, t(0, 150, 80), 500, 100, Some(30)),
+            Step::WaitUntil(230)
+        );
+        assert_eq!(
+            next_step(250, t(0, 150, 80), 500, 100, Some(30)),
+            Step::HeaderTimeout
+        );
     }
 
     #[test]
     fn activity_tracks_requests_and_heads() {
         let a = Arc::new(Activity::new(1));
         // A new connection waits for its first head.
-        assert_eq!(a.step(5, 1000, 10), Step::WaitUntil(11));
-        assert_eq!(a.step(11, 1000, 10), Step::HeaderTimeout);
+        assert_eq!(a.step(5, 1000, 10, None), Step::WaitUntil(11));
+        assert_eq!(a.step(11, 1000, 10, None), Step::HeaderTimeout);
         let g = a.begin(false);
-        assert!(matches!(a.step(5, 1000, 10), Step::WaitUntil(_)));
+        assert!(matches!(a.step(5, 1000, 10, None), Step::WaitUntil(_)));
         drop(g);
         // Idle now; the next bytes start a head.
-        assert!(matches!(a.step(now_ms(), 1000, 10), Step::WaitUntil(_)));
+        assert!(matches!(
+            a.step(now_ms(), 1000, 10, None),
+            Step::WaitUntil(_)
+        ));
         a.on_read();
-        assert_eq!(a.step(now_ms() + 10, 1000, 10), Step::HeaderTimeout);
+        assert_eq!(a.step(now_ms() + 10, 1000, 10, None), Step::HeaderTimeout);
     }
 
     #[test]
@@ -226,6 +313,9 @@ mod tests {
         let a = Arc::new(Activity::new(1));
         drop(a.begin(true));
         a.on_read();
-        assert!(matches!(a.step(now_ms(), 1000, 10), Step::WaitUntil(_)));
+        assert!(matches!(
+            a.step(now_ms(), 1000, 10, None),
+            Step::WaitUntil(_)
+        ));
     }
 }

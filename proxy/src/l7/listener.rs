@@ -1,13 +1,13 @@
-//! An HTTP listener: a pingora `ServerApp` (pingora accepts, terminates TLS and runs graceful
-//! shutdown) that serves each client connection with hyper — HTTP/1.1, and HTTP/2 by ALPN or
-//! prior knowledge (h2c) where the listener enables it. Per connection it applies what hyper
-//! leaves to the server:
+//! An HTTP listener: serves each client connection accepted by the engine's workers
+//! ([`crate::workers`]) with hyper — TLS (rustls) on https listeners, HTTP/1.1, and HTTP/2 by
+//! ALPN or prior knowledge (h2c) where the listener enables it. Per connection it applies what
+//! hyper leaves to the server:
 //!
 //! - the listener's `max_connections`: connections beyond it are closed at once and counted;
 //! - the PROXY protocol header where the listener accepts one (the original client and the VPC
 //!   endpoint ID);
-//! - `header_timeout` for every request head (the first from the accept on), counted as a
-//!   rejected connection, and `idle_timeout` between requests;
+//! - `header_timeout` for the TLS handshake and every request head (the first from the accept
+//!   on), counted as a rejected connection, and `idle_timeout` between requests;
 //! - closing idle connections on shutdown (SIGTERM) and letting busy ones finish their request;
 //! - counting the requests hyper refuses itself (431 for an oversized head, 400 for a malformed
 //!   one).
@@ -18,26 +18,26 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use async_trait::async_trait;
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use metrics::Counter;
-use pingora::apps::ServerApp;
-use pingora::protocols::Stream;
-use pingora::protocols::ALPN;
 use pingora::server::ShutdownWatch;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use pingora::tls::TlsAcceptor;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
 
 use super::body::DownBody;
 use super::conn::{Activity, ClientConn, Step};
-use crate::l4::tcp::{accept_proxy_header, stream_addrs};
+use crate::l4::tcp::accept_proxy_header;
 use crate::limit::ConnectionLimit;
 use crate::metrics::{self as m, ListenerMetrics};
 use crate::runtime::Shared;
@@ -46,8 +46,22 @@ use crate::target::now_ms;
 /// How long an idle HTTP/2 connection may take to wind down after its GOAWAY.
 const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// How long an HTTP/1.1 connection stays idle with hyper's buffers before it is parked.
+pub const PARK_AFTER: Duration = Duration::from_secs(1);
+
+/// About what a parked connection frees: hyper's read and write buffers.
+const PARKED_BYTES: u64 = 16 * 1024;
+
+/// How a hyper connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Closed, or to be closed.
+    Done,
+    /// Idle: hyper let go of it; the connection waits for its next request without buffers.
+    Parked,
+}
+
 /// The app of one HTTP or HTTPS listener.
-#[derive(Debug)]
 pub struct HttpListener {
     name: String,
     scheme: &'static str,
@@ -56,21 +70,42 @@ pub struct HttpListener {
     limit: ConnectionLimit,
     over_limit: Counter,
     header_timeouts: Counter,
+    tls_failures: Counter,
+    tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for HttpListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpListener")
+            .field("name", &self.name)
+            .field("scheme", &self.scheme)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl HttpListener {
-    /// The app of listener `name`; `scheme` is `http` or `https`.
-    pub fn new(name: &str, scheme: &'static str, shared: Arc<Shared>) -> HttpListener {
+    /// The app of listener `name`; with a TLS acceptor it is an https listener.
+    pub fn new(name: &str, shared: Arc<Shared>, tls: Option<TlsAcceptor>) -> HttpListener {
         let rejected = |reason: &'static str| metrics::counter!(m::REJECTED_CONNECTIONS, "listener" => name.to_string(), "reason" => reason);
         HttpListener {
             name: name.to_string(),
-            scheme,
             shared,
             metrics: Arc::new(ListenerMetrics::new(name)),
             limit: ConnectionLimit::default(),
             over_limit: rejected("connection_limit"),
             header_timeouts: rejected("header_timeout"),
+            tls_failures: rejected("tls_handshake"),
+            scheme: if tls.is_some() { "https" } else { "http" },
+            tls,
         }
+    }
+}
+
+impl HttpListener {
+    /// The listener's name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 }
 
@@ -92,26 +127,33 @@ enum Protocols {
     Either,
 }
 
-#[async_trait]
-impl ServerApp for HttpListener {
-    async fn process_new(
-        self: &Arc<Self>,
-        mut stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
+impl HttpListener {
+    /// Serves one accepted TCP connection until it closes: admission, PROXY header, TLS, then
+    /// HTTP.
+    pub async fn serve_tcp(
+        self: Arc<Self>,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        shutdown: ShutdownWatch,
+    ) {
         let snap = self.shared.snapshot.load_full();
-        let listener = snap.listener(&self.name)?;
+        let Some(listener) = snap.listener(&self.name) else {
+            return;
+        };
         let Some(_admitted) = self.limit.admit(listener.max_connections) else {
             self.over_limit.increment(1);
-            return None;
+            return;
         };
-        let (peer, local) = stream_addrs(&stream);
-        let mut client_ip = peer.map(|p| p.ip());
+        // Responses are written whole; Nagle would only hold back their last segment.
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().ok();
+        let mut client_ip = Some(peer.ip());
         let mut vpce_id = None;
         if listener.proxy_protocol.is_some() {
-            let info = accept_proxy_header(listener, &self.name, &mut stream, peer)
-                .await
-                .ok()?;
+            let Ok(info) = accept_proxy_header(listener, &self.name, &mut stream, Some(peer)).await
+            else {
+                return;
+            };
             if let Some(info) = info {
                 // The PROXY header's client replaces the load balancer's address everywhere.
                 if let Some(src) = info.source {
@@ -120,86 +162,247 @@ impl ServerApp for HttpListener {
                 vpce_id = info.vpce_id;
             }
         }
-        let tls = stream.get_ssl_digest().is_some();
-        let protocols = if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            Protocols::Http2
-        } else if listener.http2 && !tls {
-            Protocols::Either
-        } else {
-            Protocols::Http1
-        };
-        let settings = Settings {
+        let mut settings = Settings {
             idle: listener.idle_timeout,
             header: listener.header_timeout,
             max_header_bytes: listener.max_header_bytes,
-            protocols,
+            protocols: if listener.http2 {
+                Protocols::Either
+            } else {
+                Protocols::Http1
+            },
         };
         drop(snap);
-        let conn = Arc::new(ClientConn::new(
-            self.name.clone(),
-            self.scheme,
-            Arc::clone(&self.shared),
-            Arc::clone(&self.metrics),
-            client_ip,
-            local.map(|a| a.port()),
-            vpce_id,
-        ));
-        self.serve(stream, conn, settings, shutdown).await;
-        None
+        let conn = |client_ip, vpce_id| {
+            Arc::new(ClientConn::new(
+                self.name.clone(),
+                self.scheme,
+                Arc::clone(&self.shared),
+                Arc::clone(&self.metrics),
+                client_ip,
+                local.map(|a| a.port()),
+                vpce_id,
+            ))
+        };
+        match &self.tls {
+            None => {
+                let conn = conn(client_ip, vpce_id);
+                // Each kind of connection in its own allocation, sized to it: a plain
+                // connection's task does not carry room for a TLS one.
+                Box::pin(self.serve(stream, conn, settings, &shutdown)).await;
+            }
+            Some(acceptor) => {
+                // The handshake counts toward the first request's header timeout.
+                let handshake = Box::pin(acceptor.accept(stream));
+                let tls = match tokio::time::timeout(settings.header, handshake).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        self.tls_failures.increment(1);
+                        tracing::debug!(listener = %self.name, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        self.header_timeouts.increment(1);
+                        return;
+                    }
+                };
+                // HTTP/2 only when ALPN chose it (no prior knowledge over TLS).
+                settings.protocols = if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    Protocols::Http2
+                } else {
+                    Protocols::Http1
+                };
+                let conn = conn(client_ip, vpce_id);
+                Box::pin(self.serve(tls, conn, settings, &shutdown)).await;
+            }
+        }
     }
-}
 
-impl HttpListener {
     /// Serves one connection until it closes.
-    async fn serve(
+    async fn serve<S>(
         &self,
-        stream: Stream,
+        stream: S,
         conn: Arc<ClientConn>,
         s: Settings,
         shutdown: &ShutdownWatch,
-    ) {
+    ) where
+        S: AsyncRead + AsyncWrite + Readable + Unpin + Send + 'static,
+    {
         let activity = Arc::clone(&conn.activity);
-        let io = TokioIo::new(CountingIo {
+        let mut io = CountingIo {
             inner: stream,
             activity: Arc::clone(&activity),
-        });
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder = match s.protocols {
-            Protocols::Http1 => builder.http1_only(),
-            Protocols::Http2 => builder.http2_only(),
-            Protocols::Either => builder,
+            prefix: Bytes::new(),
         };
+        if s.protocols != Protocols::Http1 {
+            Box::pin(self.serve_auto(io, conn, &activity, s, shutdown)).await;
+            return;
+        }
+        // HTTP/1.1: hyper serves the connection while requests come; once it has been idle for
+        // PARK_AFTER, hyper lets go of it (its read and write buffers are freed) and the
+        // connection waits here holding only its socket until the next request's first byte.
+        loop {
+            // Boxed: hyper's connection state is allocated while it serves and freed when the
+            // connection parks.
+            let (ended, back, buffered) =
+                Box::pin(self.serve_h1(io, Arc::clone(&conn), &activity, s, shutdown)).await;
+            io = back;
+            if ended != Ended::Parked {
+                let _ = tokio::time::timeout(IDLE_CLOSE_GRACE, io.shutdown()).await;
+                return;
+            }
+            crate::heap::note_freed(PARKED_BYTES);
+            tracing::trace!(listener = %self.name, buffered = buffered.len(), "connection parked");
+            // Bytes hyper had read but not used yet (rare: part of a next request); copied so
+            // that hyper's whole read buffer is freed.
+            io.prefix = if buffered.is_empty() {
+                Bytes::new()
+            } else {
+                Bytes::copy_from_slice(&buffered)
+            };
+            drop(buffered);
+            if io.prefix.is_empty() && !self.await_request(&io, &activity, s, shutdown).await {
+                return;
+            }
+        }
+    }
+
+    /// Serves an HTTP/2 connection, or one that may start with the HTTP/2 preface (h2c).
+    async fn serve_auto<S>(
+        &self,
+        io: CountingIo<S>,
+        conn: Arc<ClientConn>,
+        activity: &Activity,
+        s: Settings,
+        shutdown: &ShutdownWatch,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        if s.protocols == Protocols::Http2 {
+            builder = builder.http2_only();
+        }
         builder
             .http1()
-            // berth times heads itself (hyper's timer would also cut idle keep-alive waits).
             .header_read_timeout(None)
-            // Heads beyond this hyper refuses with 431 itself; smaller ones over the
-            // listener's limit get berth's 431.
-            .max_buf_size(s.max_header_bytes.saturating_add(1).max(8192))
-            .max_headers(256);
-        let connection = builder.serve_connection(io, Handler(conn));
-        tokio::pin!(connection);
+            .max_buf_size(s.max_header_bytes.saturating_add(1).max(8192));
+        let connection = builder.serve_connection(TokioIo::new(io), Handler(conn));
+        let connection = std::pin::pin!(connection);
+        self.drive(
+            connection,
+            |c, cx| c.poll(cx),
+            |c| c.graceful_shutdown(),
+            activity,
+            s,
+            None,
+            shutdown,
+        )
+        .await;
+    }
 
+    /// Serves HTTP/1.1 requests with hyper until the connection ends or parks; gives the
+    /// stream back with what hyper had read of it but not used.
+    async fn serve_h1<S>(
+        &self,
+        io: CountingIo<S>,
+        conn: Arc<ClientConn>,
+        activity: &Activity,
+        s: Settings,
+        shutdown: &ShutdownWatch,
+    ) -> (Ended, CountingIo<S>, Bytes)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            // Heads beyond the listener's limit are refused by hyper with 431; berth times
+            // heads itself (hyper's header timer would also cut idle keep-alive waits).
+            .header_read_timeout(None)
+            .max_header_size(s.max_header_bytes)
+            .max_buf_size(s.max_header_bytes.saturating_add(1).max(8192));
+        let mut connection = builder.serve_connection(TokioIo::new(io), Handler(conn));
+        let ended = self
+            .drive(
+                Pin::new(&mut connection),
+                |c, cx| c.get_mut().poll_without_shutdown(cx),
+                |c| c.graceful_shutdown(),
+                activity,
+                s,
+                Some(PARK_AFTER),
+                shutdown,
+            )
+            .await;
+        let parts = connection.into_parts();
+        (ended, parts.io.into_inner(), parts.read_buf)
+    }
+
+    /// Waits, holding no buffer, for the next request's first byte on a parked connection;
+    /// false when the connection should close instead (idle timeout, shutdown, error).
+    async fn await_request<S: Readable>(
+        &self,
+        io: &CountingIo<S>,
+        activity: &Activity,
+        s: Settings,
+        shutdown: &ShutdownWatch,
+    ) -> bool {
+        let mut shut = shutdown.clone();
+        if *shut.borrow() {
+            return false;
+        }
+        let now = now_ms();
+        let idle_left = activity
+            .idle_deadline(s.idle.as_millis() as u64)
+            .saturating_sub(now);
+        tokio::select! {
+            r = io.inner.readable() => r.is_ok(),
+            () = tokio::time::sleep(Duration::from_millis(idle_left)) => false,
+            _ = shut.changed() => false,
+        }
+    }
+
+    /// Runs a hyper connection until it ends or is parked, applying the header and idle
+    /// timeouts and shutdown; counts what hyper refused.
+    #[allow(clippy::too_many_arguments)]
+    async fn drive<C, E>(
+        &self,
+        mut connection: Pin<&mut C>,
+        poll: fn(Pin<&mut C>, &mut Context<'_>) -> Poll<Result<(), E>>,
+        graceful: fn(Pin<&mut C>),
+        activity: &Activity,
+        s: Settings,
+        park_after: Option<Duration>,
+        shutdown: &ShutdownWatch,
+    ) -> Ended
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let (idle_ms, header_ms) = (s.idle.as_millis() as u64, s.header.as_millis() as u64);
+        let park_ms = park_after.map(|p| p.as_millis() as u64);
         let mut shut = shutdown.clone();
         let mut draining = *shut.borrow();
         if draining {
-            connection.as_mut().graceful_shutdown();
+            graceful(connection.as_mut());
         }
-        let mut closing_idle = false;
-        let sleep = tokio::time::sleep(s.header.min(s.idle));
+        // Whether a graceful shutdown was asked for, and why.
+        let mut winding_down: Option<Ended> = None;
+        let first = match activity.step(now_ms(), idle_ms, header_ms, park_ms) {
+            Step::WaitUntil(at) => at.saturating_sub(now_ms()),
+            _ => 0,
+        };
+        let sleep = tokio::time::sleep(Duration::from_millis(first));
         tokio::pin!(sleep);
-        let failed = loop {
+        let result = loop {
             tokio::select! {
-                r = connection.as_mut() => break r.err(),
+                r = std::future::poll_fn(|cx| poll(connection.as_mut(), cx)) => break r,
                 _ = shut.changed(), if !draining => {
                     // SIGTERM: idle connections close now, busy ones after their response.
                     draining = true;
-                    connection.as_mut().graceful_shutdown();
+                    winding_down = Some(Ended::Done);
+                    graceful(connection.as_mut());
                 }
                 () = sleep.as_mut() => {
                     let now = now_ms();
-                    match activity.step(now, idle_ms, header_ms) {
+                    match activity.step(now, idle_ms, header_ms, park_ms) {
                         Step::WaitUntil(at) => {
                             let wait = Duration::from_millis(at.saturating_sub(now).max(1));
                             sleep.as_mut().reset(tokio::time::Instant::now() + wait);
@@ -207,20 +410,29 @@ impl HttpListener {
                         Step::HeaderTimeout => {
                             self.header_timeouts.increment(1);
                             tracing::debug!(listener = %self.name, "request head not complete within header_timeout; closed");
-                            break None;
+                            return Ended::Done;
                         }
-                        Step::Idle if closing_idle => break None,
-                        Step::Idle => {
-                            closing_idle = true;
-                            connection.as_mut().graceful_shutdown();
+                        Step::Park | Step::Idle if winding_down.is_some() => return Ended::Done,
+                        step => {
+                            winding_down = Some(if step == Step::Park && !draining {
+                                Ended::Parked
+                            } else {
+                                Ended::Done
+                            });
+                            graceful(connection.as_mut());
                             sleep.as_mut().reset(tokio::time::Instant::now() + IDLE_CLOSE_GRACE);
                         }
                     }
                 }
             }
         };
-        if let Some(e) = failed {
-            self.count_refused(e.as_ref());
+        match result {
+            Ok(()) => winding_down.unwrap_or(Ended::Done),
+            Err(e) => {
+                let e: Box<dyn std::error::Error + Send + Sync> = e.into();
+                self.count_refused(e.as_ref());
+                Ended::Done
+            }
         }
     }
 
@@ -262,18 +474,25 @@ impl hyper::service::Service<Request<Incoming>> for Handler {
 }
 
 /// The client stream, telling the connection's [`Activity`] when bytes arrive (a new request
-/// head begins).
-struct CountingIo {
-    inner: Stream,
+/// head begins); `prefix` holds bytes a parked hyper connection had read but not used.
+struct CountingIo<S> {
+    inner: S,
     activity: Arc<Activity>,
+    prefix: Bytes,
 }
 
-impl AsyncRead for CountingIo {
+impl<S: AsyncRead + Unpin> AsyncRead for CountingIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let head = self.prefix.split_to(n);
+            buf.put_slice(&head);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
@@ -283,7 +502,27 @@ impl AsyncRead for CountingIo {
     }
 }
 
-impl AsyncWrite for CountingIo {
+/// A stream that can wait for incoming bytes without reading them (so without a buffer).
+pub trait Readable {
+    /// Resolves when bytes (or the peer's close) can be read.
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_;
+}
+
+impl Readable for TcpStream {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+        TcpStream::readable(self)
+    }
+}
+
+impl Readable for pingora::tls::ServerTlsStream<TcpStream> {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+        // A parked connection's TLS layer holds no unread plaintext: hyper read until it had
+        // to wait before it was parked.
+        self.get_ref().0.readable()
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for CountingIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -1,5 +1,5 @@
-//! HTTP (L7): the engine on hyper. [`listener`] serves client connections (HTTP/1.1 and
-//! HTTP/2) from a pingora `ServerApp`; [`proxy`] answers each request through listener
+//! HTTP (L7): the engine on hyper. [`listener`] serves the client connections the workers
+//! ([`crate::workers`]) accept (TLS, HTTP/1.1 and HTTP/2); [`proxy`] answers each request through listener
 //! [`rules`] and target groups; [`upstream`] holds the per-target connection pools, kept tidy by
 //! [`pools`]; [`body`] streams responses back; [`conn`] is what a client connection's requests
 //! share.

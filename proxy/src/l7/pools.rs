@@ -31,12 +31,14 @@ pub fn sweep(shared: &Shared) {
     }
 }
 
-/// Sweeps forever, every [`SWEEP_INTERVAL`].
+/// Sweeps forever, every [`SWEEP_INTERVAL`], and gives memory freed by parked client
+/// connections back to the OS.
 pub async fn run(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         sweep(&shared);
+        crate::heap::trim_if_worthwhile();
     }
 }

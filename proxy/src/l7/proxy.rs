@@ -541,7 +541,7 @@ fn connect_failed(group: &Group, target: &Target, cfg: &TargetGroup) {
 }
 
 /// Headers that belong to one connection (RFC 9110 section 7.6.1), never forwarded.
-const HOP_BY_HOP: [HeaderName; 7] = [
+static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -551,19 +551,39 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
-/// Removes hop-by-hop headers, and those the `Connection` header names.
+/// Removes hop-by-hop headers, and those the `Connection` header names. One pass over the
+/// fields finds which are there (usually none, or `Connection: keep-alive`); only those are
+/// removed.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    if let Some(listed) = h.get(header::CONNECTION).and_then(|v| v.to_str().ok()) {
-        let names: Vec<HeaderName> = listed
-            .split(',')
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+    let mut present = [false; 7];
+    let mut any = false;
+    for k in h.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|n| n == k) {
+            present[i] = true;
+            any = true;
+        }
+    }
+    if !any {
+        return;
+    }
+    if present[0] {
+        // `Connection` may name other fields of this hop; `close` and `keep-alive` name none
+        // beyond the hop-by-hop set.
+        let listed: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
-        for n in names {
+        for n in listed {
             h.remove(n);
         }
     }
-    for n in &HOP_BY_HOP {
-        if h.contains_key(n) {
+    for (n, there) in HOP_BY_HOP.iter().zip(present) {
+        if there {
             h.remove(n);
         }
     }
@@ -573,6 +593,7 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const VPCE: HeaderName = HeaderName::from_static(VPCE_HEADER);
 
 /// Turns a client's request into the one sent to a target: HTTP/1.1 in origin form, no
 /// hop-by-hop headers, forwarding headers (kept from trusted peers only), a request id, and the
@@ -613,24 +634,21 @@ fn prepare_upstream(parts: &mut http::request::Parts, conn: &ClientConn, snap: &
 
     let xff = match (trusted, h.get(&X_FORWARDED_FOR)) {
         (true, Some(prev)) if !prev.is_empty() => {
-            let mut v = BytesMut::with_capacity(prev.len() + 2 + conn.client_text.len());
+            let client = conn.client_value.as_bytes();
+            let mut v = BytesMut::with_capacity(prev.len() + 2 + client.len());
             v.extend_from_slice(prev.as_bytes());
             v.extend_from_slice(b", ");
-            v.extend_from_slice(conn.client_text.as_bytes());
-            HeaderValue::from_maybe_shared(v.freeze()).ok()
+            v.extend_from_slice(client);
+            HeaderValue::from_maybe_shared(v.freeze()).unwrap_or_else(|_| conn.client_value.clone())
         }
-        _ => HeaderValue::from_str(&conn.client_text).ok(),
+        _ => conn.client_value.clone(),
     };
-    if let Some(v) = xff {
-        h.insert(X_FORWARDED_FOR, v);
-    }
+    h.insert(X_FORWARDED_FOR, xff);
     if !(trusted && h.contains_key(&X_FORWARDED_PROTO)) {
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(conn.scheme));
     }
     if !(trusted && h.contains_key(&X_FORWARDED_PORT)) {
-        if let Ok(v) = HeaderValue::from_str(&conn.server_port) {
-            h.insert(X_FORWARDED_PORT, v);
-        }
+        h.insert(X_FORWARDED_PORT, conn.server_port.clone());
     }
     let configured = snap.config.proxy.request_id_header.as_str();
     let id_name = if configured == X_REQUEST_ID.as_str() {
@@ -646,16 +664,15 @@ fn prepare_upstream(parts: &mut http::request::Parts, conn: &ClientConn, snap: &
         }
     }
     // Only berth sets the VPC endpoint header, from the PROXY header it verified.
-    let vpce = HeaderName::from_static(VPCE_HEADER);
-    if h.contains_key(&vpce) {
-        h.remove(&vpce);
+    if h.contains_key(&VPCE) {
+        h.remove(&VPCE);
     }
     if let Some(v) = conn
         .vpce_id
         .as_deref()
         .and_then(|v| HeaderValue::from_str(v).ok())
     {
-        h.insert(vpce, v);
+        h.insert(VPCE, v);
     }
 }
 
