@@ -52,6 +52,9 @@ pub const PARK_AFTER: Duration = Duration::from_secs(1);
 /// About what a parked connection frees: hyper's read and write buffers.
 const PARKED_BYTES: u64 = 16 * 1024;
 
+/// How [`HttpListener::drive`] polls a connection (with or without shutting its stream down).
+type PollFn<C, E> = fn(Pin<&mut C>, &mut Context<'_>) -> Poll<Result<(), E>>;
+
 /// How a hyper connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ended {
@@ -366,7 +369,7 @@ impl HttpListener {
     async fn drive<C, E>(
         &self,
         mut connection: Pin<&mut C>,
-        poll: fn(Pin<&mut C>, &mut Context<'_>) -> Poll<Result<(), E>>,
+        poll: PollFn<C, E>,
         graceful: fn(Pin<&mut C>),
         activity: &Activity,
         s: Settings,
