@@ -463,6 +463,10 @@ async fn checkout(
 ) -> Result<(Sender, bool), ConnectError> {
     let idle_ms = idle.as_millis() as u64;
     while let Some(mut s) = target.pool.take(now_ms(), idle_ms) {
+        // Usually ready at once; otherwise its task has yet to see the last response end.
+        if s.is_ready() {
+            return Ok((s, true));
+        }
         if let Ok(Ok(())) = tokio::time::timeout(connect, s.ready()).await {
             return Ok((s, true));
         }
