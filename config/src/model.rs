@@ -409,16 +409,23 @@ pub struct Rule {
 /// A compiled wildcard pattern (`*` any run of characters, `?` one character).
 #[derive(Debug, Clone)]
 pub struct Wildcard {
-    /// The pattern as written.
+    /// The pattern as written (host patterns lower-cased).
     pub pattern: String,
-    /// Compiled matcher.
-    pub matcher: globset::GlobMatcher,
+    /// Compiled matcher; `None` for a pattern without wildcards, which matches by equality
+    /// (compiling a matcher for each of thousands of plain host names made reloads slow).
+    pub matcher: Option<globset::GlobMatcher>,
+    /// Whether equality ignores ASCII case (only used without a matcher).
+    pub case_insensitive: bool,
 }
 
 impl Wildcard {
     /// Whether `text` matches the pattern.
     pub fn is_match(&self, text: &str) -> bool {
-        self.matcher.is_match(text)
+        match &self.matcher {
+            Some(m) => m.is_match(text),
+            None if self.case_insensitive => text.eq_ignore_ascii_case(&self.pattern),
+            None => text == self.pattern,
+        }
     }
 }
 

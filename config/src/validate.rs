@@ -336,6 +336,18 @@ fn compile(
     case_insensitive: bool,
     literal_separator: bool,
 ) -> Result<Wildcard, String> {
+    // Without glob syntax the pattern is the text to equal. Non-ASCII patterns keep the glob
+    // matcher, whose case-insensitivity is Unicode's.
+    if glob_text == pattern
+        && pattern.is_ascii()
+        && !pattern.contains(['*', '?', '[', ']', '{', '}', '\\'])
+    {
+        return Ok(Wildcard {
+            pattern: pattern.to_owned(),
+            matcher: None,
+            case_insensitive,
+        });
+    }
     globset::GlobBuilder::new(glob_text)
         .case_insensitive(case_insensitive)
         .literal_separator(literal_separator)
@@ -343,7 +355,8 @@ fn compile(
         .build()
         .map(|g| Wildcard {
             pattern: pattern.to_owned(),
-            matcher: g.compile_matcher(),
+            matcher: Some(g.compile_matcher()),
+            case_insensitive,
         })
         .map_err(|e| format!("invalid pattern {pattern:?}: {}", e.kind()))
 }
@@ -2724,6 +2737,22 @@ default_action"#,
             panic!()
         };
         assert_eq!(r.status, 301);
+    }
+
+    #[test]
+    fn patterns_without_wildcards_match_by_equality() {
+        let host = compile("api.example.com", "api.example.com", true, false).unwrap();
+        assert!(host.matcher.is_none());
+        assert!(host.is_match("api.example.com") && host.is_match("API.example.COM"));
+        assert!(!host.is_match("api.example.com.evil") && !host.is_match("xapi.example.com"));
+        let path = compile("/static/app.css", "/static/app.css", false, true).unwrap();
+        assert!(path.matcher.is_none());
+        assert!(path.is_match("/static/app.css") && !path.is_match("/STATIC/app.css"));
+        let wild = compile("*.example.com", "*.example.com", true, false).unwrap();
+        assert!(wild.matcher.is_some() && wild.is_match("a.example.com"));
+        // Non-ASCII keeps the glob matcher and its own notion of case.
+        let uni = compile("Ä", "Ä", true, false).unwrap();
+        assert!(uni.matcher.is_some() && uni.is_match("Ä"));
     }
 
     #[test]

@@ -117,12 +117,15 @@ mod tests {
     fn wc(p: &str) -> Wildcard {
         Wildcard {
             pattern: p.into(),
-            matcher: globset::GlobBuilder::new(p)
-                .case_insensitive(true)
-                .literal_separator(false)
-                .build()
-                .unwrap()
-                .compile_matcher(),
+            matcher: Some(
+                globset::GlobBuilder::new(p)
+                    .case_insensitive(true)
+                    .literal_separator(false)
+                    .build()
+                    .unwrap()
+                    .compile_matcher(),
+            ),
+            case_insensitive: true,
         }
     }
 
