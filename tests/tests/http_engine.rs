@@ -50,6 +50,17 @@ forward = [{{ target_group = "a" }}]
     )
 }
 
+/// Backends a and b, and berth with [`config`] and `extra`, both groups healthy.
+async fn start(extra: &str) -> (Backend, Backend, SocketAddr, Berth) {
+    let a = Backend::spawn("a").await;
+    let b = Backend::spawn("b").await;
+    let web = listen_addr();
+    let berth = Berth::start(&config(web, &a, &b, extra)).await;
+    berth.wait_healthy("a", &[a.addr()], HEALTHY).await;
+    berth.wait_healthy("b", &[b.addr()], HEALTHY).await;
+    (a, b, web, berth)
+}
+
 /// Writes `bytes` in one write and reads until the server closes (or 5 s pass).
 async fn exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).await.expect("connect");
@@ -97,12 +108,7 @@ fn responses(mut bytes: &[u8]) -> Vec<(u16, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_are_answered_in_order_each_routed_on_its_own() {
     bounded(LIMIT, async {
-        let a = Backend::spawn("a").await;
-        let b = Backend::spawn("b").await;
-        let web = listen_addr();
-        let berth = Berth::start(&config(web, &a, &b, "")).await;
-        berth.wait_healthy("a", &[a.addr()], HEALTHY).await;
-        berth.wait_healthy("b", &[b.addr()], HEALTHY).await;
+        let (a, b, web, _berth) = start("").await;
 
         let four = b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n\
                      GET /b HTTP/1.1\r\nHost: t\r\n\r\n\
@@ -136,11 +142,7 @@ async fn pipelined_requests_are_answered_in_order_each_routed_on_its_own() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_strict_parser_refuses_what_could_smuggle_a_request() {
     bounded(LIMIT, async {
-        let a = Backend::spawn("a").await;
-        let b = Backend::spawn("b").await;
-        let web = listen_addr();
-        let berth = Berth::start(&config(web, &a, &b, "")).await;
-        berth.wait_healthy("a", &[a.addr()], HEALTHY).await;
+        let (a, _b, web, berth) = start("").await;
 
         let refused: [(&str, &[u8]); 5] = [
             (
@@ -211,12 +213,7 @@ async fn a_strict_parser_refuses_what_could_smuggle_a_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_with_prior_knowledge_is_proxied_and_counted_as_a_connection() {
     bounded(LIMIT, async {
-        let a = Backend::spawn("a").await;
-        let b = Backend::spawn("b").await;
-        let web = listen_addr();
-        let berth = Berth::start(&config(web, &a, &b, "http2 = true")).await;
-        berth.wait_healthy("a", &[a.addr()], HEALTHY).await;
-        berth.wait_healthy("b", &[b.addr()], HEALTHY).await;
+        let (_a, _b, web, berth) = start("http2 = true").await;
 
         let tcp = TcpStream::connect(web).await.expect("connect");
         let (mut send, conn) =
@@ -252,11 +249,7 @@ async fn http2_with_prior_knowledge_is_proxied_and_counted_as_a_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keep_alive_connections_are_parked_resumed_and_closed_at_the_idle_timeout() {
     bounded(LIMIT, async {
-        let a = Backend::spawn("a").await;
-        let b = Backend::spawn("b").await;
-        let web = listen_addr();
-        let berth = Berth::start(&config(web, &a, &b, "idle_timeout = \"4s\"")).await;
-        berth.wait_healthy("a", &[a.addr()], HEALTHY).await;
+        let (_a, _b, web, _berth) = start("idle_timeout = \"4s\"").await;
 
         let mut s = TcpStream::connect(web).await.expect("connect");
         // Each pause is longer than the time after which an idle connection lets go of its

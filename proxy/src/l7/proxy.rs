@@ -114,6 +114,18 @@ impl Exchange {
             false,
         )
     }
+
+    /// An error after which the client connection closes (its request could not be read).
+    fn refuse(self, status: u16, reason: &'static str, text: &'static str) -> Response<DownBody> {
+        self.respond(
+            status,
+            reason,
+            "text/plain",
+            Bytes::from_static(text.as_bytes()),
+            &[],
+            true,
+        )
+    }
 }
 
 /// Answers one request from a client connection.
@@ -142,24 +154,10 @@ pub async fn handle(conn: Arc<ClientConn>, req: Request<Incoming>) -> Response<D
         .path_and_query()
         .is_some_and(|pq| pq.as_str().bytes().any(|b| b < 0x21 || b == 0x7f))
     {
-        return x.respond(
-            400,
-            "bad_request",
-            "text/plain",
-            Bytes::from_static(b"bad request\n"),
-            &[],
-            true,
-        );
+        return x.refuse(400, "bad_request", "bad request\n");
     }
     if header_bytes(&parts) > listener.max_header_bytes {
-        return x.respond(
-            431,
-            "header_too_large",
-            "text/plain",
-            Bytes::from_static(b"request header fields too large\n"),
-            &[],
-            true,
-        );
+        return x.refuse(431, "header_too_large", "request header fields too large\n");
     }
     let host_header = parts
         .headers
@@ -274,25 +272,9 @@ async fn forward(
     let up_body = match read_body(body, &conn, body_timeout).await {
         Ok(b) => b,
         Err(BodyRead::Timeout) => {
-            return x.respond(
-                408,
-                "request_timeout",
-                "text/plain",
-                Bytes::from_static(b"request body timed out\n"),
-                &[],
-                true,
-            )
+            return x.refuse(408, "request_timeout", "request body timed out\n")
         }
-        Err(BodyRead::Failed) => {
-            return x.respond(
-                400,
-                "bad_request",
-                "text/plain",
-                Bytes::from_static(b"bad request body\n"),
-                &[],
-                true,
-            )
-        }
+        Err(BodyRead::Failed) => return x.refuse(400, "bad_request", "bad request body\n"),
     };
     prepare_upstream(&mut parts, &conn, snap);
     let idempotent = parts.method.is_idempotent();
@@ -384,14 +366,7 @@ async fn forward(
                 if e.error().is_user() {
                     // The client's own body failed (malformed chunking, a reset): not the
                     // target's fault, and nothing to retry.
-                    return x.respond(
-                        400,
-                        "bad_request",
-                        "text/plain",
-                        Bytes::from_static(b"bad request body\n"),
-                        &[],
-                        true,
-                    );
+                    return x.refuse(400, "bad_request", "bad request body\n");
                 }
                 match e.take_message() {
                     // A pooled connection the target had closed: the request never left, so it
