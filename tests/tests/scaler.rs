@@ -213,19 +213,17 @@ async fn world() -> World {
     }
 }
 
-fn skip() -> bool {
-    if !berth_tests::moto::available() {
-        eprintln!("skipped: run scripts/setup-python first (moto venv missing)");
-        return true;
-    }
-    false
+/// These tests need the moto virtualenv; without it they fail and say how to make it.
+fn require_moto() {
+    assert!(
+        berth_tests::moto::available(),
+        "the moto virtualenv is missing: run `bash scripts/setup-python` (scripts/test does)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_step_raises_desired_count_and_publishes_alb_metrics() {
-    if skip() {
-        return;
-    }
+    require_moto();
     bounded(Duration::from_secs(150), async {
         let w = world().await;
         // ECS throttles the first two UpdateService calls: the SDK retries, nothing is lost.
@@ -384,9 +382,7 @@ async fn load_step_raises_desired_count_and_publishes_alb_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_never_calls_update_service() {
-    if skip() {
-        return;
-    }
+    require_moto();
     bounded(Duration::from_secs(120), async {
         let w = world().await;
         let scaler = Scaler::start(
@@ -421,9 +417,7 @@ async fn dry_run_never_calls_update_service() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloudwatch_down_does_not_block_decisions() {
-    if skip() {
-        return;
-    }
+    require_moto();
     bounded(Duration::from_secs(120), async {
         let w = world().await;
         w.moto

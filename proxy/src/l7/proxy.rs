@@ -105,26 +105,30 @@ impl Exchange {
     }
 
     fn error(self, status: u16, reason: &'static str, text: &'static str) -> Response<DownBody> {
+        self.text(status, reason, text, false)
+    }
+
+    /// A short plain-text answer of berth's own.
+    fn text(
+        self,
+        status: u16,
+        reason: &'static str,
+        text: &'static str,
+        close: bool,
+    ) -> Response<DownBody> {
         self.respond(
             status,
             reason,
             "text/plain",
             Bytes::from_static(text.as_bytes()),
             &[],
-            false,
+            close,
         )
     }
 
     /// An error after which the client connection closes (its request could not be read).
     fn refuse(self, status: u16, reason: &'static str, text: &'static str) -> Response<DownBody> {
-        self.respond(
-            status,
-            reason,
-            "text/plain",
-            Bytes::from_static(text.as_bytes()),
-            &[],
-            true,
-        )
+        self.text(status, reason, text, true)
     }
 }
 
