@@ -56,11 +56,11 @@ impl std::fmt::Debug for DownBody {
 
 impl DownBody {
     /// A body berth wrote itself.
-    pub fn full(bytes: Bytes, on_end: Option<Box<dyn OnEnd>>) -> DownBody {
+    pub fn full(bytes: Bytes, on_end: Box<dyn OnEnd>) -> DownBody {
         DownBody {
             source: Source::Full((!bytes.is_empty()).then_some(bytes)),
             bytes: 0,
-            on_end,
+            on_end: Some(on_end),
         }
     }
 
@@ -169,10 +169,7 @@ mod tests {
     async fn full_body_ends_once_with_its_length() {
         use http_body_util::BodyExt;
         let seen = Arc::new(AtomicU64::new(u64::MAX));
-        let body = DownBody::full(
-            Bytes::from_static(b"hello"),
-            Some(Box::new(Record(seen.clone()))),
-        );
+        let body = DownBody::full(Bytes::from_static(b"hello"), Box::new(Record(seen.clone())));
         assert_eq!(body.size_hint().exact(), Some(5));
         let got = body.collect().await.unwrap().to_bytes();
         assert_eq!(&got[..], b"hello");
@@ -184,7 +181,7 @@ mod tests {
         let seen = Arc::new(AtomicU64::new(u64::MAX));
         drop(DownBody::full(
             Bytes::from_static(b"x"),
-            Some(Box::new(Record(seen.clone()))),
+            Box::new(Record(seen.clone())),
         ));
         assert_eq!(seen.load(Ordering::SeqCst), 0);
     }

@@ -105,6 +105,14 @@ impl HttpListener {
     }
 }
 
+impl Settings {
+    /// hyper's read buffer limit: room for the largest head the listener accepts (hyper's
+    /// minimum is 8 KiB).
+    fn max_buf(&self) -> usize {
+        self.max_header_bytes.saturating_add(1).max(8192)
+    }
+}
+
 impl HttpListener {
     /// The listener's name.
     pub fn name(&self) -> &str {
@@ -288,7 +296,7 @@ impl HttpListener {
         builder
             .http1()
             .header_read_timeout(None)
-            .max_buf_size(s.max_header_bytes.saturating_add(1).max(8192));
+            .max_buf_size(s.max_buf());
         let connection = builder.serve_connection(TokioIo::new(io), Handler(conn));
         let connection = std::pin::pin!(connection);
         self.drive(
@@ -322,7 +330,7 @@ impl HttpListener {
             // heads itself (hyper's header timer would also cut idle keep-alive waits).
             .header_read_timeout(None)
             .max_header_size(s.max_header_bytes)
-            .max_buf_size(s.max_header_bytes.saturating_add(1).max(8192));
+            .max_buf_size(s.max_buf());
         let mut connection = builder.serve_connection(TokioIo::new(io), Handler(conn));
         let ended = self
             .drive(

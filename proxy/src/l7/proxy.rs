@@ -87,7 +87,7 @@ impl Exchange {
         self.reason = Some(reason);
         self.from_target = false;
         let len = body.len();
-        let mut resp = Response::new(DownBody::full(body, Some(Box::new(self))));
+        let mut resp = Response::new(DownBody::full(body, Box::new(self)));
         *resp.status_mut() =
             StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let h = resp.headers_mut();
