@@ -51,6 +51,9 @@ pub const UPSTREAM_CONNECTIONS: &str = "berth_upstream_connections_total";
 pub const UPSTREAM_IDLE_CONNECTIONS: &str = "berth_upstream_idle_connections";
 /// Retries sent to another target, by `target_group`.
 pub const RETRIES: &str = "berth_retries_total";
+/// Requests sent again because no target had received them (`reason`: `connect`,
+/// `pooled_closed`).
+pub const UNSENT_RESENDS: &str = "berth_unsent_resends_total";
 /// Retries refused because the budget was spent, by `target_group`.
 pub const RETRY_BUDGET_EXHAUSTED: &str = "berth_retry_budget_exhausted_total";
 /// Passive ejections, by `target_group` and `reason` (`5xx`, `connect`).
@@ -153,6 +156,10 @@ fn describe() {
         "Idle keep-alive HTTP connections to targets in the pools."
     );
     describe_counter!(RETRIES, "Requests retried on another target.");
+    describe_counter!(
+        UNSENT_RESENDS,
+        "Requests sent again, whatever their method, because no target had received them: a failed connect (reason connect) or a pooled connection the target had closed (reason pooled_closed)."
+    );
     describe_counter!(
         RETRY_BUDGET_EXHAUSTED,
         "Retries refused by the retry budget."

@@ -296,3 +296,68 @@ async fn idle_keep_alive_connections_are_parked_resumed_and_closed_at_the_idle_t
     })
     .await
 }
+
+/// A request no target received goes to another target whatever its method: here half of
+/// the group's targets refuse connections (as a task that ECS is stopping does before berth
+/// learns of it), and every POST with a 10 KB body still gets the live target's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_no_target_received_are_resent_whatever_their_method() {
+    bounded(LIMIT, async {
+        let a = Backend::spawn("a").await;
+        let dead = berth_tests::net::free_port(berth_tests::net::target_ip());
+        let web = listen_addr();
+        // No health checks (targets are healthy once registered) and no passive ejection: the
+        // refusing target stays in rotation for the whole test.
+        let cfg = format!(
+            r#"
+[[listeners]]
+name = "web"
+bind = "{web}"
+[listeners.default_action]
+forward = [{{ target_group = "g" }}]
+
+[[target_groups]]
+name = "g"
+algorithm = "round_robin"
+health_check = {{ enabled = false }}
+outlier = {{ enabled = false }}
+retry = {{ attempts = 0 }}
+[target_groups.source]
+kind = "static"
+targets = [{{ address = "{}" }}, {{ address = "{dead}" }}]
+"#,
+            a.addr()
+        );
+        let berth = Berth::start(&cfg).await;
+        let body = "x".repeat(10 * 1024);
+        for (i, method) in ["POST", "PUT", "PATCH", "DELETE", "POST", "GET"]
+            .iter()
+            .cycle()
+            .take(24)
+            .enumerate()
+        {
+            let req = format!(
+                "{method} /r{i} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\
+                 content-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let got = responses(&exchange(web, req.as_bytes()).await);
+            assert_eq!(got.len(), 1, "{method} /r{i}: one response, got {got:?}");
+            assert_eq!(got[0].0, 200, "{method} /r{i} answered {got:?}");
+        }
+        assert_eq!(a.requests(), 24, "every request reached the live target");
+        let resent = berth
+            .metric("berth_unsent_resends_total", &[("target_group", "g"), ("reason", "connect")])
+            .await
+            .unwrap_or(0.0);
+        // Round robin over two targets: about every other request met the refusing one first.
+        assert!(
+            resent >= 6.0,
+            "berth_unsent_resends_total{{reason=connect}} = {resent}, expected about 12"
+        );
+        let retries = berth.metric("berth_retries_total", &[]).await.unwrap_or(0.0);
+        assert_eq!(retries, 0.0, "re-sending unsent requests is not a retry (attempts = 0)");
+        eprintln!("figure: 24 requests of 5 methods, half to a refusing target: 24 answered 200, {resent} re-sent after a failed connect");
+    })
+    .await
+}

@@ -34,6 +34,11 @@ pub const RETRY_BUFFER: u64 = 64 * 1024;
 /// closed it); each such connection is dropped, so this only bounds a pathological pool.
 const MAX_UNSENT_RESENDS: u32 = 8;
 
+/// At most this many other targets are tried for a request whose connect failed (refused,
+/// reset, timed out): a task that ECS is stopping refuses connections before berth has
+/// learned of it, and the request, never sent, goes to another target whatever its method.
+const MAX_CONNECT_RESENDS: u32 = 3;
+
 /// Everything about one request that its end needs: what to count, what to release, and the
 /// upstream connection to give back to the pool. Ends when its response body ends
 /// ([`OnEnd`]), or unanswered when dropped (the client went away first).
@@ -297,6 +302,7 @@ async fn forward(
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut retries = 0u32;
     let mut unsent_resends = 0u32;
+    let mut connect_resends = 0u32;
     loop {
         let Some(sel) = group.select(&SelectInput {
             hash_key,
@@ -318,7 +324,8 @@ async fn forward(
                 metrics::counter!(m::CONNECT_ERRORS, "target_group" => group.name.clone())
                     .increment(1);
                 connect_failed(&group, &target, &cfg);
-                if idempotent && allow_retry(&group, &cfg, &mut retries) {
+                // Nothing was sent: another target gets the request, whatever its method.
+                if resend_unsent(&group, &mut connect_resends, MAX_CONNECT_RESENDS, "connect") {
                     continue;
                 }
                 return match e {
@@ -375,15 +382,29 @@ async fn forward(
                 match e.take_message() {
                     // A pooled connection the target had closed: the request never left, so it
                     // goes again on a fresh connection whatever its method.
-                    Some(r) if reused && unsent_resends < MAX_UNSENT_RESENDS => {
-                        unsent_resends += 1;
+                    Some(r)
+                        if reused
+                            && resend_unsent(
+                                &group,
+                                &mut unsent_resends,
+                                MAX_UNSENT_RESENDS,
+                                "pooled_closed",
+                            ) =>
+                    {
                         tried.pop();
                         next = Some(r);
                         continue;
                     }
+                    // A new connection that failed before the request was written (reset
+                    // after the handshake): nothing was sent either.
                     Some(r) => {
                         connect_failed(&group, &target, &cfg);
-                        if idempotent && allow_retry(&group, &cfg, &mut retries) {
+                        if resend_unsent(
+                            &group,
+                            &mut connect_resends,
+                            MAX_CONNECT_RESENDS,
+                            "connect",
+                        ) {
                             next = Some(r);
                             continue;
                         }
@@ -498,6 +519,19 @@ fn read_timeout(cfg: &TargetGroup, start: Instant) -> Duration {
         ),
         None => t.read,
     }
+}
+
+/// Whether a request that never reached a target goes again (to another target, or on a
+/// fresh connection): any method may, `max` times per request, outside the retry policy and
+/// its budget (the target never saw it, so no work is repeated).
+fn resend_unsent(group: &Group, count: &mut u32, max: u32, reason: &'static str) -> bool {
+    if *count >= max {
+        return false;
+    }
+    *count += 1;
+    metrics::counter!(m::UNSENT_RESENDS, "target_group" => group.name.clone(), "reason" => reason)
+        .increment(1);
+    true
 }
 
 fn allow_retry(group: &Group, cfg: &TargetGroup, retries: &mut u32) -> bool {
