@@ -43,6 +43,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -371,6 +372,57 @@ def _create_cluster(self: Any, cluster_name: str, *args: Any, **kwargs: Any) -> 
 
 ecs_models.EC2ContainerServiceBackend.create_cluster = _create_cluster  # type: ignore[method-assign]
 
+# The running Harness, so that moto's own StopTask stops harness tasks the harness's way (their
+# task apps get SIGTERM; lastStatus STOPPING until the app exits).
+_HARNESS: dict[str, Any] = {}
+
+_orig_stop_task = ecs_models.EC2ContainerServiceBackend.stop_task
+
+
+def _stop_task(self: Any, cluster_str: str, task_str: str, reason: str) -> Any:
+    harness = _HARNESS.get("h")
+    cluster = self._get_cluster(cluster_str)
+    task_id = (task_str or "").split("/")[-1]
+    for arn, task in self.tasks.get(cluster.name, {}).items():
+        if isinstance(task, HarnessTask) and harness is not None and (
+            arn == task_str or task.id == task_id
+        ):
+            harness._stop(cluster, task, reason or "Task stopped by user")
+            harness._refresh_service_of(cluster, task)
+            return task
+    return _orig_stop_task(self, cluster_str, task_str, reason)
+
+
+ecs_models.EC2ContainerServiceBackend.stop_task = _stop_task  # type: ignore[method-assign]
+
+_orig_update_service = ecs_models.EC2ContainerServiceBackend.update_service
+
+
+def _update_service(self: Any, service_properties: dict[str, Any]) -> Any:
+    """A new task definition starts a new PRIMARY deployment (new id), as in ECS: the
+    reconcilers then replace the old deployment's tasks (see Harness.reconcile)."""
+    cluster_str = service_properties.get("cluster", "default")
+    name = str(service_properties.get("service", "")).split("/")[-1]
+    before = None
+    try:
+        before = self._get_service(cluster_str, name).task_definition
+        before = self.describe_task_definition(before).arn if before else None
+    except Exception:  # noqa: BLE001 - the original raises the proper error below
+        pass
+    service = _orig_update_service(self, service_properties)
+    after = self.describe_task_definition(service.task_definition).arn if service.task_definition else None
+    service.task_definition = after
+    if service.deployments:
+        d = service.deployments[0]
+        if after != before:
+            d["id"] = f"ecs-svc/{uuid.uuid4().int % 32**12}"
+            d["createdAt"] = d["updatedAt"] = utcnow()
+        d["taskDefinition"] = after
+    return service
+
+
+ecs_models.EC2ContainerServiceBackend.update_service = _update_service  # type: ignore[method-assign]
+
 
 # ---------------------------------------------------------------------------------------------
 # Call counting and fault injection in front of moto
@@ -663,6 +715,94 @@ class HarnessMiddleware:
 # ---------------------------------------------------------------------------------------------
 
 
+def _die_with_parent() -> None:
+    """preexec_fn of task apps: SIGKILL when the launcher dies, however it dies (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort; main() reaps on a normal exit
+        pass
+
+
+class _Spawner:
+    """Starts task apps from one long-lived thread: PR_SET_PDEATHSIG fires when the thread that
+    forked the child exits, and control API request threads are short-lived."""
+
+    def __init__(self) -> None:
+        import queue
+
+        self._q: Any = queue.Queue()
+        threading.Thread(target=self._loop, name="app-spawner", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            cmd, done, out = self._q.get()
+            try:
+                out["proc"] = subprocess.Popen(
+                    cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=None,
+                    preexec_fn=_die_with_parent,
+                )
+            except OSError as exc:
+                out["error"] = exc
+            done.set()
+
+    def spawn(self, cmd: list[str]) -> subprocess.Popen:
+        done, out = threading.Event(), {}
+        self._q.put((cmd, done, out))
+        if not done.wait(10):
+            raise OSError("the spawner thread did not answer within 10 s")
+        if "error" in out:
+            raise out["error"]
+        return out["proc"]
+
+
+SPAWNER: _Spawner | None = None
+
+
+class AppProcess:
+    """The task app (tests/src/bin/task-app.rs) of one harness task."""
+
+    def __init__(self, proc: subprocess.Popen, settings: dict[str, Any], addr: tuple[str, int]):
+        self.proc = proc
+        self.settings = settings
+        self.addr = addr
+        self.killer: threading.Timer | None = None
+        self.term_sent_at: float | None = None
+        self.exited_at: float | None = None
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def terminate(self) -> None:
+        """What ECS does on StopTask: SIGTERM now, SIGKILL after the stop timeout."""
+        if not self.alive() or self.term_sent_at is not None:
+            return
+        self.term_sent_at = time.monotonic()
+        try:
+            self.proc.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        self.killer = threading.Timer(self.settings["stop_timeout_ms"] / 1000.0, self.kill)
+        self.killer.daemon = True
+        self.killer.start()
+
+    def kill(self) -> None:
+        if self.alive():
+            try:
+                self.proc.kill()
+            except ProcessLookupError:
+                pass
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "pid": self.proc.pid,
+            "alive": self.alive(),
+            "mode": self.settings["mode"],
+            "exit_code": self.proc.poll(),
+        }
+
+
 class Harness:
     def __init__(self, region: str) -> None:
         self.region = region
@@ -670,6 +810,13 @@ class Harness:
         self.az_cycle = itertools.count()
         self.auto: dict[tuple[str, str], tuple[threading.Thread, threading.Event]] = {}
         self.auto_errors: dict[str, str] = {}
+        # Task apps: settings per (cluster, service), the process of each task that has one.
+        self.apps: dict[tuple[str, str], dict[str, Any]] = {}
+        self.procs: dict[str, AppProcess] = {}
+        # When each address was last given to a task: reconcile hands out the least recently
+        # used one, so a replacement never takes the address of a task that just stopped.
+        self.ip_last_used: dict[str, float] = {}
+        _HARNESS["h"] = self
 
     @property
     def ecs(self) -> Any:
@@ -732,7 +879,12 @@ class Harness:
         used = set()
         for tasks in self.ecs.tasks.values():
             for t in tasks.values():
-                if isinstance(t, HarnessTask) and t.desired_status == "RUNNING" and t.private_ip:
+                if not isinstance(t, HarnessTask) or not t.private_ip:
+                    continue
+                # A stopping task's app may still listen on its address.
+                if t.desired_status == "RUNNING" or (
+                    t.task_arn in self.procs and t.last_status != "STOPPED"
+                ):
                     used.add(t.private_ip)
         return used
 
@@ -798,6 +950,21 @@ class Harness:
         last_status = body.get("last_status") or "RUNNING"
         if last_status not in ("PROVISIONING", "PENDING", "ACTIVATING", "RUNNING"):
             raise BadRequest("'last_status' must be PROVISIONING, PENDING, ACTIVATING or RUNNING")
+        app: dict[str, Any] | None = None
+        if body.get("app") is not None:
+            app = self._app_settings(body["app"])
+        elif body.get("service") is not None:
+            app = self.apps.get((cluster.name, str(body["service"]).split("/")[-1]))
+        ready_health = health
+        if app is not None:
+            if network_mode != "awsvpc":
+                raise BadRequest("task apps run on awsvpc tasks only (one loopback address each)")
+            if not self._app_port(td):
+                raise BadRequest("task apps need a container port in the task definition")
+            # PENDING until the app accepts connections; the container health check (if any)
+            # passes then.
+            last_status = "PENDING"
+            health = "UNKNOWN"
 
         service = None
         service_name = body.get("service")
@@ -868,6 +1035,8 @@ class Harness:
             )
             if network_mode == "awsvpc":
                 self._attach_eni(task, ips[i], task_az)
+                if ips[i]:
+                    self.ip_last_used[ips[i]] = time.monotonic()
             else:
                 self._bind_ports(task, td, host_ports[i], network_mode)
                 if ci is not None:
@@ -876,6 +1045,9 @@ class Harness:
             self.ecs.tasks.setdefault(cluster.name, {})[task.task_arn] = task
             self.ecs.update_cluster_resources(cluster, 1)
             tasks.append(task)
+        if app is not None:
+            for task in tasks:
+                self._start_app(cluster.name, task, td, app, ready_health)
         if service is not None:
             self._update_service_counts(cluster, service)
         return {"task_arns": [t.task_arn for t in tasks]}
@@ -936,6 +1108,133 @@ class Harness:
                         "protocol": pm.get("protocol") or "tcp",
                     }
                 )
+
+    # -- task apps -------------------------------------------------------------------------
+
+    APP_MODES = ("graceful", "abrupt")
+
+    def _app_settings(self, raw: Any) -> dict[str, Any]:
+        """Validates an "app" object: {"binary", "mode", "grace_ms", "stop_timeout_ms",
+        "ready_delay_ms"}."""
+        if not isinstance(raw, dict):
+            raise BadRequest("'app' must be an object")
+        binary = raw.get("binary")
+        if not isinstance(binary, str) or not os.path.isfile(binary) or not os.access(binary, os.X_OK):
+            raise BadRequest(
+                f"app.binary: {binary!r} is not an executable file "
+                "(build it: cargo build --release -p berth-tests --bin task-app)"
+            )
+        mode = raw.get("mode", "graceful")
+        if mode not in self.APP_MODES:
+            raise BadRequest(f"app.mode must be one of {', '.join(self.APP_MODES)}")
+        out: dict[str, Any] = {"binary": binary, "mode": mode}
+        for key, default in (("grace_ms", 3000), ("stop_timeout_ms", 30000), ("ready_delay_ms", 0)):
+            v = raw.get(key, default)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise BadRequest(f"app.{key} must be a non-negative integer (milliseconds)")
+            out[key] = v
+        return out
+
+    @staticmethod
+    def _app_port(td: Any) -> int | None:
+        for cd in td.container_definitions:
+            for pm in cd.get("portMappings") or []:
+                if pm.get("containerPort"):
+                    return int(pm["containerPort"])
+        return None
+
+    def set_app(self, body: dict[str, Any]) -> dict[str, Any]:
+        cluster = self._cluster(body.get("cluster"))
+        service = self._service(cluster, body.get("service"))
+        if body.get("app") is None:
+            self.apps.pop((cluster.name, service.name), None)
+            return {"app": None}
+        app = self._app_settings(body["app"])
+        self.apps[(cluster.name, service.name)] = app
+        return {"app": app}
+
+    def _start_app(self, cluster_name: str, task: HarnessTask, td: Any, app: dict[str, Any],
+                   ready_health: str | None) -> None:
+        """Spawns the task's app on its address and container port; a thread marks the task
+        RUNNING once the app accepts, and STOPPED once it exits (caller holds BACKEND_LOCK)."""
+        port = self._app_port(td)
+        addr = (task.private_ip or "", int(port or 0))
+        cmd = [app["binary"], "--listen", f"{addr[0]}:{addr[1]}", "--mode", app["mode"],
+               "--grace-ms", str(app["grace_ms"]), "--name", task.id]
+        global SPAWNER
+        if SPAWNER is None:
+            SPAWNER = _Spawner()
+        try:
+            proc = SPAWNER.spawn(cmd)
+        except OSError as exc:
+            raise BadRequest(f"cannot start task app {cmd}: {exc}") from None
+        ap = AppProcess(proc, app, addr)
+        self.procs[task.task_arn] = ap
+        has_check = any(c.has_health_check for c in task.containers)
+        health = ready_health or ("HEALTHY" if has_check else "UNKNOWN")
+        threading.Thread(
+            target=self._app_lifecycle, args=(cluster_name, task, ap, health),
+            name=f"app-{task.id[:8]}", daemon=True,
+        ).start()
+
+    def _app_lifecycle(self, cluster_name: str, task: HarnessTask, ap: AppProcess,
+                       health: str) -> None:
+        deadline = time.monotonic() + 20
+        accepting = False
+        while ap.alive() and time.monotonic() < deadline and task.desired_status == "RUNNING":
+            try:
+                with socket.create_connection(ap.addr, timeout=0.5):
+                    accepting = True
+                    break
+            except OSError:
+                time.sleep(0.005)
+        with BACKEND_LOCK:
+            if accepting and task.desired_status == "RUNNING" and task.last_status != "STOPPED":
+                task.last_status = "RUNNING"
+                if health != "UNKNOWN":
+                    task.set_health(health)
+                task.version += 1
+                self._refresh_by_name(cluster_name, task)
+            elif not accepting:
+                log.warning("task app %s on %s:%d never accepted", task.id, *ap.addr)
+                ap.kill()
+        ap.proc.wait()
+        ap.exited_at = time.monotonic()
+        if ap.killer is not None:
+            ap.killer.cancel()
+        with BACKEND_LOCK:
+            cluster = self.ecs.clusters.get(cluster_name)
+            if cluster is None or task.last_status == "STOPPED":
+                return
+            if task.desired_status != "STOPPED":
+                task.stopping_at = utcnow()
+                task.desired_status = "STOPPED"
+                task.stopped_reason = "Essential container in task exited"
+                task.stop_code = "EssentialContainerExited"
+            for c in task.containers:
+                c.exit_code = ap.proc.returncode if ap.proc.returncode is not None else 137
+            self._release(cluster, task)
+            task.last_status = "STOPPED"
+            task.version += 1
+            self._refresh_by_name(cluster_name, task)
+
+    def _refresh_by_name(self, cluster_name: str, task: Any) -> None:
+        cluster = self.ecs.clusters.get(cluster_name)
+        if cluster is not None:
+            self._refresh_service_of(cluster, task)
+
+    def kill_apps(self) -> int:
+        """SIGKILLs every task app still running and reaps it."""
+        n = 0
+        for ap in list(self.procs.values()):
+            if ap.alive():
+                ap.kill()
+                n += 1
+            try:
+                ap.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        return n
 
     def update_task(self, body: dict[str, Any]) -> dict[str, Any]:
         cluster = self._cluster(body.get("cluster"))
@@ -1010,8 +1309,18 @@ class Harness:
     def _stop(self, cluster: Any, task: Any, reason: str) -> None:
         if task.desired_status != "STOPPED":
             task.stopping_at = utcnow()
+            task.stopped_reason = reason
+            if isinstance(task, HarnessTask):
+                task.stop_code = "ServiceSchedulerInitiated" if "Scaling" in reason or "deployment" in reason else "UserInitiated"
         task.desired_status = "STOPPED"
-        task.stopped_reason = reason
+        ap = self.procs.get(getattr(task, "task_arn", ""))
+        if ap is not None and ap.alive() and task.last_status != "STOPPED":
+            # As ECS: SIGTERM to the app now; the task stays STOPPING while the app lives (its
+            # lifecycle thread marks it STOPPED on exit, SIGKILL after the stop timeout).
+            task.last_status = "STOPPING"
+            task.version += 1
+            ap.terminate()
+            return
         self._release(cluster, task)
         task.last_status = "STOPPED"
 
@@ -1034,6 +1343,9 @@ class Harness:
                     ],
                     "container_instance_arn": t.container_instance_arn,
                     "availability_zone": getattr(t, "availability_zone", None),
+                    "task_definition": t.task_definition_arn,
+                    "started_by": getattr(t, "started_by", None),
+                    "app": self.procs[t.task_arn].describe() if t.task_arn in self.procs else None,
                 }
             )
         return {"tasks": out}
@@ -1115,7 +1427,37 @@ class Harness:
 
     # -- services -------------------------------------------------------------------------
 
+    @staticmethod
+    def _deployment_configuration(raw: Any) -> dict[str, Any]:
+        if not isinstance(raw, dict):
+            raise BadRequest("'deployment_configuration' must be an object")
+        out = {}
+        for key, default in (("maximumPercent", 200), ("minimumHealthyPercent", 100)):
+            v = raw.get(key, default)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise BadRequest(f"deployment_configuration.{key} must be a non-negative integer")
+            out[key] = v
+        return out
+
+    def _task_ready(self, task: Any, ready_delay_ms: int, now: _dt.datetime) -> bool:
+        """A new deployment's task counts as healthy: RUNNING, HEALTHY if its containers have a
+        health check, and running for at least the ready delay."""
+        if task.last_status != "RUNNING" or task.desired_status != "RUNNING":
+            return False
+        containers = getattr(task, "containers", []) or []
+        if any(getattr(c, "has_health_check", False) for c in containers):
+            if getattr(task, "health_status", None) != "HEALTHY":
+                return False
+        started = getattr(task, "started_at", None)
+        if ready_delay_ms and started is not None:
+            return (now - started).total_seconds() * 1000 >= ready_delay_ms
+        return True
+
     def reconcile(self, body: dict[str, Any]) -> dict[str, Any]:
+        """What the ECS service scheduler does for a service without a load balancer: tops up to
+        desiredCount, stops the newest tasks on scale-in, and replaces the tasks of an older
+        deployment (another task definition, or before a forced new deployment) within
+        deploymentConfiguration's maximumPercent / minimumHealthyPercent."""
         cluster = self._cluster(body.get("cluster"))
         service = self._service(cluster, body.get("service"))
         pool_raw = body.get("ip_pool") or []
@@ -1124,23 +1466,68 @@ class Harness:
         pool = [self._loopback(ip, "ip_pool") for ip in pool_raw]
         if not service.task_definition:
             raise BadRequest(f"service {service.name} has no task definition")
+        if body.get("app") is not None:
+            self.apps[(cluster.name, service.name)] = self._app_settings(body["app"])
         td = self._task_definition(service.task_definition)
+        app = self.apps.get((cluster.name, service.name))
+        ready_delay_ms = body.get("ready_delay_ms")
+        if ready_delay_ms is None:
+            ready_delay_ms = app["ready_delay_ms"] if app else 0
+        if not isinstance(ready_delay_ms, int) or ready_delay_ms < 0:
+            raise BadRequest("'ready_delay_ms' must be a non-negative integer")
+        cfg = getattr(service, "deployment_configuration", None) or {}
+        if not isinstance(cfg, dict):
+            cfg = {}
+        max_pct = int(cfg.get("maximumPercent", 200) or 200)
+        min_pct = int(cfg.get("minimumHealthyPercent", 100) if cfg.get("minimumHealthyPercent") is not None else 100)
+        deployments = getattr(service, "deployments", None) or []
+        deployment_id = deployments[0]["id"] if deployments else None
         group = f"service:{service.name}"
         live = [
             t
             for t in self.ecs.tasks.get(cluster.name, {}).values()
             if t.group == group and t.desired_status == "RUNNING"
         ]
+
+        def current(t: Any) -> bool:
+            return t.task_definition_arn == td.arn and (
+                deployment_id is None or getattr(t, "started_by", None) in (None, deployment_id)
+            )
+
+        old = [t for t in live if not current(t)]
+        new = [t for t in live if current(t)]
         want = int(service.desired_count or 0)
         created: list[str] = []
         stopped: list[str] = []
         missing = 0
-        if len(live) < want:
-            need = want - len(live)
+        to_start = want - len(live)
+        if old:
+            # Rolling update: start new tasks up to maximumPercent, stop old ones while the
+            # healthy count stays at or above minimumHealthyPercent.
+            max_total = want * max_pct // 100
+            min_healthy = -(-want * min_pct // 100)
+            to_start = min(want - len(new), max_total - len(live))
+            now = utcnow()
+            ready = [t for t in new if self._task_ready(t, ready_delay_ms, now)]
+            old_running = [t for t in old if t.last_status == "RUNNING"]
+            spare = len(ready) + len(old_running) - min_healthy
+            # Old tasks not yet RUNNING go first (they serve nothing), then the oldest.
+            victims = sorted(
+                old, key=lambda t: (t.last_status == "RUNNING", getattr(t, "created_at", now))
+            )
+            pending_old = [t for t in victims if t.last_status != "RUNNING"]
+            n_stop = len(pending_old) + max(0, min(len(old_running), spare))
+            for t in victims[:n_stop]:
+                self._stop(cluster, t, f"Task stopped by ECS deployment {deployment_id}: replaced")
+                stopped.append(t.task_arn)
+        if to_start > 0:
+            need = to_start
             network_mode = td.network_mode or "bridge"
             if network_mode == "awsvpc":
                 used = self._ips_in_use()
                 free = [ip for ip in pool if ip not in used]
+                # Least recently used first: no new task on the address of one just stopped.
+                free.sort(key=lambda ip: self.ip_last_used.get(ip, -1.0))
                 n = min(need, len(free))
                 missing = need - n
                 if n:
@@ -1176,7 +1563,7 @@ class Harness:
                             "health_status": body.get("health_status"),
                         }
                     )["task_arns"]
-        elif len(live) > want:
+        elif not old and len(live) > want:
             # Newest first, as a scale-in that keeps the longest-running tasks.
             extra = sorted(live, key=lambda t: getattr(t, "created_at", utcnow()), reverse=True)
             for t in extra[: len(live) - want]:
@@ -1369,11 +1756,20 @@ class Harness:
         )
         service.running_count = 0
         service.pending_count = 0
+        if body.get("app") is not None:
+            self.apps[(cluster.name, service.name)] = self._app_settings(body["app"])
+        if body.get("deployment_configuration") is not None:
+            service.deployment_configuration = self._deployment_configuration(
+                body["deployment_configuration"]
+            )
         self._update_service_counts(cluster, service)
         return {"service_arn": service.arn, "name": service.name}
 
     def reset(self) -> dict[str, Any]:
         self.stop_auto()
+        self.kill_apps()
+        self.procs.clear()
+        self.apps.clear()
         FAULTS.clear()
         FAULTS.reset_calls()
         self.ecs.reset()
@@ -1493,6 +1889,7 @@ def make_control_handler(h: Harness) -> type[BaseHTTPRequestHandler]:
         ("POST", "/tasks/stop"): lambda b, q: h.stop_task(b),
         ("POST", "/container-instances"): lambda b, q: h.add_container_instance(b),
         ("POST", "/services/reconcile"): lambda b, q: h.reconcile(b),
+        ("POST", "/services/app"): lambda b, q: h.set_app(b),
         ("POST", "/services/autoreconcile"): lambda b, q: h.auto_reconcile(b),
         ("DELETE", "/services/autoreconcile"): delete_auto,
         ("GET", "/services"): lambda b, q: h.service_state(q),
@@ -1590,6 +1987,9 @@ def main(argv: list[str] | None = None) -> int:
     while not stop.wait(0.5):
         pass
     harness.stop_auto()
+    killed = harness.kill_apps()
+    if killed:
+        log.info("killed %d task apps", killed)
     control.shutdown()
     moto_server.shutdown()
     control.server_close()

@@ -82,8 +82,10 @@ def main() -> int:
     proc, port, cport = start_launcher()
     check("launcher prints READY", True)
     ctl = Control(cport)
+    app_pids: list[int] = []
     try:
         run(port, ctl)
+        app_pids = run_apps(port, ctl)
     except Exception as exc:  # noqa: BLE001
         import traceback
 
@@ -97,6 +99,9 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
             check("launcher exits cleanly on SIGTERM", False, "timeout")
+        if app_pids:
+            alive = [p for p in app_pids if pid_alive(p)]
+            check("launcher exit reaps every task app", not alive, alive)
     failed = sum(1 for _, ok, _ in RESULTS if not ok)
     passed = len(RESULTS) - failed
     print(f"{passed} passed, {failed} failed  ({time.monotonic() - t0:.1f}s)")
@@ -345,6 +350,203 @@ def run(port: int, ctl: Control) -> None:
 
     ctl.ok("POST", "/reset")
     check("POST /reset empties ECS", ecs.list_clusters()["clusterArns"] == [])
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][:1] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def task_app_binary() -> str | None:
+    env = os.environ.get("BERTH_TASK_APP_BIN")
+    if env:
+        return env
+    target = os.environ.get("CARGO_TARGET_DIR") or str(HERE.parent.parent / "target")
+    path = Path(target) / "release" / "task-app"
+    return str(path) if path.is_file() else None
+
+
+def http_call(ip: str, port: int, method: str = "GET", path: str = "/", body: bytes | None = None,
+              timeout: float = 5.0) -> tuple[int, dict[str, str], str]:
+    import http.client
+
+    conn = http.client.HTTPConnection(ip, port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body)
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read().decode()
+    finally:
+        conn.close()
+
+
+def wait_cond(fn: Any, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v or time.monotonic() > deadline:
+            return v
+        time.sleep(0.02)
+
+
+def run_apps(port: int, ctl: Control) -> list[int]:
+    """Task apps: started on the task's address, RUNNING once they accept, SIGTERM when ECS stops
+    the task (STOPPING while they live), rolling replacement and scale-in, reaped on exit."""
+    import threading
+
+    binary = task_app_binary()
+    if not check("task-app binary built", binary is not None,
+                 "target/release/task-app missing: cargo build --release -p berth-tests --bin task-app"):
+        return []
+    endpoint = f"http://127.0.0.1:{port}"
+    cfg = botocore.config.Config(retries={"total_max_attempts": 1, "mode": "standard"})
+    ecs = boto3.client("ecs", endpoint_url=endpoint, region_name=REGION, aws_access_key_id="testing",
+                       aws_secret_access_key="testing", config=cfg)
+    ctl.ok("POST", "/setup/cluster", {"name": "apps"})
+    tport = 18090
+    td1 = ctl.ok("POST", "/setup/task-definition", {
+        "family": "appsvc", "network_mode": "awsvpc",
+        "containers": [{"name": "app", "port": tport, "port_name": "http", "health_check": True}],
+    })["task_definition_arn"]
+    graceful = {"binary": binary, "mode": "graceful", "grace_ms": 3000, "stop_timeout_ms": 5000}
+    ctl.ok("POST", "/setup/service", {"cluster": "apps", "name": "svc", "task_definition": td1,
+                                       "desired_count": 2, "app": graceful})
+    pool = [f"127.0.0.{i}" for i in range(40, 60)]
+    r = ctl.ok("POST", "/services/reconcile", {"cluster": "apps", "service": "svc", "ip_pool": pool})
+    check("app tasks created", len(r["created"]) == 2, r)
+
+    def tasks() -> list[dict[str, Any]]:
+        return ctl.ok("GET", "/tasks?cluster=apps")["tasks"]
+
+    def by_arn(arn: str) -> dict[str, Any]:
+        return next(t for t in tasks() if t["task_arn"] == arn)
+
+    running = wait_cond(lambda: all(by_arn(a)["last_status"] == "RUNNING" for a in r["created"]), 10)
+    check("app tasks RUNNING once the app accepts", running, tasks())
+    t0 = by_arn(r["created"][0])
+    check("running app task is HEALTHY with a container health check",
+          t0["health_status"] == "HEALTHY" and t0["app"]["alive"], t0)
+    ip = t0["private_ip"]
+    st, hd, body = http_call(ip, tport)
+    check("task app answers with its task id", st == 200 and hd.get("x-task") == t0["task_arn"].split("/")[-1], (st, hd, body))
+    st, hd, body = http_call(ip, tport, "POST", "/x", b"a" * 10240)
+    check("task app reads a POST body", st == 200 and "received=10240" in body, (st, body))
+
+    # Graceful stop through the ECS API: SIGTERM at once, in-flight request finishes.
+    result: dict[str, Any] = {}
+
+    def slow() -> None:
+        try:
+            result["r"] = http_call(ip, tport, "GET", "/?delay_ms=800")
+        except Exception as exc:  # noqa: BLE001
+            result["r"] = exc
+
+    th = threading.Thread(target=slow)
+    th.start()
+    time.sleep(0.2)
+    ecs.stop_task(cluster="apps", task=t0["task_arn"], reason="selftest")
+    d = ecs.describe_tasks(cluster="apps", tasks=[t0["task_arn"]])["tasks"][0]
+    check("ECS StopTask: desiredStatus STOPPED, lastStatus STOPPING while the app lives",
+          d["desiredStatus"] == "STOPPED" and d["lastStatus"] == "STOPPING", (d["desiredStatus"], d["lastStatus"]))
+    refused = False
+    try:
+        s = socket.create_connection((ip, tport), timeout=1)
+        s.close()
+    except OSError:
+        refused = True
+    check("graceful app stops accepting at once", refused)
+    th.join(5)
+    res = result.get("r")
+    check("graceful app finishes the request in flight", isinstance(res, tuple) and res[0] == 200, res)
+    stopped = wait_cond(lambda: by_arn(t0["task_arn"])["last_status"] == "STOPPED", 5)
+    check("task STOPPED once its app exited", stopped and not by_arn(t0["task_arn"])["app"]["alive"], by_arn(t0["task_arn"]))
+
+    # Abrupt: exits at once, the request in flight fails.
+    ctl.ok("POST", "/services/app", {"cluster": "apps", "service": "svc",
+                                     "app": dict(graceful, mode="abrupt")})
+    r = ctl.ok("POST", "/services/reconcile", {"cluster": "apps", "service": "svc", "ip_pool": pool})
+    check("reconcile replaces the stopped task on a fresh address",
+          len(r["created"]) == 1 and by_arn(r["created"][0])["private_ip"] != ip, r)
+    arn = r["created"][0]
+    wait_cond(lambda: by_arn(arn)["last_status"] == "RUNNING", 10)
+    ip2 = by_arn(arn)["private_ip"]
+    result.clear()
+    th = threading.Thread(target=lambda: result.__setitem__("r", _try(lambda: http_call(ip2, tport, "GET", "/?delay_ms=2000"))))
+    th.start()
+    time.sleep(0.2)
+    ctl.ok("POST", "/tasks/stop", {"cluster": "apps", "task_arn": arn})
+    th.join(5)
+    check("abrupt app drops the request in flight", isinstance(result.get("r"), Exception), result.get("r"))
+    check("abrupt app's task STOPPED at once",
+          wait_cond(lambda: by_arn(arn)["last_status"] == "STOPPED", 2), by_arn(arn))
+
+    # Rolling replacement, one at a time: 4 tasks, max 125 %, min 100 %.
+    ctl.ok("POST", "/services/app", {"cluster": "apps", "service": "svc", "app": graceful})
+    ecs.update_service(cluster="apps", service="svc", desiredCount=4)
+    ctl.ok("POST", "/services/autoreconcile", {"cluster": "apps", "service": "svc", "ip_pool": pool,
+                                               "interval_ms": 50})
+    svc_live = lambda: [t for t in tasks() if t["group"] == "service:svc" and t["desired_status"] == "RUNNING"]  # noqa: E731
+    wait_cond(lambda: len([t for t in svc_live() if t["last_status"] == "RUNNING"]) == 4, 10)
+    td2 = ctl.ok("POST", "/setup/task-definition", {
+        "family": "appsvc", "network_mode": "awsvpc",
+        "containers": [{"name": "app", "port": tport, "port_name": "http", "health_check": True}],
+    })["task_definition_arn"]
+    ecs.update_service(cluster="apps", service="svc", taskDefinition=td2,
+                       deploymentConfiguration={"maximumPercent": 125, "minimumHealthyPercent": 100})
+    max_live, min_running = 0, 99
+    deadline = time.monotonic() + 20
+    done = False
+    while time.monotonic() < deadline:
+        live = svc_live()
+        max_live = max(max_live, len(live))
+        min_running = min(min_running, len([t for t in live if t["last_status"] == "RUNNING"]))
+        if len(live) == 4 and all(t["task_definition"] == td2 and t["last_status"] == "RUNNING" for t in live):
+            done = True
+            break
+        time.sleep(0.02)
+    check("rolling update replaces every task with the new revision", done, svc_live())
+    check("rolling 125/100: at most 5 tasks, never fewer than 4 RUNNING",
+          max_live <= 5 and min_running >= 4, (max_live, min_running))
+    old_left = wait_cond(lambda: not [t for t in tasks() if t["task_definition"] == td1 and t["last_status"] != "STOPPED"], 10)
+    check("replaced tasks' apps exited, tasks STOPPED", old_left,
+          [(t["task_arn"], t["last_status"]) for t in tasks() if t["task_definition"] == td1])
+
+    # All at once: max 200 %.
+    td3 = ctl.ok("POST", "/setup/task-definition", {
+        "family": "appsvc", "network_mode": "awsvpc",
+        "containers": [{"name": "app", "port": tport, "port_name": "http"}],
+    })["task_definition_arn"]
+    ecs.update_service(cluster="apps", service="svc", taskDefinition=td3,
+                       deploymentConfiguration={"maximumPercent": 200, "minimumHealthyPercent": 100})
+    max_live = 0
+    deadline = time.monotonic() + 20
+    done = False
+    while time.monotonic() < deadline:
+        live = svc_live()
+        max_live = max(max_live, len(live))
+        if len(live) == 4 and all(t["task_definition"] == td3 and t["last_status"] == "RUNNING" for t in live):
+            done = True
+            break
+        time.sleep(0.02)
+    check("rolling 200/100 starts 4 new tasks before stopping the old ones", done and max_live == 8, (done, max_live))
+
+    # Scale-in 4 -> 1: three apps get SIGTERM and exit.
+    ecs.update_service(cluster="apps", service="svc", desiredCount=1)
+    ok = wait_cond(lambda: len(svc_live()) == 1 and len(
+        [t for t in tasks() if t["app"] and t["app"]["alive"]]) == 1, 10)
+    check("scale-in 4 -> 1 stops three tasks and their apps", ok,
+          [(t["last_status"], t["app"]) for t in tasks()])
+    ctl.ok("DELETE", "/services/autoreconcile", {})
+    return [t["app"]["pid"] for t in tasks() if t["app"]]
+
+
+def _try(fn: Any) -> Any:
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001
+        return exc
 
 
 if __name__ == "__main__":
