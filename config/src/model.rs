@@ -83,6 +83,10 @@ pub struct LogSettings {
 pub struct AdminSettings {
     /// Bind address (default `127.0.0.1:9901`).
     pub bind: SocketAddr,
+    /// Optional PROXY header acceptance (`[admin.proxy_protocol]`): a connection from a trusted
+    /// peer may start with a PROXY v1/v2 header, any other connection is plain HTTP; a header
+    /// from an untrusted peer is refused. `allowed_vpc_endpoints` is always empty here.
+    pub proxy_protocol: Option<ProxyProtocolIn>,
 }
 
 /// `[scaler]`.

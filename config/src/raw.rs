@@ -59,6 +59,11 @@ pub struct RawLog {
 pub struct RawAdmin {
     /// Bind address (default `127.0.0.1:9901`).
     pub bind: Option<String>,
+    /// `[admin.proxy_protocol]`: connections from `trusted_cidrs` MAY start with a PROXY v1/v2
+    /// header (LOCAL included), as an NLB's health checks do when its target group has
+    /// `proxy_protocol_v2.enabled`; connections without one are served as before.
+    /// `allowed_vpc_endpoints` is not accepted here.
+    pub proxy_protocol: Option<RawProxyProtocol>,
 }
 
 /// `[scaler]`: parsed by `berth-scaler`.

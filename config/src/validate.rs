@@ -472,6 +472,15 @@ impl Cx<'_> {
         let log = self.log(&parts.log);
         let admin = AdminSettings {
             bind: self.socket_addr(&parts.admin.bind, "admin.bind", ([127, 0, 0, 1], 9901)),
+            proxy_protocol: parts.admin.proxy_protocol.as_ref().map(|pp| {
+                if pp.allowed_vpc_endpoints.is_some() {
+                    self.err(
+                        "admin.proxy_protocol.allowed_vpc_endpoints",
+                        "not supported on the admin port (health checks carry no VPC endpoint ID); trusted_cidrs alone decides",
+                    );
+                }
+                self.proxy_protocol_in(pp, "admin.proxy_protocol")
+            }),
         };
         let scaler = self.scaler(&parts.scaler, &parts.target_group_names);
 
@@ -1407,48 +1416,10 @@ impl Cx<'_> {
             1,
             1_000_000,
         ) as usize;
-        let proxy_protocol = l.proxy_protocol.as_ref().map(|pp| {
-            let ppp = format!("{p}.proxy_protocol");
-            let trusted_cidrs = match &pp.trusted_cidrs {
-                None => {
-                    self.err(
-                        &format!("{ppp}.trusted_cidrs"),
-                        "required: the peers (load balancers) allowed to send PROXY headers",
-                    );
-                    Vec::new()
-                }
-                Some(list) => {
-                    let mut out = Vec::new();
-                    for (i, s) in list.iter().enumerate() {
-                        match parse_cidr(s) {
-                            Some(n) => out.push(n),
-                            None => self.err(
-                                &format!("{ppp}.trusted_cidrs[{i}]"),
-                                format!("invalid CIDR {s:?} (expected e.g. \"10.0.0.0/8\" or an IP address)"),
-                            ),
-                        }
-                    }
-                    out
-                }
-            };
-            let header_timeout = self.dur_in(
-                &pp.header_timeout,
-                &format!("{ppp}.header_timeout"),
-                secs(3),
-                Duration::from_millis(10),
-                secs(60),
-                "between 10ms and 60s",
-            );
-            let allowed_vpc_endpoints = match &pp.allowed_vpc_endpoints {
-                Some(list) => self.vpce_ids(list, &format!("{ppp}.allowed_vpc_endpoints")),
-                None => Vec::new(),
-            };
-            ProxyProtocolIn {
-                trusted_cidrs,
-                header_timeout,
-                allowed_vpc_endpoints,
-            }
-        });
+        let proxy_protocol = l
+            .proxy_protocol
+            .as_ref()
+            .map(|pp| self.proxy_protocol_in(pp, &format!("{p}.proxy_protocol")));
         if protocol == Some(ListenerProtocol::Https) && proxy_protocol.is_some() {
             self.err(
                 &format!("{p}.proxy_protocol"),
@@ -1749,6 +1720,50 @@ impl Cx<'_> {
             return (ids.len() == list.len()).then_some(Condition::VpcEndpoint(ids));
         }
         None
+    }
+
+    /// Checks a `proxy_protocol` table at path `ppp` (`listeners[i].proxy_protocol` or
+    /// `admin.proxy_protocol`).
+    fn proxy_protocol_in(&mut self, pp: &RawProxyProtocol, ppp: &str) -> ProxyProtocolIn {
+        let trusted_cidrs = match &pp.trusted_cidrs {
+            None => {
+                self.err(
+                    &format!("{ppp}.trusted_cidrs"),
+                    "required: the peers (load balancers) allowed to send PROXY headers",
+                );
+                Vec::new()
+            }
+            Some(list) => {
+                let mut out = Vec::new();
+                for (i, s) in list.iter().enumerate() {
+                    match parse_cidr(s) {
+                        Some(n) => out.push(n),
+                        None => self.err(
+                            &format!("{ppp}.trusted_cidrs[{i}]"),
+                            format!("invalid CIDR {s:?} (expected e.g. \"10.0.0.0/8\" or an IP address)"),
+                        ),
+                    }
+                }
+                out
+            }
+        };
+        let header_timeout = self.dur_in(
+            &pp.header_timeout,
+            &format!("{ppp}.header_timeout"),
+            secs(3),
+            Duration::from_millis(10),
+            secs(60),
+            "between 10ms and 60s",
+        );
+        let allowed_vpc_endpoints = match &pp.allowed_vpc_endpoints {
+            Some(list) => self.vpce_ids(list, &format!("{ppp}.allowed_vpc_endpoints")),
+            None => Vec::new(),
+        };
+        ProxyProtocolIn {
+            trusted_cidrs,
+            header_timeout,
+            allowed_vpc_endpoints,
+        }
     }
 
     /// VPC endpoint IDs (`vpce-` followed by letters and digits).
@@ -2689,6 +2704,39 @@ source = { kind = "static", targets = [{ address = "127.0.0.1:9000" }] }
             ),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn admin_proxy_protocol_is_optional_and_checked() {
+        let c = parse_and_validate(MINIMAL, Path::new("/base")).unwrap();
+        assert!(c.admin.proxy_protocol.is_none());
+
+        let text = format!(
+            "[admin]\nbind = \"0.0.0.0:9901\"\n[admin.proxy_protocol]\ntrusted_cidrs = [\"10.0.0.0/16\"]\n{MINIMAL}"
+        );
+        let c = parse_and_validate(&text, Path::new("/base")).unwrap();
+        let pp = c.admin.proxy_protocol.as_ref().unwrap();
+        assert_eq!(
+            pp.trusted_cidrs,
+            vec!["10.0.0.0/16".parse::<IpNet>().unwrap()]
+        );
+        assert_eq!(pp.header_timeout, secs(3));
+        assert!(pp.allowed_vpc_endpoints.is_empty());
+
+        let text = format!(
+            "[admin.proxy_protocol]\nheader_timeout = \"1h\"\nallowed_vpc_endpoints = [\"vpce-1\"]\n{MINIMAL}"
+        );
+        let e = parse_and_validate(&text, Path::new("/base")).unwrap_err();
+        let paths: Vec<&str> = e.0.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "admin.proxy_protocol.trusted_cidrs",
+                "admin.proxy_protocol.header_timeout",
+                "admin.proxy_protocol.allowed_vpc_endpoints",
+            ],
+            "{e}"
+        );
     }
 
     #[test]

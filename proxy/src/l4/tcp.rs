@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_config::model::{HashOn, Listener};
+use berth_config::model::{HashOn, Listener, ProxyProtocolIn};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
@@ -87,16 +87,28 @@ impl TcpProxy {
 }
 
 /// Checks trust, reads the PROXY header and applies the VPC endpoint allow-list; counts and
-/// logs refusals.
+/// logs refusals. `Ok(None)` when the listener does not take PROXY headers.
 pub async fn accept_proxy_header<S: AsyncRead + Unpin>(
     listener: &Listener,
     name: &str,
     stream: &mut S,
     peer: Option<SocketAddr>,
 ) -> Result<Option<ProxyInfo>, ProxyHeaderError> {
-    let Some(pp) = &listener.proxy_protocol else {
-        return Ok(None);
-    };
+    match &listener.proxy_protocol {
+        Some(pp) => accept_header(pp, name, stream, peer).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// [`accept_proxy_header`] for any settings (also the admin port's `[admin.proxy_protocol]`,
+/// counted under listener `name`): refuses untrusted peers before reading a byte, then reads
+/// one header within `pp.header_timeout`.
+pub async fn accept_header<S: AsyncRead + Unpin>(
+    pp: &ProxyProtocolIn,
+    name: &str,
+    stream: &mut S,
+    peer: Option<SocketAddr>,
+) -> Result<ProxyInfo, ProxyHeaderError> {
     let result = async {
         let peer_ip = peer.map(|p| p.ip());
         if !peer_ip.is_some_and(|ip| pp.trusted_cidrs.iter().any(|n| n.contains(&ip))) {
@@ -118,7 +130,7 @@ pub async fn accept_proxy_header<S: AsyncRead + Unpin>(
     }
     .await;
     match result {
-        Ok(info) => Ok(Some(info)),
+        Ok(info) => Ok(info),
         Err(e) => {
             metrics::counter!(m::PROXY_PROTOCOL_REJECTED, "listener" => name.to_string(), "reason" => e.reason())
                 .increment(1);
