@@ -1062,6 +1062,22 @@ impl Cx<'_> {
                 secs(3600),
                 "at most 3600s",
             );
+            let scale_out_cooldown = self.dur_in(
+                &t.scale_out_cooldown,
+                &format!("{tp}.scale_out_cooldown"),
+                secs(60),
+                secs(0),
+                secs(86_400),
+                "at most 86400s",
+            );
+            let scale_in_cooldown = self.dur_in(
+                &t.scale_in_cooldown,
+                &format!("{tp}.scale_in_cooldown"),
+                secs(300),
+                secs(0),
+                secs(86_400),
+                "at most 86400s",
+            );
             if let (Some(metric), Some(target)) = (metric, target) {
                 target_tracking.push(TargetTracking {
                     name,
@@ -1070,6 +1086,8 @@ impl Cx<'_> {
                     tolerance,
                     scale_out_stabilization,
                     scale_in_stabilization,
+                    scale_out_cooldown,
+                    scale_in_cooldown,
                     disable_scale_in: t.disable_scale_in.unwrap_or(false),
                 });
             }
@@ -1227,6 +1245,24 @@ impl Cx<'_> {
                 format!("must not exceed evaluation_periods ({evaluation_periods})"),
             );
         }
+        let period = self.dur_in(
+            &t.period,
+            &format!("{tp}.period"),
+            secs(60),
+            secs(1),
+            secs(86_400),
+            "between 1s and 86400s",
+        );
+        if period.as_secs() * u64::from(evaluation_periods) > 86_400 {
+            self.err(
+                &format!("{tp}.evaluation_periods"),
+                format!(
+                    "evaluation_periods × period must not exceed one day (as a CloudWatch alarm): \
+                     {evaluation_periods} × {}s",
+                    period.as_secs()
+                ),
+            );
+        }
         let adjustment_type = match t.adjustment_type.as_deref() {
             None | Some("ChangeInCapacity") => AdjustmentType::ChangeInCapacity,
             Some("PercentChangeInCapacity") => AdjustmentType::PercentChangeInCapacity,
@@ -1319,6 +1355,7 @@ impl Cx<'_> {
             metric: metric?,
             comparison: comparison?,
             threshold: threshold?,
+            period,
             evaluation_periods,
             datapoints_to_alarm,
             adjustment_type,
@@ -2419,7 +2456,7 @@ impl Cx<'_> {
         let poll_interval = self.dur_in(
             &s.poll_interval,
             &format!("{p}.poll_interval"),
-            Duration::from_secs(2),
+            Duration::from_millis(750),
             Duration::from_millis(100),
             Duration::from_secs(300),
             "between 100ms and 300s",

@@ -340,9 +340,17 @@ async fn group_loop(shared: Arc<Shared>, group: Arc<Group>) {
         if !checking.load(Ordering::SeqCst) {
             wake_at = wake_at.min(next_check);
         }
+        let changed = async {
+            match source.as_ref() {
+                Some(src) => src.changed().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = tokio::time::sleep_until(wake_at.into()) => {}
             _ = group.wake.notified() => {}
+            // The source has news (an ECS poll finished): discover now.
+            _ = changed => next_discovery = Instant::now(),
         }
     }
     tracing::debug!(target_group = %group.name, "group loop stopped");

@@ -1,9 +1,13 @@
 //! ECS discovery: the tasks of a service (or task definition family) become targets.
 //!
 //! Work is grouped by cluster: one [`ClusterPoller`] per cluster serves every target group
-//! that names it, so a cycle costs one paginated `ListTasks` per cluster, `DescribeTasks` only
-//! for tasks not seen before (and for tasks not yet eligible, to catch them turning healthy),
-//! a slower re-describe of the others, and task definitions cached by ARN (revisions are
+//! that names it. Its own loop polls at the shortest `poll_interval` of those groups and hands
+//! each new snapshot to them at once (they do not wait for a timer of their own), so a task
+//! that ECS marks to stop leaves its groups within one interval. A cycle costs one paginated
+//! `ListTasks` (desired status RUNNING: a task ECS is stopping drops out of it), and
+//! `DescribeTasks` only for the tasks [`describe_again`] names: new ones, ones not yet
+//! eligible, and ones whose container has a health check (to see it turn UNHEALTHY); the
+//! others are re-described once a minute. Task definitions are cached by ARN (revisions are
 //! immutable). Any failed call keeps the last good snapshot (fail-static).
 //!
 //! Which tasks become targets, and at which address, is the pure function [`resolve`].
@@ -23,8 +27,9 @@ use crate::metrics as m;
 
 /// Largest batch `DescribeTasks` / `DescribeContainerInstances` accept.
 const BATCH: usize = 100;
-/// Known, eligible tasks are re-described this many poll cycles apart.
-const REDESCRIBE_EVERY: u32 = 5;
+/// Known, eligible tasks without a container health check are re-described this often (a
+/// safety net: what can change about them also takes them out of `ListTasks`).
+const REDESCRIBE_ALL: Duration = Duration::from_secs(60);
 
 /// A discovered task with what is needed to address it.
 #[derive(Debug, Clone)]
@@ -182,47 +187,102 @@ pub struct ClusterPoller {
     api: Arc<dyn EcsApi>,
     state: tokio::sync::Mutex<PollState>,
     snapshot: arc_swap::ArcSwapOption<ClusterSnapshot>,
+    /// Counts finished poll attempts; target groups wait on it for the next snapshot.
+    attempts: tokio::sync::watch::Sender<u64>,
+    /// The poll interval each target group asks for, by a key of the group's discovery.
+    intervals: Mutex<HashMap<u64, Duration>>,
 }
 
 #[derive(Debug, Default)]
 struct PollState {
-    last_attempt: Option<Instant>,
     last_error: Option<ApiError>,
-    cycles: u32,
+    last_full: Option<Instant>,
 }
 
+/// Poll interval of a poller no target group has asked anything of yet.
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+
 impl ClusterPoller {
-    /// A poller for `cluster` using `api`.
+    /// A poller for `cluster` using `api`. It polls when [`ClusterPoller::refresh`] is called;
+    /// [`ClusterPoller::run`] calls it at the interval its users ask for.
     pub fn new(cluster: String, api: Arc<dyn EcsApi>) -> ClusterPoller {
         ClusterPoller {
             cluster,
             api,
             state: tokio::sync::Mutex::new(PollState::default()),
             snapshot: arc_swap::ArcSwapOption::empty(),
+            attempts: tokio::sync::watch::channel(0).0,
+            intervals: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The latest snapshot, polling first when the last attempt is older than `max_age`.
-    /// Concurrent callers share one poll. Errors only when no poll ever succeeded.
-    pub async fn snapshot(&self, max_age: Duration) -> Result<Arc<ClusterSnapshot>, ApiError> {
+    /// Polls `poller` every interval (the shortest its users ask for) until nothing holds it.
+    /// Ticks are fixed-rate: a slow call does not push later polls back.
+    pub async fn run(poller: Weak<ClusterPoller>) {
+        let mut next = tokio::time::Instant::now();
+        loop {
+            let Some(p) = poller.upgrade() else { return };
+            let _ = p.refresh().await;
+            let interval = p.interval();
+            drop(p);
+            next += interval;
+            let now = tokio::time::Instant::now();
+            if next < now {
+                next = now;
+            }
+            tokio::time::sleep_until(next).await;
+        }
+    }
+
+    /// The interval this poller polls at: the shortest its users ask for.
+    pub fn interval(&self) -> Duration {
+        lock(&self.intervals)
+            .values()
+            .min()
+            .copied()
+            .unwrap_or(DEFAULT_INTERVAL)
+    }
+
+    fn want_interval(&self, key: u64, interval: Duration) {
+        lock(&self.intervals).insert(key, interval);
+    }
+
+    fn forget_interval(&self, key: u64) {
+        lock(&self.intervals).remove(&key);
+    }
+
+    /// Polls now and returns the latest snapshot (the last good one when this poll failed).
+    /// Errors only when no poll ever succeeded.
+    pub async fn refresh(&self) -> Result<Arc<ClusterSnapshot>, ApiError> {
         let mut st = self.state.lock().await;
-        let due = st.last_attempt.is_none_or(|t| t.elapsed() >= max_age);
-        if due {
-            st.last_attempt = Some(Instant::now());
-            st.cycles = st.cycles.wrapping_add(1);
-            let redescribe_all = st.cycles.is_multiple_of(REDESCRIBE_EVERY);
-            match self.poll(redescribe_all).await {
-                Ok(snap) => {
-                    publish_task_states(&self.cluster, &snap);
-                    self.snapshot.store(Some(Arc::new(snap)));
-                    st.last_error = None;
-                }
-                Err(e) => {
-                    tracing::warn!(cluster = %self.cluster, error = %e, "ECS poll failed; keeping the last good tasks");
-                    st.last_error = Some(e);
+        let full = st.last_full.is_none_or(|t| t.elapsed() >= REDESCRIBE_ALL);
+        match self.poll(full).await {
+            Ok(snap) => {
+                publish_task_states(&self.cluster, &snap);
+                self.snapshot.store(Some(Arc::new(snap)));
+                st.last_error = None;
+                if full {
+                    st.last_full = Some(Instant::now());
                 }
             }
+            Err(e) => {
+                tracing::warn!(cluster = %self.cluster, error = %e, "ECS poll failed; keeping the last good tasks");
+                st.last_error = Some(e);
+            }
         }
+        self.attempts.send_modify(|n| *n += 1);
+        self.latest_now(&st)
+    }
+
+    /// The latest snapshot; waits for the first poll to finish when none has yet.
+    pub async fn latest(&self) -> Result<Arc<ClusterSnapshot>, ApiError> {
+        let mut rx = self.attempts.subscribe();
+        let _ = rx.wait_for(|n| *n > 0).await;
+        let st = self.state.lock().await;
+        self.latest_now(&st)
+    }
+
+    fn latest_now(&self, st: &PollState) -> Result<Arc<ClusterSnapshot>, ApiError> {
         match (self.snapshot.load_full(), &st.last_error) {
             (Some(s), _) => Ok(s),
             (None, Some(e)) => Err(e.clone()),
@@ -234,6 +294,11 @@ impl ClusterPoller {
         }
     }
 
+    /// A receiver that changes after every poll attempt.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.attempts.subscribe()
+    }
+
     /// One poll cycle; builds a whole new snapshot or fails as a whole.
     async fn poll(&self, redescribe_all: bool) -> Result<ClusterSnapshot, ApiError> {
         let prev = self.snapshot.load_full();
@@ -241,31 +306,17 @@ impl ClusterPoller {
         let prev = prev.as_deref().unwrap_or(&empty);
         let arns = self.api.list_running_tasks(&self.cluster).await?;
         let listed: HashSet<&String> = arns.iter().collect();
-        // A task already running and healthy waits for the slower full re-describe; one that
-        // is not yet (starting, or its health check not yet passing) is re-described each cycle.
-        let eligible_before = |kt: &KnownTask| {
-            kt.task.last_status == "RUNNING"
-                && kt.task.desired_status == "RUNNING"
-                && prev
-                    .task_definitions
-                    .get(&kt.task.task_definition_arn)
-                    .is_some_and(|td| {
-                        td.containers
-                            .iter()
-                            .filter(|c| c.has_health_check)
-                            .all(|c| {
-                                kt.task.containers.iter().any(|tc| {
-                                    tc.name == c.name
-                                        && tc.health_status.as_deref() == Some("HEALTHY")
-                                })
-                            })
-                    })
-        };
         let mut tasks: HashMap<String, KnownTask> = HashMap::new();
         let mut to_describe: Vec<String> = Vec::new();
         for arn in &arns {
             match prev.tasks.get(arn) {
-                Some(kt) if !redescribe_all && eligible_before(kt) => {
+                Some(kt)
+                    if !describe_again(
+                        kt,
+                        prev.task_definitions.get(&kt.task.task_definition_arn),
+                        redescribe_all,
+                    ) =>
+                {
                     tasks.insert(arn.clone(), kt.clone());
                 }
                 _ => to_describe.push(arn.clone()),
@@ -341,6 +392,26 @@ impl ClusterPoller {
     }
 }
 
+/// Whether a task already known from the last poll is described again this cycle: when it is
+/// not yet eligible (starting, or its health check not yet passing), when a container of its
+/// task definition has a health check (ECS may report it UNHEALTHY, which `ListTasks` does
+/// not show), and on a full re-describe. A task without a health check that is running needs
+/// no call: being stopped takes it out of `ListTasks`.
+pub fn describe_again(kt: &KnownTask, td: Option<&TaskDefinition>, full: bool) -> bool {
+    let Some(td) = td else { return true };
+    if full || kt.task.last_status != "RUNNING" || kt.task.desired_status != "RUNNING" {
+        return true;
+    }
+    td.containers.iter().any(|c| c.has_health_check)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
 fn publish_task_states(cluster: &str, snap: &ClusterSnapshot) {
     let mut by_state: HashMap<&str, u32> = HashMap::new();
     for s in [
@@ -404,6 +475,7 @@ impl EcsHub {
         let p = Arc::new(ClusterPoller::new(cluster.to_string(), api));
         map.retain(|_, w| w.strong_count() > 0);
         map.insert(cluster.to_string(), Arc::downgrade(&p));
+        tokio::spawn(ClusterPoller::run(Arc::downgrade(&p)));
         p
     }
 
@@ -416,19 +488,44 @@ impl EcsHub {
     }
 }
 
-/// The [`Discovery`] of a target group with an ECS source.
+/// The [`Discovery`] of a target group with an ECS source. It makes no call of its own: it
+/// reads its cluster poller's latest snapshot, and [`Discovery::changed`] wakes its group as
+/// soon as the poller has a new one.
 #[derive(Debug)]
 pub struct EcsDiscovery {
     source: EcsSource,
+    key: u64,
     poller: tokio::sync::OnceCell<Arc<ClusterPoller>>,
+    seen: std::sync::atomic::AtomicU64,
 }
 
 impl EcsDiscovery {
     /// Discovery for `source`.
     pub fn new(source: EcsSource) -> EcsDiscovery {
+        static KEYS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         EcsDiscovery {
             source,
+            key: KEYS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             poller: tokio::sync::OnceCell::new(),
+            seen: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    async fn poller(&self) -> &Arc<ClusterPoller> {
+        self.poller
+            .get_or_init(|| async {
+                let p = EcsHub::global().poller(&self.source.cluster).await;
+                p.want_interval(self.key, self.source.poll_interval);
+                p
+            })
+            .await
+    }
+}
+
+impl Drop for EcsDiscovery {
+    fn drop(&mut self) {
+        if let Some(p) = self.poller.get() {
+            p.forget_interval(self.key);
         }
     }
 }
@@ -436,12 +533,13 @@ impl EcsDiscovery {
 #[async_trait]
 impl Discovery for EcsDiscovery {
     async fn discover(&self) -> Result<Vec<TargetSpec>, DiscoveryError> {
-        let poller = self
-            .poller
-            .get_or_init(|| EcsHub::global().poller(&self.source.cluster))
-            .await;
+        let poller = self.poller().await;
+        self.seen.store(
+            *poller.subscribe().borrow(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let snap = poller
-            .snapshot(self.source.poll_interval)
+            .latest()
             .await
             .map_err(|e| DiscoveryError::Ecs(e.to_string()))?;
         Ok(targets_of(&self.source, &snap)
@@ -453,8 +551,18 @@ impl Discovery for EcsDiscovery {
             .collect())
     }
 
+    async fn changed(&self) {
+        let poller = self.poller().await;
+        let seen = self.seen.load(std::sync::atomic::Ordering::Relaxed);
+        let mut rx = poller.subscribe();
+        if rx.wait_for(|n| *n != seen).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
     fn poll_interval(&self) -> Duration {
-        self.source.poll_interval
+        // Snapshots arrive through `changed`; this is only a fallback.
+        Duration::from_secs(30)
     }
 
     fn kind(&self) -> &'static str {
@@ -725,7 +833,7 @@ mod tests {
             })
             .collect();
         let p = ClusterPoller::new("prod".into(), fake.clone());
-        let s = p.snapshot(Duration::ZERO).await.unwrap();
+        let s = p.refresh().await.unwrap();
         assert_eq!(targets_of(&src(PortRef::Number(8080)), &s).len(), 150);
         assert_eq!(
             fake.describe_calls.load(Ordering::SeqCst),
@@ -738,17 +846,96 @@ mod tests {
             "one task definition, described once"
         );
         // Second cycle: nothing new, nothing described.
-        p.snapshot(Duration::ZERO).await.unwrap();
+        p.refresh().await.unwrap();
         assert_eq!(fake.describe_calls.load(Ordering::SeqCst), 2);
         assert_eq!(fake.td_calls.load(Ordering::SeqCst), 1);
         // Failure keeps the last good snapshot.
         *fake.fail.lock().unwrap() = true;
-        let s = p.snapshot(Duration::ZERO).await.unwrap();
+        let s = p.refresh().await.unwrap();
         assert_eq!(s.tasks.len(), 150);
-        // Within max_age, no call at all.
-        let before = fake.list_calls.load(Ordering::SeqCst);
-        p.snapshot(Duration::from_secs(60)).await.unwrap();
-        assert_eq!(fake.list_calls.load(Ordering::SeqCst), before);
+    }
+
+    #[tokio::test]
+    async fn health_checked_tasks_are_redescribed_every_cycle_and_leave_when_unhealthy() {
+        let fake = Arc::new(Fake {
+            health_check: true,
+            ..Fake::default()
+        });
+        *fake.tasks.lock().unwrap() = vec![
+            task("t1", "awsvpc", Some("127.0.0.2"), "HEALTHY"),
+            task("t2", "awsvpc", Some("127.0.0.3"), "HEALTHY"),
+        ];
+        let p = ClusterPoller::new("prod".into(), fake.clone());
+        let s = p.refresh().await.unwrap();
+        assert_eq!(targets_of(&src(PortRef::Number(8080)), &s).len(), 2);
+        let before = fake.describe_calls.load(Ordering::SeqCst);
+        fake.tasks.lock().unwrap()[1].containers[0].health_status = Some("UNHEALTHY".into());
+        let s = p.refresh().await.unwrap();
+        assert_eq!(
+            fake.describe_calls.load(Ordering::SeqCst),
+            before + 1,
+            "one DescribeTasks for the two health-checked tasks"
+        );
+        let left: Vec<_> = targets_of(&src(PortRef::Number(8080)), &s)
+            .into_iter()
+            .map(|t| t.address.to_string())
+            .collect();
+        assert_eq!(
+            left,
+            ["127.0.0.2:8080"],
+            "the UNHEALTHY task left at the next poll"
+        );
+    }
+
+    #[test]
+    fn what_is_described_again() {
+        let plain = td("awsvpc", false);
+        let checked = td("awsvpc", true);
+        let running = kt(task("t1", "awsvpc", Some("127.0.0.2"), "HEALTHY"), None);
+        assert!(
+            !describe_again(&running, Some(&plain), false),
+            "running, no health check"
+        );
+        assert!(
+            describe_again(&running, Some(&plain), true),
+            "full re-describe"
+        );
+        assert!(
+            describe_again(&running, Some(&checked), false),
+            "may turn UNHEALTHY"
+        );
+        assert!(
+            describe_again(&running, None, false),
+            "task definition unknown"
+        );
+        let mut starting = running.clone();
+        starting.task.last_status = "PENDING".into();
+        assert!(
+            describe_again(&starting, Some(&plain), false),
+            "not yet running"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_poll_loop_runs_at_the_shortest_interval_asked_and_stops_when_unused() {
+        let fake = Arc::new(Fake::default());
+        let p = Arc::new(ClusterPoller::new("prod".into(), fake.clone()));
+        p.want_interval(1, Duration::from_secs(2));
+        p.want_interval(2, Duration::from_millis(500));
+        assert_eq!(p.interval(), Duration::from_millis(500));
+        let mut rx = p.subscribe();
+        let run = tokio::spawn(ClusterPoller::run(Arc::downgrade(&p)));
+        for _ in 0..4 {
+            rx.changed().await.unwrap();
+        }
+        let polls = fake.list_calls.load(Ordering::SeqCst);
+        assert_eq!(polls, 4, "4 polls");
+        p.forget_interval(2);
+        assert_eq!(p.interval(), Duration::from_secs(2));
+        drop(p);
+        drop(rx);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(run.is_finished(), "the loop ends with the last user");
     }
 
     #[tokio::test]
@@ -756,7 +943,7 @@ mod tests {
         let fake = Arc::new(Fake::default());
         *fake.fail.lock().unwrap() = true;
         let p = ClusterPoller::new("prod".into(), fake);
-        assert!(p.snapshot(Duration::ZERO).await.is_err());
+        assert!(p.refresh().await.is_err());
     }
 
     #[tokio::test]
@@ -767,11 +954,11 @@ mod tests {
         });
         *fake.tasks.lock().unwrap() = vec![task("t1", "awsvpc", Some("127.0.0.2"), "UNKNOWN")];
         let p = ClusterPoller::new("prod".into(), fake.clone());
-        p.snapshot(Duration::ZERO).await.unwrap();
-        let s = p.snapshot(Duration::ZERO).await.unwrap();
+        p.refresh().await.unwrap();
+        let s = p.refresh().await.unwrap();
         assert!(targets_of(&src(PortRef::Number(8080)), &s).is_empty());
         fake.tasks.lock().unwrap()[0].containers[0].health_status = Some("HEALTHY".into());
-        let s = p.snapshot(Duration::ZERO).await.unwrap();
+        let s = p.refresh().await.unwrap();
         assert_eq!(
             s.tasks["t1"].task.containers[0].health_status.as_deref(),
             Some("HEALTHY")

@@ -41,6 +41,13 @@ pub trait Discovery: Send + Sync + std::fmt::Debug {
     /// The complete current target list, or an error (the caller keeps its last good list).
     async fn discover(&self) -> Result<Vec<TargetSpec>, DiscoveryError>;
 
+    /// Resolves when the source has something new to tell (the next [`Discovery::discover`]
+    /// should be called now rather than at the next interval). Sources that only change when
+    /// asked never resolve.
+    async fn changed(&self) {
+        std::future::pending::<()>().await
+    }
+
     /// How often to ask.
     fn poll_interval(&self) -> Duration;
 
