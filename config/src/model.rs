@@ -217,6 +217,11 @@ pub struct TargetTracking {
     pub scale_out_stabilization: Duration,
     /// Scale-in stabilization window (default 300 s).
     pub scale_in_stabilization: Duration,
+    /// After this policy's scale-out, only a scale-out beyond the count it set proceeds
+    /// (default 60 s; AAS's ScaleOutCooldown defaults to 300 s).
+    pub scale_out_cooldown: Duration,
+    /// After this policy's scale-in, no scale-in (default 300 s, as AAS's ScaleInCooldown).
+    pub scale_in_cooldown: Duration,
     /// Never scale in.
     pub disable_scale_in: bool,
 }
@@ -279,9 +284,11 @@ pub struct StepPolicy {
     pub comparison: Comparison,
     /// Threshold.
     pub threshold: f64,
-    /// Ticks evaluated.
+    /// Length of one evaluation period (default 60 s, a CloudWatch alarm period).
+    pub period: Duration,
+    /// Periods evaluated.
     pub evaluation_periods: u32,
-    /// Breaching ticks needed among them.
+    /// Breaching periods needed among them.
     pub datapoints_to_alarm: u32,
     /// Adjustment type.
     pub adjustment_type: AdjustmentType,

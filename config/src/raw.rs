@@ -153,6 +153,11 @@ pub struct RawTargetTracking {
     pub scale_out_stabilization: Option<String>,
     /// Scale-in stabilization window (default `"300s"`, as ECS's scale-in cooldown).
     pub scale_in_stabilization: Option<String>,
+    /// After this policy's scale-out, only a scale-out to a larger count than the one it set
+    /// proceeds (default `"60s"`; AAS's ScaleOutCooldown, whose default is 300 s).
+    pub scale_out_cooldown: Option<String>,
+    /// After this policy's scale-in, no scale-in (default `"300s"`, AAS's ScaleInCooldown).
+    pub scale_in_cooldown: Option<String>,
     /// Never scale in from this policy (default `false`).
     pub disable_scale_in: Option<bool>,
 }
@@ -174,9 +179,11 @@ pub struct RawStepPolicy {
     pub comparison: Option<String>,
     /// The alarm threshold.
     pub threshold: Option<f64>,
-    /// Ticks evaluated (default 1).
+    /// Length of one evaluation period, as a CloudWatch alarm's period (default `"60s"`).
+    pub period: Option<String>,
+    /// Periods evaluated (default 1).
     pub evaluation_periods: Option<i64>,
-    /// Breaching ticks among them that raise the alarm (default `evaluation_periods`).
+    /// Breaching periods among them that raise the alarm (default `evaluation_periods`).
     pub datapoints_to_alarm: Option<i64>,
     /// `"ChangeInCapacity"` (default), `"PercentChangeInCapacity"` or `"ExactCapacity"`.
     pub adjustment_type: Option<String>,

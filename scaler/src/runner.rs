@@ -262,6 +262,7 @@ impl Runner {
                 figures: fig,
                 current: counts.desired,
                 running: counts.running,
+                pending: counts.pending,
             };
             let decision = policy::decide(now, &cfg, &inputs, &self.services[i].state);
             let mut updated = false;
@@ -350,7 +351,7 @@ fn log_decision(cfg: &ScaledService, inputs: &Inputs, d: &Decision, dry_run: boo
         ),
     };
     let line = format!(
-        "{}/{}: {} {} → {} [{}..{}] by {}: {} | inputs: {figures}, running={} | votes: {}",
+        "{}/{}: {} {} → {} [{}..{}] by {}: {} | inputs: {figures}, running={} pending={} | votes: {}",
         cfg.cluster,
         cfg.service,
         d.direction.as_str(),
@@ -361,6 +362,7 @@ fn log_decision(cfg: &ScaledService, inputs: &Inputs, d: &Decision, dry_run: boo
         d.policy,
         d.reason,
         inputs.running,
+        inputs.pending,
         votes.join(" ")
     );
     if d.direction == Direction::None {

@@ -46,10 +46,14 @@ impl Vote {
 pub struct Inputs {
     /// The target group's figures; `None` when there is no data this tick.
     pub figures: Option<Figures>,
-    /// ECS desired count now.
+    /// ECS desired count now: the capacity asked for, healthy or still starting. Target
+    /// tracking divides the load by this capacity (see [`target_tracking`]).
     pub current: u32,
     /// ECS running count now (reported, not used by the formulas).
     pub running: u32,
+    /// ECS pending count now (reported, not used by the formulas: pending capacity is counted
+    /// through `current`).
+    pub pending: u32,
 }
 
 /// The direction of a decision.
@@ -75,7 +79,7 @@ impl Direction {
 }
 
 /// The outcome of one tick.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     /// The desired count to set (always within `[min, max]`).
     pub desired: u32,
@@ -96,12 +100,12 @@ pub struct Decision {
     pub votes: Vec<Vote>,
     /// Raw target tracking recommendations to remember (one per policy).
     pub tracking_raw: Vec<Option<u32>>,
-    /// Step datapoints to remember (one per policy).
-    pub step_breaching: Vec<bool>,
+    /// Step policies' next states (one per policy; their datapoints and open period).
+    pub step_next: Vec<step::StepState>,
 }
 
 /// What the policies of one service remember between ticks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct State {
     /// When the scaler started (anchor of `rate()` schedules).
     pub started: DateTime<Utc>,
@@ -122,8 +126,8 @@ impl State {
     }
 
     /// Folds a decision taken at `now` into the state. `applied` says whether the new desired
-    /// count took effect (ECS accepted it, or dry run); a step policy's cooldown starts only
-    /// then.
+    /// count took effect (ECS accepted it, or dry run); the winning policy's cooldown starts
+    /// only then.
     pub fn record(
         &mut self,
         now: DateTime<Utc>,
@@ -131,6 +135,7 @@ impl State {
         d: &Decision,
         applied: bool,
     ) {
+        let won = |name: &str| applied && d.direction != Direction::None && name == d.policy;
         for ((st, p), raw) in self
             .tracking
             .iter_mut()
@@ -138,18 +143,26 @@ impl State {
             .zip(&d.tracking_raw)
         {
             st.record(now, *raw, p);
-        }
-        for (i, ((st, p), b)) in self
-            .step
-            .iter_mut()
-            .zip(&service.step)
-            .zip(&d.step_breaching)
-            .enumerate()
-        {
-            st.record(*b, p);
-            if applied && d.direction != Direction::None && service.step[i].name == d.policy {
-                st.last_adjustment = Some((now, d.desired));
+            if won(&p.name) {
+                match d.direction {
+                    Direction::Out => st.last_scale_out = Some((now, d.desired)),
+                    Direction::In => st.last_scale_in = Some(now),
+                    Direction::None => {}
+                }
             }
+        }
+        for ((st, p), next) in self.step.iter_mut().zip(&service.step).zip(&d.step_next) {
+            let last = st.last_adjustment;
+            *st = next.clone();
+            st.last_adjustment = if won(&p.name) {
+                Some(step::Adjustment {
+                    at: now,
+                    from: d.current,
+                    to: d.desired,
+                })
+            } else {
+                last
+            };
         }
     }
 }
@@ -164,28 +177,34 @@ pub fn decide(
     let current = inputs.current;
     let fig = inputs.figures.as_ref();
     let partial = fig.is_some_and(|f| f.partial);
+    // The capacity the figures were measured on: the healthy targets (pending ones are in
+    // `current`, not in `base`).
+    let base = fig
+        .map(|f| f.healthy.round())
+        .filter(|h| *h >= 1.0)
+        .map_or(current, |h| h.min(f64::from(u32::MAX)) as u32);
     let mut votes = Vec::new();
     let mut tracking_raw = Vec::new();
     for (i, p) in service.target_tracking.iter().enumerate() {
         let value = fig.and_then(|f| f.value(p.metric));
         let empty = target_tracking::TrackingState::default();
         let st = state.tracking.get(i).unwrap_or(&empty);
-        let (v, raw) = target_tracking::decide(now, p, value, partial, current, st);
+        let (v, raw) = target_tracking::decide(now, p, value, base, partial, current, st);
         votes.push(v);
         tracking_raw.push(raw);
     }
-    let mut step_breaching = Vec::new();
+    let mut step_next = Vec::new();
     for (i, p) in service.step.iter().enumerate() {
         let value = fig.and_then(|f| f.value(p.metric));
         let empty = step::StepState::default();
         let st = state.step.get(i).unwrap_or(&empty);
-        let (mut v, b) = step::decide(now, p, value, current, st);
+        let (mut v, next) = step::decide(now, p, value, current, st);
         if partial && v.desired.is_some_and(|d| d < current) {
             v.reason = format!("{}; ignored: figures are partial", v.reason);
             v.desired = None;
         }
         votes.push(v);
-        step_breaching.push(b);
+        step_next.push(next);
     }
 
     // Combine.
@@ -307,7 +326,7 @@ pub fn decide(
         max,
         votes,
         tracking_raw,
-        step_breaching,
+        step_next,
     }
 }
 

@@ -1,10 +1,25 @@
-//! Step scaling, as Application Auto Scaling does it: an alarm (comparison with a threshold
-//! over `evaluation_periods` ticks, `datapoints_to_alarm` of them breaching) and step
-//! adjustments chosen by how far the metric is past the threshold.
+//! Step scaling, as Application Auto Scaling does it: a CloudWatch-style alarm (a comparison
+//! with a threshold over `evaluation_periods` periods of `period` seconds, `datapoints_to_alarm`
+//! of them breaching) and step adjustments chosen by how far the newest datapoint is past the
+//! threshold.
 //!
-//! A tick without data is a missing datapoint, never a breaching one. During the cooldown
-//! after the policy's own adjustment, a scale-out applies only if it goes beyond the count it
-//! set, and a scale-in does not apply.
+//! # Periods
+//!
+//! Periods are aligned on the clock (as CloudWatch's): period `k` covers `((k-1)·P, k·P]`. A
+//! tick's figures describe the scrape interval that ends at the tick, so a tick at `t` adds its
+//! value to the period holding `t`. A period's datapoint is the average of its ticks' values
+//! (missing when no tick had data; a missing datapoint never breaches). It is final at the
+//! first tick at or after the period's end, and only then is the alarm evaluated and, in
+//! alarm, the policy invoked: once per period, as AAS invokes a policy while its alarm stays
+//! in ALARM.
+//!
+//! # Cooldown
+//!
+//! After this policy's scale-out took effect (from `from` to `to`), during `cooldown` the
+//! adjustment is computed from `from` again, and applies only if it goes beyond `to`: the
+//! capacity added counts, and only a larger step than the one applied adds capacity (AAS:
+//! "+2, then +3 during the cooldown adds 1"). After its scale-in, no scale-in during the
+//! cooldown; a scale-out proceeds.
 
 use std::collections::VecDeque;
 
@@ -13,22 +28,108 @@ use chrono::{DateTime, Utc};
 
 use super::Vote;
 
+/// The period being accumulated.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OpenPeriod {
+    /// Period number `k` (the period ends at `k × period` since the epoch).
+    pub index: i64,
+    /// Sum of the values seen in it.
+    pub sum: f64,
+    /// Ticks with a value.
+    pub count: u32,
+}
+
+impl OpenPeriod {
+    fn datapoint(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum / f64::from(self.count))
+    }
+}
+
+/// An adjustment of this policy that took effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Adjustment {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The desired count before.
+    pub from: u32,
+    /// The desired count set.
+    pub to: u32,
+}
+
 /// What a step policy remembers.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct StepState {
-    /// The last datapoints, newest last: breaching or not (missing counts as not).
-    pub datapoints: VecDeque<bool>,
-    /// When this policy's last adjustment was applied and the count it set.
-    pub last_adjustment: Option<(DateTime<Utc>, u32)>,
+    /// Final datapoints of the last `evaluation_periods` periods, newest last (`None`: missing).
+    pub datapoints: VecDeque<Option<f64>>,
+    /// The period being accumulated.
+    pub open: Option<OpenPeriod>,
+    /// The number of the newest final period (periods skipped after it are missing).
+    pub last_index: Option<i64>,
+    /// This policy's last adjustment that took effect.
+    pub last_adjustment: Option<Adjustment>,
+}
+
+fn period_ms(p: &StepPolicy) -> i64 {
+    i64::try_from(p.period.as_millis())
+        .unwrap_or(i64::MAX)
+        .max(1)
 }
 
 impl StepState {
-    /// Records this tick's datapoint.
-    pub fn record(&mut self, breaching: bool, p: &StepPolicy) {
-        self.datapoints.push_back(breaching);
-        while self.datapoints.len() > p.evaluation_periods as usize {
-            self.datapoints.pop_front();
+    /// The state after the tick at `now` saw `value`, and whether a period's datapoint became
+    /// final at this tick. Pure; the adjustment is kept.
+    pub fn advance(
+        &self,
+        now: DateTime<Utc>,
+        value: Option<f64>,
+        p: &StepPolicy,
+    ) -> (StepState, bool) {
+        let len = i64::from(p.evaluation_periods.max(1));
+        let pm = period_ms(p);
+        let t = now.timestamp_millis();
+        // ceil(t / pm): the period ((k-1)·P, k·P] holding t.
+        let index = t.div_euclid(pm) + i64::from(t.rem_euclid(pm) != 0);
+        let mut next = self.clone();
+        let mut closed = false;
+        let finish = |next: &mut StepState, o: OpenPeriod| {
+            if let Some(last) = next.last_index {
+                // Periods without any tick (a stalled scaler): missing datapoints.
+                for _ in 0..(o.index - last - 1).clamp(0, len) {
+                    next.datapoints.push_back(None);
+                }
+            }
+            next.datapoints.push_back(o.datapoint());
+            next.last_index = Some(o.index);
+        };
+        if let Some(o) = next.open.take() {
+            if o.index < index {
+                finish(&mut next, o);
+                closed = true;
+            } else {
+                // Same period (or a clock that went back: kept in the open one).
+                next.open = Some(o);
+            }
         }
+        let open = next.open.get_or_insert(OpenPeriod {
+            index,
+            sum: 0.0,
+            count: 0,
+        });
+        if let Some(v) = value {
+            open.sum += v;
+            open.count += 1;
+        }
+        if t == index.saturating_mul(pm) {
+            // A tick on the period's end: its datapoint is final now.
+            if let Some(o) = next.open.take() {
+                finish(&mut next, o);
+                closed = true;
+            }
+        }
+        while next.datapoints.len() > len as usize {
+            next.datapoints.pop_front();
+        }
+        (next, closed)
     }
 }
 
@@ -58,94 +159,131 @@ pub fn find_step(p: &StepPolicy, breach: f64) -> Option<&berth_config::model::St
     })
 }
 
-/// The policy's vote and the datapoint to record (`breaching`).
+fn apply(p: &StepPolicy, from: u32, adjustment: i64) -> u32 {
+    let new = match p.adjustment_type {
+        AdjustmentType::ChangeInCapacity => i64::from(from) + adjustment,
+        AdjustmentType::PercentChangeInCapacity => {
+            i64::from(from) + percent_change(from, adjustment, p.min_adjustment_magnitude)
+        }
+        AdjustmentType::ExactCapacity => adjustment,
+    };
+    new.clamp(0, i64::from(u32::MAX)) as u32
+}
+
+/// The policy's vote at `now` and its next state (record it with the decision).
 pub fn decide(
     now: DateTime<Utc>,
     p: &StepPolicy,
     value: Option<f64>,
     current: u32,
     st: &StepState,
-) -> (Vote, bool) {
-    let breaching = value.is_some_and(|v| p.comparison.breaches(v, p.threshold));
-    let earlier = st
-        .datapoints
-        .iter()
-        .rev()
-        .take(p.evaluation_periods.saturating_sub(1) as usize)
-        .filter(|b| **b)
-        .count();
-    let count = earlier + usize::from(breaching);
+) -> (Vote, StepState) {
+    let (next, closed) = st.advance(now, value, p);
     let quiet = |why: String| Vote {
         policy: p.name.clone(),
         desired: None,
         blocks_scale_in: false,
         reason: why,
     };
-    let Some(value) = value else {
-        return (quiet("no data (missing datapoint)".into()), false);
+    if !closed {
+        return (
+            quiet(format!(
+                "period of {:?} in progress (alarm evaluated when it ends)",
+                p.period
+            )),
+            next,
+        );
+    }
+    let breaching = |d: &Option<f64>| d.is_some_and(|v| p.comparison.breaches(v, p.threshold));
+    let count = next.datapoints.iter().filter(|d| breaching(d)).count();
+    let Some(newest) = next.datapoints.back().copied().flatten() else {
+        return (
+            quiet("no data in the last period (missing datapoint)".into()),
+            next,
+        );
     };
     if count < p.datapoints_to_alarm as usize {
         return (
             quiet(format!(
-                "value {value:.3}: {count} of {} datapoints breach {}, alarm needs {}",
+                "datapoint {newest:.3}: {count} of {} periods breach {}, alarm needs {}",
                 p.evaluation_periods, p.threshold, p.datapoints_to_alarm
             )),
-            breaching,
+            next,
         );
     }
-    if !breaching {
+    if !p.comparison.breaches(newest, p.threshold) {
         // An alarm stays in ALARM only while the newest datapoint breaches (as an adjustment
         // is computed from the newest value).
         return (
             quiet(format!(
-                "value {value:.3} no longer breaches {}",
+                "datapoint {newest:.3} no longer breaches {}",
                 p.threshold
             )),
-            false,
+            next,
         );
     }
-    let breach = value - p.threshold;
+    let breach = newest - p.threshold;
     let Some(step) = find_step(p, breach) else {
         return (
             quiet(format!(
-                "value {value:.3}: no step covers {breach:+.3} past the threshold"
+                "datapoint {newest:.3}: no step covers {breach:+.3} past the threshold"
             )),
-            breaching,
+            next,
         );
     };
-    let new = match p.adjustment_type {
-        AdjustmentType::ChangeInCapacity => i64::from(current) + step.adjustment,
-        AdjustmentType::PercentChangeInCapacity => {
-            i64::from(current)
-                + percent_change(current, step.adjustment, p.min_adjustment_magnitude)
-        }
-        AdjustmentType::ExactCapacity => step.adjustment,
+    let cooldown = chrono::Duration::from_std(p.cooldown).unwrap_or(chrono::Duration::zero());
+    let cooling = st.last_adjustment.filter(|a| now < a.at + cooldown);
+    let what = |from: u32, new: u32| {
+        format!(
+            "datapoint {newest:.3} breaches {} by {breach:+.3}: step adjustment {} ({:?}) from {from} → {new}",
+            p.threshold, step.adjustment, p.adjustment_type
+        )
     };
-    let new = new.clamp(0, i64::from(u32::MAX)) as u32;
-    let what = format!(
-        "value {value:.3} breaches {} by {breach:+.3}: step adjustment {} ({:?}) → {new}",
-        p.threshold, step.adjustment, p.adjustment_type
-    );
-    if let Some((at, set)) = st.last_adjustment {
-        let cooldown = chrono::Duration::from_std(p.cooldown).unwrap_or(chrono::Duration::zero());
-        if now < at + cooldown {
-            if new > current && new > set {
-                // Scale-out during cooldown: only what goes beyond the previous adjustment.
-            } else {
-                return (
-                    quiet(format!("{what}; in cooldown until {}", at + cooldown)),
-                    breaching,
-                );
-            }
-        }
-    }
-    let vote = Vote {
+    let vote = |new: u32, reason: String| Vote {
         policy: p.name.clone(),
         desired: Some(new),
         blocks_scale_in: false,
-        reason: what,
+        reason,
     };
-    (vote, breaching)
+    match cooling {
+        Some(a) if a.to > a.from => {
+            // After a scale-out: the added capacity counts; only a larger step adds more.
+            let new = apply(p, a.from, step.adjustment);
+            if new > a.to && new > current {
+                let why = format!(
+                    "{}; in cooldown: beyond the {} it set",
+                    what(a.from, new),
+                    a.to
+                );
+                (vote(new, why), next)
+            } else {
+                let why = format!(
+                    "{}; in cooldown until {}: not beyond the {} it set",
+                    what(a.from, new),
+                    a.at + cooldown,
+                    a.to
+                );
+                (quiet(why), next)
+            }
+        }
+        Some(a) => {
+            let new = apply(p, current, step.adjustment);
+            if new > current {
+                (vote(new, what(current, new)), next)
+            } else {
+                let why = format!(
+                    "{}; in cooldown until {}",
+                    what(current, new),
+                    a.at + cooldown
+                );
+                (quiet(why), next)
+            }
+        }
+        None => {
+            let new = apply(p, current, step.adjustment);
+            (vote(new, what(current, new)), next)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -154,6 +292,7 @@ mod tests {
     use berth_config::model::{Comparison, Per, ScalingMetric, Step};
     use std::time::Duration;
 
+    /// 1_700_000_000 is a multiple of 5 and 20 (not 60): ticks at t(5k) end 5 s periods.
     fn t(s: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap()
     }
@@ -164,6 +303,7 @@ mod tests {
             metric: ScalingMetric::RequestRate(Per::Second),
             comparison: Comparison::GreaterOrEqual,
             threshold: 100.0,
+            period: Duration::from_secs(5),
             evaluation_periods: 3,
             datapoints_to_alarm: 2,
             adjustment_type: AdjustmentType::ChangeInCapacity,
@@ -206,25 +346,82 @@ mod tests {
         }
     }
 
+    fn one_period(mut p: StepPolicy) -> StepPolicy {
+        p.evaluation_periods = 1;
+        p.datapoints_to_alarm = 1;
+        p
+    }
+
     #[test]
     fn alarm_needs_datapoints_to_alarm_of_evaluation_periods() {
         let p = out_policy();
-        let mut st = StepState::default();
-        let (v, b) = decide(t(0), &p, Some(120.0), 4, &st);
+        let st = StepState::default();
+        let (v, st) = decide(t(0), &p, Some(120.0), 4, &st);
         assert_eq!(v.desired, None, "1 of 3 breaching");
-        st.record(b, &p);
-        let (v, b) = decide(t(5), &p, Some(10.0), 4, &st);
+        let (v, st) = decide(t(5), &p, Some(10.0), 4, &st);
         assert_eq!(v.desired, None);
-        st.record(b, &p);
         let (v, _) = decide(t(10), &p, Some(130.0), 4, &st);
         assert_eq!(v.desired, Some(5), "2 of 3: alarm, step [0,50) +1");
     }
 
     #[test]
-    fn step_bounds_choose_the_adjustment() {
+    fn periods_are_seconds_not_ticks() {
+        // 60 s periods, ticks every 5 s: a period's datapoint is the average of its 12 ticks,
+        // final at the tick on its end; 3 breaching periods are needed (3 minutes, not 15 s).
         let mut p = out_policy();
-        p.evaluation_periods = 1;
-        p.datapoints_to_alarm = 1;
+        p.period = Duration::from_secs(60);
+        p.datapoints_to_alarm = 3;
+        let mut st = StepState::default();
+        // Start on a period boundary: 1_700_000_040 is a multiple of 60.
+        let base = 40;
+        let mut first_vote = None;
+        for k in 1..=48 {
+            let now = base + 5 * k;
+            let (v, next) = decide(t(now), &p, Some(160.0), 4, &st);
+            st = next;
+            if v.desired.is_some() && first_vote.is_none() {
+                first_vote = Some((now - base, v.desired));
+            }
+            if k % 12 != 0 {
+                assert_eq!(v.desired, None, "no vote inside a period (tick {k})");
+            }
+        }
+        assert_eq!(
+            first_vote,
+            Some((180, Some(7))),
+            "the third breaching period ends at 180 s"
+        );
+        // The datapoint is the period's average: half the ticks at 160, half at 0 → 80.
+        let mut st = StepState::default();
+        let mut p1 = one_period(p.clone());
+        p1.comparison = Comparison::GreaterOrEqual;
+        p1.threshold = 70.0;
+        for k in 1..=12 {
+            let v = if k <= 6 { 160.0 } else { 0.0 };
+            let (vote, next) = decide(t(base + 5 * k), &p1, Some(v), 4, &st);
+            st = next;
+            if k == 12 {
+                assert_eq!(st.datapoints.back().copied().flatten(), Some(80.0));
+                assert_eq!(vote.desired, Some(5), "80 breaches 70 by 10: +1");
+            }
+        }
+    }
+
+    #[test]
+    fn periods_without_ticks_are_missing_datapoints() {
+        let mut p = out_policy();
+        p.evaluation_periods = 3;
+        p.datapoints_to_alarm = 3;
+        let (_, st) = decide(t(0), &p, Some(200.0), 4, &StepState::default());
+        // The scaler stalled for two periods: they are missing, so not 3 of 3 breaching.
+        let (v, st) = decide(t(15), &p, Some(200.0), 4, &st);
+        assert_eq!(st.datapoints, VecDeque::from(vec![None, None, Some(200.0)]));
+        assert_eq!(v.desired, None);
+    }
+
+    #[test]
+    fn step_bounds_choose_the_adjustment() {
+        let p = one_period(out_policy());
         let st = StepState::default();
         assert_eq!(
             decide(t(0), &p, Some(100.0), 4, &st).0.desired,
@@ -255,9 +452,7 @@ mod tests {
 
     #[test]
     fn no_step_for_the_breach_does_nothing() {
-        let mut p = out_policy();
-        p.evaluation_periods = 1;
-        p.datapoints_to_alarm = 1;
+        let mut p = one_period(out_policy());
         p.steps = vec![Step {
             lower: 10.0,
             upper: 20.0,
@@ -285,9 +480,7 @@ mod tests {
         assert_eq!(percent_change(10, -10, 3), -3);
         assert_eq!(percent_change(100, 50, 3), 50);
         assert_eq!(percent_change(0, 50, 2), 0, "no change from zero");
-        let mut p = out_policy();
-        p.evaluation_periods = 1;
-        p.datapoints_to_alarm = 1;
+        let mut p = one_period(out_policy());
         p.adjustment_type = AdjustmentType::PercentChangeInCapacity;
         p.min_adjustment_magnitude = 2;
         p.steps = vec![Step {
@@ -305,9 +498,7 @@ mod tests {
 
     #[test]
     fn exact_capacity() {
-        let mut p = out_policy();
-        p.evaluation_periods = 1;
-        p.datapoints_to_alarm = 1;
+        let mut p = one_period(out_policy());
         p.adjustment_type = AdjustmentType::ExactCapacity;
         p.steps = vec![Step {
             lower: 0.0,
@@ -322,42 +513,63 @@ mod tests {
         );
     }
 
+    fn after(from: u32, to: u32) -> StepState {
+        StepState {
+            last_adjustment: Some(Adjustment { at: t(0), from, to }),
+            ..StepState::default()
+        }
+    }
+
     #[test]
-    fn cooldown_allows_only_larger_scale_outs() {
-        let mut p = out_policy();
-        p.evaluation_periods = 1;
-        p.datapoints_to_alarm = 1;
-        let st = StepState {
-            datapoints: VecDeque::new(),
-            last_adjustment: Some((t(0), 5)),
-        };
-        // current 5 (set by us); +1 → 6 > 5: allowed beyond the previous adjustment.
-        assert_eq!(decide(t(10), &p, Some(110.0), 5, &st).0.desired, Some(6));
-        // current 6 (someone else set it), previous set 8: 7 is not beyond 8.
-        let st2 = StepState {
-            last_adjustment: Some((t(0), 8)),
-            ..st.clone()
-        };
-        assert_eq!(decide(t(10), &p, Some(110.0), 6, &st2).0.desired, None);
-        // after the cooldown anything goes
-        assert_eq!(decide(t(61), &p, Some(110.0), 6, &st2).0.desired, Some(7));
-        // scale-in in cooldown: nothing
+    fn cooldown_only_a_larger_step_adds_capacity() {
+        let p = one_period(out_policy());
+        // +1 took 4 to 5. In the cooldown the same step (+1 from 4 = 5) adds nothing...
+        assert_eq!(
+            decide(t(10), &p, Some(110.0), 5, &after(4, 5)).0.desired,
+            None
+        );
+        // ...a larger one (+3 from 4 = 7) adds the difference.
+        assert_eq!(
+            decide(t(10), &p, Some(160.0), 5, &after(4, 5)).0.desired,
+            Some(7)
+        );
+        // Someone else lowered the count to 6 after we set 8 (from 5): +1 from 5 = 6, nothing.
+        assert_eq!(
+            decide(t(10), &p, Some(110.0), 6, &after(5, 8)).0.desired,
+            None
+        );
+        // A larger step that is not above the current count: nothing either.
+        assert_eq!(
+            decide(t(10), &p, Some(160.0), 9, &after(4, 5)).0.desired,
+            None
+        );
+        // After the cooldown, from the current count.
+        assert_eq!(
+            decide(t(60), &p, Some(110.0), 6, &after(5, 8)).0.desired,
+            Some(7)
+        );
+        // Scale-in in its cooldown: nothing; a scale-out proceeds.
         let pin = in_policy();
-        let st3 = StepState {
-            last_adjustment: Some((t(0), 4)),
-            datapoints: VecDeque::new(),
-        };
-        assert_eq!(decide(t(30), &pin, Some(5.0), 4, &st3).0.desired, None);
-        assert_eq!(decide(t(60), &pin, Some(5.0), 4, &st3).0.desired, Some(2));
+        assert_eq!(
+            decide(t(30), &pin, Some(5.0), 4, &after(6, 4)).0.desired,
+            None
+        );
+        assert_eq!(
+            decide(t(60), &pin, Some(5.0), 4, &after(6, 4)).0.desired,
+            Some(2)
+        );
+        assert_eq!(
+            decide(t(30), &p, Some(110.0), 4, &after(6, 4)).0.desired,
+            Some(5)
+        );
     }
 
     #[test]
     fn missing_data_is_not_breaching() {
         let p = out_policy();
-        let mut st = StepState::default();
-        st.record(true, &p);
-        let (v, b) = decide(t(5), &p, None, 4, &st);
+        let (_, st) = decide(t(0), &p, Some(200.0), 4, &StepState::default());
+        let (v, st) = decide(t(5), &p, None, 4, &st);
         assert_eq!(v.desired, None);
-        assert!(!b);
+        assert_eq!(st.datapoints.back(), Some(&None));
     }
 }

@@ -1,10 +1,37 @@
 //! Target tracking: hold a figure at a target value, as Application Auto Scaling does, with
 //! Kubernetes-style stabilization windows.
 //!
-//! `raw = ceil(current × value / target)` unless `value / target` is within the tolerance of 1.
+//! # The capacity rule
+//!
+//! `raw = ceil(base × value / target)` unless `value / target` is within the tolerance of 1
+//! (then `raw = current`), where
+//!
+//! * `value` is the figure as the proxy measured it: requests or connections **per healthy
+//!   target**, or a latency percentile of the healthy targets;
+//! * `base` is the capacity that figure was measured on: the healthy targets of the target
+//!   group (the desired count when the figures have none);
+//! * `current` is the ECS desired count: healthy targets **plus pending ones** (asked for, not
+//!   yet passing health checks).
+//!
+//! For a per-target figure `base × value` is the total load, so `raw = ceil(total / target)`:
+//! the count that will carry the load once every task is healthy, whatever the share of
+//! pending tasks. Pending capacity therefore counts as capacity: while new tasks start, `raw`
+//! stays at the count already asked for (no second scale-out on the same load), and a load
+//! that grows beyond what the desired count will carry still scales out at once (pending tasks
+//! never block a needed scale-out). Multiplying `current` instead (AAS's formula, where the
+//! metric is averaged over running capacity) would multiply the pending tasks again on every
+//! tick until `max_capacity`.
+//!
+//! # Windows and cooldowns
+//!
 //! A scale-out takes the *smallest* recommendation of the scale-out window, a scale-in the
 //! *largest* of the scale-in window, so one spike never scales out when the window is set and
 //! one dip never scales in before the window (default 300 s) has seen nothing but lower figures.
+//!
+//! As AAS target tracking: after this policy's scale-out took effect, during
+//! `scale_out_cooldown` only a scale-out to a count *larger than the one it set* proceeds (the
+//! capacity added counts for the next decision); after its scale-in, no scale-in during
+//! `scale_in_cooldown` (a scale-out still proceeds).
 
 use std::collections::VecDeque;
 
@@ -21,6 +48,10 @@ pub struct TrackingState {
     /// When the policy first had a recommendation: a scale-in needs a whole scale-in window of
     /// observation, so a restarted scaler does not scale in on its first tick.
     pub since: Option<DateTime<Utc>>,
+    /// This policy's last scale-out that took effect: when, and the count it set.
+    pub last_scale_out: Option<(DateTime<Utc>, u32)>,
+    /// When this policy's last scale-in took effect.
+    pub last_scale_in: Option<DateTime<Utc>>,
 }
 
 impl TrackingState {
@@ -38,9 +69,12 @@ impl TrackingState {
     }
 }
 
-/// `ceil(current × ratio)` robust to float noise (`ceil(2.0000000001)` is 2), with a current
-/// count of 0 counted as 1 so a service scaled to zero can come back.
-pub fn raw_recommendation(current: u32, value: f64, target: f64, tolerance: f64) -> u32 {
+/// The capacity rule (see the module documentation): `current` when `value / target` is within
+/// `tolerance` of 1, else `ceil(base × value / target)`, robust to float noise
+/// (`ceil(2.0000000001)` is 2). `base` is the capacity `value` was measured on (healthy
+/// targets), `current` the desired count (healthy plus pending). A base of 0 counts as 1 so a
+/// service scaled to zero can come back.
+pub fn raw_recommendation(current: u32, base: u32, value: f64, target: f64, tolerance: f64) -> u32 {
     let ratio = value / target;
     if !ratio.is_finite() {
         return current;
@@ -48,7 +82,7 @@ pub fn raw_recommendation(current: u32, value: f64, target: f64, tolerance: f64)
     if (ratio - 1.0).abs() <= tolerance + 1e-12 {
         return current;
     }
-    let x = f64::from(current.max(1)) * ratio;
+    let x = f64::from(base.max(1)) * ratio;
     let x = (x - 1e-9).ceil().max(0.0);
     if x >= f64::from(u32::MAX) {
         u32::MAX
@@ -61,13 +95,19 @@ fn window_start(now: DateTime<Utc>, w: std::time::Duration) -> DateTime<Utc> {
     now - chrono::Duration::from_std(w).unwrap_or(chrono::Duration::zero())
 }
 
+fn until(at: DateTime<Utc>, w: std::time::Duration) -> DateTime<Utc> {
+    at + chrono::Duration::from_std(w).unwrap_or(chrono::Duration::zero())
+}
+
 /// The policy's vote for this tick. `value` is the watched figure (`None`: no data, which
-/// holds and blocks scale-in); `partial` marks a lower-bound figure (never scales in).
+/// holds and blocks scale-in), measured on `base` healthy targets; `current` is the desired
+/// count (healthy and pending); `partial` marks a lower-bound figure (never scales in).
 /// Also returns the raw recommendation to record.
 pub fn decide(
     now: DateTime<Utc>,
     p: &TargetTracking,
     value: Option<f64>,
+    base: u32,
     partial: bool,
     current: u32,
     st: &TrackingState,
@@ -82,8 +122,11 @@ pub fn decide(
             None,
         );
     };
-    let raw = raw_recommendation(current, value, p.target, p.tolerance);
-    let seen = format!("value {value:.3} vs target {:.3}", p.target);
+    let raw = raw_recommendation(current, base, value, p.target, p.tolerance);
+    let seen = format!(
+        "value {value:.3} on {base} healthy vs target {:.3}",
+        p.target
+    );
     if raw > current {
         let start = window_start(now, p.scale_out_stabilization);
         let low = st
@@ -95,6 +138,16 @@ pub fn decide(
             .min()
             .unwrap_or(raw);
         if low > current {
+            if let Some((at, set)) = st.last_scale_out {
+                let end = until(at, p.scale_out_cooldown);
+                if now < end && low <= set {
+                    let why = format!(
+                        "{seen}: wants {low}, in scale-out cooldown until {end}: only a count \
+                         above {set} (set by its last scale-out) proceeds"
+                    );
+                    return (Vote::hold(&p.name, current, &why), Some(raw));
+                }
+            }
             let vote = Vote {
                 policy: p.name.clone(),
                 desired: Some(low),
@@ -116,6 +169,13 @@ pub fn decide(
                 "{seen}: wants {raw}, but figures are partial (CloudWatch aggregate unavailable)"
             );
             return (Vote::hold(&p.name, current, &why), Some(raw));
+        }
+        if let Some(at) = st.last_scale_in {
+            let end = until(at, p.scale_in_cooldown);
+            if now < end {
+                let why = format!("{seen}: wants {raw}, in scale-in cooldown until {end}");
+                return (Vote::hold(&p.name, current, &why), Some(raw));
+            }
         }
         let start = window_start(now, p.scale_in_stabilization);
         if st.since.is_none_or(|since| since > start) && !p.scale_in_stabilization.is_zero() {
@@ -165,6 +225,8 @@ mod tests {
             tolerance: 0.1,
             scale_out_stabilization: Duration::ZERO,
             scale_in_stabilization: Duration::from_secs(300),
+            scale_out_cooldown: Duration::from_secs(60),
+            scale_in_cooldown: Duration::ZERO,
             disable_scale_in: false,
         }
     }
@@ -175,35 +237,35 @@ mod tests {
 
     #[test]
     fn formula_and_tolerance_band() {
-        assert_eq!(raw_recommendation(4, 200.0, 100.0, 0.1), 8);
-        assert_eq!(raw_recommendation(4, 150.0, 100.0, 0.1), 6);
+        assert_eq!(raw_recommendation(4, 4, 200.0, 100.0, 0.1), 8);
+        assert_eq!(raw_recommendation(4, 4, 150.0, 100.0, 0.1), 6);
         assert_eq!(
-            raw_recommendation(3, 101.0, 100.0, 0.1),
+            raw_recommendation(3, 3, 101.0, 100.0, 0.1),
             3,
             "inside the band"
         );
         assert_eq!(
-            raw_recommendation(3, 110.0, 100.0, 0.1),
+            raw_recommendation(3, 3, 110.0, 100.0, 0.1),
             3,
             "edge of the band holds"
         );
-        assert_eq!(raw_recommendation(3, 111.0, 100.0, 0.1), 4, "ceil(3.33)");
+        assert_eq!(raw_recommendation(3, 3, 111.0, 100.0, 0.1), 4, "ceil(3.33)");
         assert_eq!(
-            raw_recommendation(3, 90.0, 100.0, 0.1),
+            raw_recommendation(3, 3, 90.0, 100.0, 0.1),
             3,
             "lower edge holds"
         );
-        assert_eq!(raw_recommendation(10, 50.0, 100.0, 0.1), 5);
-        assert_eq!(raw_recommendation(10, 0.0, 100.0, 0.1), 0);
-        assert_eq!(raw_recommendation(5, 120.0, 100.0, 0.0), 6);
+        assert_eq!(raw_recommendation(10, 10, 50.0, 100.0, 0.1), 5);
+        assert_eq!(raw_recommendation(10, 10, 0.0, 100.0, 0.1), 0);
+        assert_eq!(raw_recommendation(5, 5, 120.0, 100.0, 0.0), 6);
         // float noise: 3 × 1.2 / 1.2 must not become 4
-        assert_eq!(raw_recommendation(3, 0.3 * 4.0, 0.3 * 3.0, 0.0), 4);
+        assert_eq!(raw_recommendation(3, 3, 0.3 * 4.0, 0.3 * 3.0, 0.0), 4);
         assert_eq!(
-            raw_recommendation(0, 250.0, 100.0, 0.1),
+            raw_recommendation(0, 0, 250.0, 100.0, 0.1),
             3,
             "from zero counts as one"
         );
-        assert_eq!(raw_recommendation(2, f64::INFINITY, 100.0, 0.1), 2);
+        assert_eq!(raw_recommendation(2, 2, f64::INFINITY, 100.0, 0.1), 2);
     }
 
     #[test]
@@ -212,6 +274,7 @@ mod tests {
             t(0),
             &policy(100.0),
             None,
+            5,
             false,
             5,
             &TrackingState::default(),
@@ -227,6 +290,7 @@ mod tests {
             t(0),
             &policy(100.0),
             Some(300.0),
+            2,
             false,
             2,
             &TrackingState::default(),
@@ -242,14 +306,14 @@ mod tests {
         let mut st = TrackingState::default();
         st.record(t(0), Some(2), &p);
         // A spike: the window still remembers "2", so no scale-out yet.
-        let (v, raw) = decide(t(5), &p, Some(400.0), false, 2, &st);
+        let (v, raw) = decide(t(5), &p, Some(400.0), 2, false, 2, &st);
         assert_eq!(v.desired, Some(2));
         st.record(t(5), raw, &p);
-        let (v, raw) = decide(t(20), &p, Some(300.0), false, 2, &st);
+        let (v, raw) = decide(t(20), &p, Some(300.0), 2, false, 2, &st);
         assert_eq!(v.desired, Some(2), "t=0 still in window");
         st.record(t(20), raw, &p);
         // After the window passed the calm datapoint: the lowest of 8 and 6 and 6.
-        let (v, _) = decide(t(31), &p, Some(300.0), false, 2, &st);
+        let (v, _) = decide(t(31), &p, Some(300.0), 2, false, 2, &st);
         assert_eq!(v.desired, Some(6));
     }
 
@@ -258,14 +322,14 @@ mod tests {
         let p = policy(100.0);
         let mut st = TrackingState::default();
         st.record(t(0), Some(10), &p);
-        let (v, raw) = decide(t(10), &p, Some(20.0), false, 10, &st);
+        let (v, raw) = decide(t(10), &p, Some(20.0), 10, false, 10, &st);
         assert_eq!(v.desired, Some(10));
         assert!(v.blocks_scale_in);
         st.record(t(10), raw, &p);
-        let (v, raw) = decide(t(299), &p, Some(20.0), false, 10, &st);
+        let (v, raw) = decide(t(299), &p, Some(20.0), 10, false, 10, &st);
         assert_eq!(v.desired, Some(10), "t=0 (10) is still in the 300 s window");
         st.record(t(299), raw, &p);
-        let (v, _) = decide(t(301), &p, Some(20.0), false, 10, &st);
+        let (v, _) = decide(t(301), &p, Some(20.0), 10, false, 10, &st);
         assert_eq!(v.desired, Some(2));
         assert!(!v.blocks_scale_in);
     }
@@ -277,9 +341,9 @@ mod tests {
         let mut st = TrackingState::default();
         st.record(t(0), Some(6), &p);
         st.record(t(30), Some(4), &p);
-        let (v, _) = decide(t(50), &p, Some(20.0), false, 10, &st);
+        let (v, _) = decide(t(50), &p, Some(20.0), 10, false, 10, &st);
         assert_eq!(v.desired, Some(10), "observed for 50 s of a 60 s window");
-        let (v, _) = decide(t(60), &p, Some(20.0), false, 10, &st);
+        let (v, _) = decide(t(60), &p, Some(20.0), 10, false, 10, &st);
         assert_eq!(v.desired, Some(6));
     }
 
@@ -287,14 +351,30 @@ mod tests {
     fn disable_scale_in_and_partial_hold() {
         let mut p = policy(100.0);
         p.scale_in_stabilization = Duration::ZERO;
-        let (v, _) = decide(t(0), &p, Some(10.0), true, 10, &TrackingState::default());
+        let (v, _) = decide(
+            t(0),
+            &p,
+            Some(10.0),
+            10,
+            true,
+            10,
+            &TrackingState::default(),
+        );
         assert_eq!(v.desired, Some(10));
         assert!(v.blocks_scale_in);
         // partial figures may still scale out
-        let (v, _) = decide(t(0), &p, Some(300.0), true, 2, &TrackingState::default());
+        let (v, _) = decide(t(0), &p, Some(300.0), 2, true, 2, &TrackingState::default());
         assert_eq!(v.desired, Some(6));
         p.disable_scale_in = true;
-        let (v, _) = decide(t(0), &p, Some(10.0), false, 10, &TrackingState::default());
+        let (v, _) = decide(
+            t(0),
+            &p,
+            Some(10.0),
+            10,
+            false,
+            10,
+            &TrackingState::default(),
+        );
         assert_eq!(v.desired, Some(10));
         assert!(v.blocks_scale_in);
     }
@@ -302,7 +382,15 @@ mod tests {
     #[test]
     fn a_fresh_state_does_not_scale_in() {
         let p = policy(100.0);
-        let (v, _) = decide(t(0), &p, Some(10.0), false, 10, &TrackingState::default());
+        let (v, _) = decide(
+            t(0),
+            &p,
+            Some(10.0),
+            10,
+            false,
+            10,
+            &TrackingState::default(),
+        );
         assert_eq!(v.desired, Some(10));
         assert!(v.blocks_scale_in);
     }

@@ -20,6 +20,8 @@ fn tt(name: &str, target: f64) -> TargetTracking {
         tolerance: 0.1,
         scale_out_stabilization: Duration::ZERO,
         scale_in_stabilization: Duration::from_secs(300),
+        scale_out_cooldown: Duration::from_secs(60),
+        scale_in_cooldown: Duration::from_secs(300),
         disable_scale_in: false,
     }
 }
@@ -59,6 +61,7 @@ fn inputs(f: Option<Figures>, current: u32) -> Inputs {
         figures: f,
         current,
         running: current,
+        pending: 0,
     }
 }
 
@@ -203,6 +206,7 @@ fn step_and_tracking_together() {
             metric: ScalingMetric::ErrorRate,
             comparison: Comparison::Greater,
             threshold: 1.0,
+            period: Duration::from_secs(5),
             evaluation_periods: 1,
             datapoints_to_alarm: 1,
             adjustment_type: AdjustmentType::ChangeInCapacity,
@@ -222,42 +226,259 @@ fn step_and_tracking_together() {
     let d = decide(t(0), &s, &inputs(Some(f.clone()), 4), &st);
     assert_eq!((d.desired, d.policy.as_str()), (9, "errors"));
     st.record(t(0), &s, &d, true);
-    assert_eq!(st.step[0].last_adjustment, Some((t(0), 9)));
-    // In cooldown at 9: +5 → 14 > 9, beyond the previous adjustment: allowed.
-    let d = decide(t(5), &s, &inputs(Some(f), 9), &st);
-    assert_eq!(d.desired, 14);
+    assert_eq!(
+        st.step[0].last_adjustment,
+        Some(step::Adjustment {
+            at: t(0),
+            from: 4,
+            to: 9
+        })
+    );
+    // In cooldown at 9: the same +5 step counts from 4 again (9), not beyond the 9 it set:
+    // no more capacity (AAS: only a larger step than the one applied adds capacity).
+    let d = decide(t(5), &s, &inputs(Some(f.clone()), 9), &st);
+    assert_eq!(d.desired, 9, "{}", d.reason);
+    st.record(t(5), &s, &d, true);
+    // After the 60 s cooldown the alarm adds its step again, from the current count.
+    let d = decide(t(60), &s, &inputs(Some(f), 9), &st);
+    assert_eq!(d.desired, 14, "{}", d.reason);
 }
 
-/// Runs a service through `load(t)` (requests per second) at 5 s ticks for `secs` seconds;
-/// tasks become healthy at once. Returns (desired per tick, reversals, max reversals in any
-/// 300 s window).
-fn simulate(s: &ScaledService, secs: i64, load: impl Fn(i64) -> f64) -> (Vec<u32>, usize, usize) {
+/// What a simulation did.
+struct Sim {
+    /// Desired count after each tick.
+    counts: Vec<u32>,
+    /// Times of the direction changes (out after in, in after out).
+    reversals: Vec<i64>,
+    /// One line per decision that changed the desired count.
+    trace: Vec<String>,
+}
+
+impl Sim {
+    /// The most direction changes in any `w`-second window.
+    fn max_reversals_in(&self, w: i64) -> usize {
+        self.reversals
+            .iter()
+            .map(|&r| {
+                self.reversals
+                    .iter()
+                    .filter(|&&x| x >= r && x < r + w)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// A deterministic "random" delay in `lo..=hi` seconds for the `n`th task (xorshift).
+fn spread(n: u64, lo: i64, hi: i64) -> i64 {
+    let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    x ^= x >> 33;
+    lo + (x % (hi - lo + 1) as u64) as i64
+}
+
+/// Runs a service through `load(t)` (requests per second) in virtual time, 5 s ticks, for
+/// `secs` seconds, as ECS and the proxy would: the desired count is the number of tasks asked
+/// for; a new task becomes healthy (serves and counts in the proxy's `healthy`) `delay(n)`
+/// seconds after it was asked for; a scale-in stops pending tasks first. No sleeping.
+fn simulate_with(
+    s: &ScaledService,
+    secs: i64,
+    load: impl Fn(i64) -> f64,
+    delay: impl Fn(u64) -> i64,
+) -> Sim {
     let mut st = State::new(s, t(0));
-    let mut current = s.min_capacity.max(1);
-    let mut out = Vec::new();
+    // When each task is (or becomes) healthy.
+    let mut tasks: Vec<i64> = vec![i64::MIN; s.min_capacity.max(1) as usize];
+    let mut asked = 0u64;
+    let mut sim = Sim {
+        counts: Vec::new(),
+        reversals: Vec::new(),
+        trace: Vec::new(),
+    };
     let mut last_dir = Direction::None;
-    let mut reversals: Vec<i64> = Vec::new();
     let mut now = 0;
     while now <= secs {
-        let f = figs(load(now), current, 0.05);
-        let d = decide(t(now), s, &inputs(Some(f), current), &st);
+        let current = tasks.len() as u32;
+        let healthy = tasks.iter().filter(|&&r| r <= now).count() as u32;
+        let rps = load(now);
+        let f = figs(rps, healthy, 0.05);
+        let inp = Inputs {
+            figures: Some(f),
+            current,
+            running: current,
+            pending: current - healthy,
+        };
+        let d = decide(t(now), s, &inp, &st);
         st.record(t(now), s, &d, true);
         if d.direction != Direction::None {
             if last_dir != Direction::None && d.direction != last_dir {
-                reversals.push(now);
+                sim.reversals.push(now);
             }
             last_dir = d.direction;
+            sim.trace.push(format!(
+                "t={now:>5}s load={rps:>6.1}/s healthy={healthy:>2} pending={:>2}: {} {} -> {} by {}: {}",
+                current - healthy,
+                d.direction.as_str(),
+                d.current,
+                d.desired,
+                d.policy,
+                d.reason
+            ));
         }
-        current = d.desired;
-        out.push(current);
+        while (tasks.len() as u32) < d.desired {
+            tasks.push(now + delay(asked));
+            asked += 1;
+        }
+        if (tasks.len() as u32) > d.desired {
+            // ECS stops tasks that are not running yet first.
+            tasks.sort_unstable();
+            tasks.truncate(d.desired as usize);
+        }
+        sim.counts.push(d.desired);
         now += 5;
     }
-    let max_in_window = reversals
+    sim
+}
+
+/// [`simulate_with`] with tasks healthy at once. Returns (desired per tick, reversals, max
+/// reversals in any 300 s window).
+fn simulate(s: &ScaledService, secs: i64, load: impl Fn(i64) -> f64) -> (Vec<u32>, usize, usize) {
+    let sim = simulate_with(s, secs, load, |_| 0);
+    let w = sim.max_reversals_in(300);
+    (sim.counts, sim.reversals.len(), w)
+}
+
+/// Direction changes of a load sampled every 5 s (flat stretches keep the last direction).
+fn load_direction_changes(secs: i64, load: impl Fn(i64) -> f64) -> usize {
+    let mut last = 0.0f64;
+    let mut changes = 0;
+    let mut now = 5;
+    while now <= secs {
+        let d = load(now) - load(now - 5);
+        if d != 0.0 {
+            if last != 0.0 && d.signum() != last.signum() {
+                changes += 1;
+            }
+            last = d;
+        }
+        now += 5;
+    }
+    changes
+}
+
+#[test]
+fn step_load_with_tasks_healthy_60_to_150_s_later_does_not_run_away() {
+    // Issue 13: 100 → 1000 rps at t = 300 s, target 100 requests per target per second, new
+    // tasks healthy 60-150 s after they are asked for, max_capacity far above the need.
+    let s = ScaledService {
+        max_capacity: 100,
+        ..service(vec![tt("rps", 100.0)])
+    };
+    let step_at = 300;
+    let sim = simulate_with(
+        &s,
+        1800,
+        |t| if t < step_at { 100.0 } else { 1000.0 },
+        |n| spread(n, 60, 150),
+    );
+    println!("decision trace (step load, tasks healthy 60-150 s after asked for):");
+    for l in &sim.trace {
+        println!("  {l}");
+    }
+    let largest = *sim.counts.iter().max().unwrap();
+    let reached = sim
+        .counts
         .iter()
-        .map(|&r| reversals.iter().filter(|&&x| x >= r && x < r + 300).count())
-        .max()
-        .unwrap_or(0);
-    (out, reversals.len(), max_in_window)
+        .position(|&c| c >= 10)
+        .map(|i| i as i64 * 5 - step_at);
+    println!("figure: largest desired count {largest} (ideal 10); reached 10 {reached:?} s after the step");
+    assert!(largest <= 11, "never above 11 (ideal 10, +10 %): {largest}");
+    assert!(
+        reached.is_some_and(|r| (0..=30).contains(&r)),
+        "10 within 30 s of the step: {reached:?}"
+    );
+    assert_eq!(*sim.counts.last().unwrap(), 10, "settles at 10");
+    assert!(sim.reversals.is_empty(), "{:?}", sim.reversals);
+}
+
+#[test]
+fn pending_tasks_do_not_block_a_needed_scale_out() {
+    // 1000 rps → 10 tasks asked for, none healthy yet; the load doubles: 20 at once.
+    let s = ScaledService {
+        max_capacity: 100,
+        ..service(vec![tt("rps", 100.0)])
+    };
+    let sim = simulate_with(
+        &s,
+        200,
+        |t| match t {
+            0..=19 => 100.0,
+            20..=49 => 1000.0,
+            _ => 2000.0,
+        },
+        |_| 120,
+    );
+    for l in &sim.trace {
+        println!("  {l}");
+    }
+    assert_eq!(sim.counts[4], 10, "t=20");
+    assert_eq!(
+        sim.counts[10], 20,
+        "t=50: healthy is still 1, the pending 9 do not block"
+    );
+    assert!(sim.counts.iter().all(|&c| c <= 20));
+}
+
+#[test]
+fn sawtooth_with_slow_tasks_changes_direction_no_more_than_the_load() {
+    // 30 minutes of a sawtooth: 100 → 1000 rps over 10 minutes, then back to 100 at once.
+    let s = ScaledService {
+        max_capacity: 100,
+        ..service(vec![tt("rps", 100.0)])
+    };
+    let load = |t: i64| 100.0 + 900.0 * ((t % 600) as f64 / 600.0);
+    let sim = simulate_with(&s, 1800, load, |n| spread(n, 60, 150));
+    let load_changes = load_direction_changes(1800, load);
+    println!("decision trace (30 min sawtooth, tasks healthy 60-150 s after asked for):");
+    for l in &sim.trace {
+        println!("  {l}");
+    }
+    println!(
+        "figure: sawtooth: {} direction changes of the desired count, {load_changes} of the load; largest {}",
+        sim.reversals.len(),
+        sim.counts.iter().max().unwrap()
+    );
+    assert!(
+        sim.reversals.len() <= load_changes,
+        "{:?} vs {load_changes}",
+        sim.reversals
+    );
+    assert!(
+        sim.counts.iter().all(|&c| c <= 11),
+        "never above 1000/100 + 10 %"
+    );
+}
+
+#[test]
+fn the_old_rule_ran_away() {
+    // What issue 13 describes, kept as a check of the simulator: multiplying the desired count
+    // (healthy + pending) by the per-healthy-target figure reaches max_capacity.
+    let mut current = 10u32;
+    let healthy = 1u32;
+    for _ in 0..3 {
+        let per_target = 1000.0 / f64::from(healthy);
+        current =
+            target_tracking::raw_recommendation(current, current, per_target, 100.0, 0.1).min(100);
+    }
+    assert_eq!(current, 100);
+    // The rule in force: the base is the healthy count.
+    assert_eq!(
+        target_tracking::raw_recommendation(10, healthy, 1000.0, 100.0, 0.1),
+        10
+    );
 }
 
 #[test]
