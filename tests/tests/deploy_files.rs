@@ -372,11 +372,78 @@ fn nlb_privatelink_and_proxy_protocol_are_wired() {
         "AllowedPrincipals"
     );
     assert_eq!(r["LogGroup"]["Type"], "AWS::Logs::LogGroup");
-    // berth.toml accepts the PROXY header the NLB sends.
-    let config = std::fs::read_to_string(deploy().join("ecs/berth.toml")).unwrap();
+}
+
+/// The PROXY settings of whatever berth.toml binds on `port`: the admin port's or a listener's
+/// (`Err` names the port when nothing binds it).
+fn proxy_protocol_on(
+    config: &berth_config::Config,
+    port: u16,
+) -> Result<(String, Option<berth_config::model::ProxyProtocolIn>), String> {
+    if config.admin.bind.port() == port {
+        return Ok(("[admin]".into(), config.admin.proxy_protocol.clone()));
+    }
+    config
+        .listeners
+        .iter()
+        .find(|l| l.bind.port() == port)
+        .map(|l| (format!("listener {}", l.name), l.proxy_protocol.clone()))
+        .ok_or_else(|| format!("berth.toml binds nothing on port {port}"))
+}
+
+#[test]
+fn nlb_traffic_and_health_check_ports_accept_its_proxy_headers() {
+    let cfn = yaml(&["cloudformation/berth-service.yaml"], true);
+    let tg = &cfn["cloudformation/berth-service.yaml"]["Resources"]["TargetGroup"]["Properties"];
+    let path = deploy().join("ecs/berth.toml");
+    let config = berth_config::load(&path)
+        .unwrap_or_else(|e| panic!("{} does not load:\n{e}", path.display()));
+
+    let pp_v2 = tg["TargetGroupAttributes"]
+        .as_array()
+        .expect("TargetGroupAttributes")
+        .iter()
+        .any(|a| a["Key"] == "proxy_protocol_v2.enabled" && a["Value"] == "true");
+    assert!(pp_v2, "this test is about a target group sending PROXY v2");
+
+    let traffic_port = tg["Port"].as_u64().expect("TargetGroup Port") as u16;
+    // AWS's default HealthCheckPort is "traffic-port".
+    let hc_port = match tg["HealthCheckPort"].as_str().unwrap_or("traffic-port") {
+        "traffic-port" => traffic_port,
+        p => p
+            .parse()
+            .unwrap_or_else(|_| panic!("HealthCheckPort {p:?}")),
+    };
+
+    // Every connection to the traffic port starts with a header: the listener must take it.
+    let (what, traffic) =
+        proxy_protocol_on(&config, traffic_port).unwrap_or_else(|e| panic!("{e}"));
+    let traffic = traffic.unwrap_or_else(|| {
+        panic!("{what} on the target group's port {traffic_port} has no proxy_protocol")
+    });
+    assert!(!traffic.trusted_cidrs.is_empty());
+
+    // So does every health check (command LOCAL): the health-check port must accept PROXY
+    // headers from the same peers (the NLB), or every task fails its checks and ECS replaces
+    // it in a loop.
+    let (what, hc) = proxy_protocol_on(&config, hc_port).unwrap_or_else(|e| panic!("{e}"));
+    let hc = hc.unwrap_or_else(|| {
+        panic!(
+            "the NLB health-checks port {hc_port} ({what}) with a PROXY v2 header, but {what} \
+             has no proxy_protocol in berth.toml"
+        )
+    });
+    for net in &traffic.trusted_cidrs {
+        assert!(
+            hc.trusted_cidrs.iter().any(|h| h.contains(net)),
+            "the NLB's addresses {net} (trusted on port {traffic_port}) are not trusted by {what} \
+             on the health-check port {hc_port}: {:?}",
+            hc.trusted_cidrs
+        );
+    }
     assert!(
-        config.contains("[listeners.proxy_protocol]"),
-        "berth.toml accepts PROXY v2"
+        hc.allowed_vpc_endpoints.is_empty(),
+        "health checks carry no VPC endpoint TLV"
     );
 }
 
