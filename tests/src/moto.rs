@@ -11,6 +11,11 @@
 //! - tasks with loopback IPs: [`Moto::create_tasks`], [`Moto::update_task`], [`Moto::stop_task`],
 //!   [`Moto::tasks`]; EC2 container instances: [`Moto::add_container_instance`];
 //! - services: [`Moto::reconcile`], [`Moto::auto_reconcile`], [`Moto::service`];
+//! - task apps (`task-app` processes that act like the application inside a task when ECS stops
+//!   it, see [`AppSpec`]): [`Moto::set_service_app`], [`Moto::create_service_with`];
+//! - the ECS API itself, as berth sees it: [`Moto::ecs_api`], [`Moto::update_service`] (a new
+//!   task definition starts a rolling replacement under the reconcilers),
+//!   [`Moto::ecs_stop_task`];
 //! - the API itself: [`Moto::inject_fault`], [`Moto::clear_faults`], [`Moto::calls`];
 //! - CloudWatch (the Rust SDK's RPC v2 CBOR protocol, translated by the launcher):
 //!   [`Moto::cloudwatch_datapoints`]; faults apply to `PutMetricData` / `GetMetricData` too.
@@ -397,6 +402,133 @@ pub struct TaskInfo {
     pub host_ports: Vec<u16>,
     /// bridge/host: its container instance.
     pub container_instance_arn: Option<String>,
+    /// Its task definition ARN.
+    pub task_definition: Option<String>,
+    /// Whether its task app process (if it has one) is still running.
+    pub app_alive: Option<bool>,
+}
+
+/// What a task app does when ECS stops its task (SIGTERM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppMode {
+    /// Stops accepting, closes idle keep-alive connections, finishes requests in flight within
+    /// the grace period, exits.
+    Graceful,
+    /// Exits at once, dropping connections and requests in flight.
+    Abrupt,
+}
+
+impl AppMode {
+    /// The launcher's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppMode::Graceful => "graceful",
+            AppMode::Abrupt => "abrupt",
+        }
+    }
+}
+
+/// The application inside each task of a service: the `task-app` binary
+/// (`cargo build --release -p berth-tests --bin task-app`), started by the launcher on the
+/// task's address and container port when the task is created (the task is `RUNNING` once it
+/// accepts), sent SIGTERM at the moment ECS stops the task (`lastStatus` `STOPPING` while it
+/// lives, `STOPPED` when it exits, SIGKILL after `stop_timeout`). awsvpc tasks only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSpec {
+    /// The `task-app` binary.
+    pub binary: PathBuf,
+    /// Behaviour on SIGTERM.
+    pub mode: AppMode,
+    /// Graceful mode: how long requests in flight may take after SIGTERM.
+    pub grace: Duration,
+    /// ECS `stopTimeout`: SIGKILL this long after SIGTERM (ECS's default is 30 s).
+    pub stop_timeout: Duration,
+    /// Rolling replacement: how long a new task must have been RUNNING (and HEALTHY with a
+    /// container health check) before an old one is stopped for it.
+    pub ready_delay: Duration,
+}
+
+impl AppSpec {
+    /// `mode` with `binary`, a 3 s grace, a 10 s stop timeout and no ready delay.
+    pub fn new(binary: impl Into<PathBuf>, mode: AppMode) -> AppSpec {
+        AppSpec {
+            binary: binary.into(),
+            mode,
+            grace: Duration::from_secs(3),
+            stop_timeout: Duration::from_secs(10),
+            ready_delay: Duration::ZERO,
+        }
+    }
+
+    /// [`task_app_bin`] in `mode`; panics with the build command when it is missing.
+    pub fn find(mode: AppMode) -> AppSpec {
+        match task_app_bin() {
+            Ok(bin) => AppSpec::new(bin, mode),
+            Err(e) => panic!("{e:#}"),
+        }
+    }
+
+    /// With a ready delay for rolling replacements.
+    pub fn ready_delay(mut self, d: Duration) -> AppSpec {
+        self.ready_delay = d;
+        self
+    }
+
+    fn to_json(&self) -> Value {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        json!({
+            "binary": self.binary.to_string_lossy(),
+            "mode": self.mode.as_str(),
+            "grace_ms": ms(self.grace),
+            "stop_timeout_ms": ms(self.stop_timeout),
+            "ready_delay_ms": ms(self.ready_delay),
+        })
+    }
+}
+
+/// The `task-app` binary: `$BERTH_TASK_APP_BIN`, else next to the running test's target folder
+/// (`target/release/task-app`), else `$CARGO_TARGET_DIR/release`, else the workspace's
+/// `target/release`; an error naming the build command when none exists.
+pub fn task_app_bin() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("BERTH_TASK_APP_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let mut candidates = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        // target/release/deps/<test> -> target/release
+        if let Some(dir) = exe.parent().and_then(Path::parent) {
+            candidates.push(dir.join("task-app"));
+        }
+    }
+    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
+        candidates.push(PathBuf::from(t).join("release").join("task-app"));
+    }
+    candidates.push(repo_root().join("target").join("release").join("task-app"));
+    candidates
+        .iter()
+        .find(|c| c.is_file())
+        .cloned()
+        .ok_or_else(|| {
+            anyhow!(
+                "task-app not found (looked in {candidates:?}); build it: \
+                 cargo build --release -p berth-tests --bin task-app"
+            )
+        })
+}
+
+/// An ECS `UpdateService` call made by [`Moto::update_service`]; `None` fields are left out.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceUpdate {
+    /// `desiredCount`.
+    pub desired_count: Option<u32>,
+    /// `taskDefinition` (family, family:revision or ARN): a new one starts a new deployment.
+    pub task_definition: Option<String>,
+    /// `deploymentConfiguration.maximumPercent`.
+    pub maximum_percent: Option<u32>,
+    /// `deploymentConfiguration.minimumHealthyPercent`.
+    pub minimum_healthy_percent: Option<u32>,
+    /// `forceNewDeployment`.
+    pub force_new_deployment: bool,
 }
 
 /// A running launcher (moto + control API). Killed on drop.
@@ -711,6 +843,127 @@ impl Moto {
         str_field(&v, "service_arn")
     }
 
+    /// [`Moto::create_service`] whose tasks run `app`, with `deploymentConfiguration`
+    /// `maximum_percent` / `minimum_healthy_percent` for rolling replacements.
+    pub async fn create_service_with(
+        &self,
+        cluster: &str,
+        name: &str,
+        task_definition: &str,
+        desired_count: u32,
+        app: &AppSpec,
+        (maximum_percent, minimum_healthy_percent): (u32, u32),
+    ) -> Result<String> {
+        let body = json!({
+            "cluster": cluster,
+            "name": name,
+            "task_definition": task_definition,
+            "desired_count": desired_count,
+            "app": app.to_json(),
+            "deployment_configuration": {
+                "maximumPercent": maximum_percent,
+                "minimumHealthyPercent": minimum_healthy_percent,
+            },
+        });
+        let v = self.post("/setup/service", body).await?;
+        str_field(&v, "service_arn")
+    }
+
+    /// Makes the tasks `service` starts from now on run `app` (`None`: no app).
+    pub async fn set_service_app(
+        &self,
+        cluster: &str,
+        service: &str,
+        app: Option<&AppSpec>,
+    ) -> Result<()> {
+        let body = json!({
+            "cluster": cluster,
+            "service": service,
+            "app": app.map(AppSpec::to_json),
+        });
+        self.post("/services/app", body).await.map(drop)
+    }
+
+    /// Calls ECS operation `operation` (e.g. `UpdateService`) on moto with the AWS JSON 1.1
+    /// protocol, as an SDK would (unsigned: moto does not check signatures); the answer's JSON.
+    pub async fn ecs_api(&self, operation: &str, body: Value) -> Result<Value> {
+        let what = format!("ECS {operation}");
+        let fut = async {
+            let stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let req = Request::builder()
+                .method(Method::POST)
+                .uri("/")
+                .header(http::header::HOST, format!("127.0.0.1:{}", self.port))
+                .header(http::header::CONTENT_TYPE, "application/x-amz-json-1.1")
+                .header(
+                    "x-amz-target",
+                    format!("AmazonEC2ContainerServiceV20141113.{operation}"),
+                )
+                .header(
+                    http::header::AUTHORIZATION,
+                    format!(
+                        "AWS4-HMAC-SHA256 Credential=testing/20240101/{}/ecs/aws4_request,                          SignedHeaders=host, Signature=0",
+                        self.region
+                    ),
+                )
+                .body(Full::new(Bytes::from(serde_json::to_vec(&body)?)))?;
+            let resp = sender.send_request(req).await?;
+            let status = resp.status();
+            let raw = resp.into_body().collect().await?.to_bytes();
+            if !status.is_success() {
+                bail!("HTTP {status}: {}", String::from_utf8_lossy(&raw));
+            }
+            serde_json::from_slice::<Value>(&raw)
+                .with_context(|| format!("answer is not JSON: {}", String::from_utf8_lossy(&raw)))
+        };
+        tokio::time::timeout(CONTROL_TIMEOUT, fut)
+            .await
+            .map_err(|_| anyhow!("{what}: no answer within {CONTROL_TIMEOUT:?}"))?
+            .with_context(|| what)
+    }
+
+    /// ECS `UpdateService` through moto's API.
+    pub async fn update_service(
+        &self,
+        cluster: &str,
+        service: &str,
+        update: &ServiceUpdate,
+    ) -> Result<()> {
+        let mut body = json!({ "cluster": cluster, "service": service });
+        let o = body.as_object_mut().expect("object");
+        if let Some(n) = update.desired_count {
+            o.insert("desiredCount".into(), json!(n));
+        }
+        if let Some(td) = &update.task_definition {
+            o.insert("taskDefinition".into(), json!(td));
+        }
+        let mut dc = serde_json::Map::new();
+        if let Some(p) = update.maximum_percent {
+            dc.insert("maximumPercent".into(), json!(p));
+        }
+        if let Some(p) = update.minimum_healthy_percent {
+            dc.insert("minimumHealthyPercent".into(), json!(p));
+        }
+        if !dc.is_empty() {
+            o.insert("deploymentConfiguration".into(), Value::Object(dc));
+        }
+        if update.force_new_deployment {
+            o.insert("forceNewDeployment".into(), json!(true));
+        }
+        self.ecs_api("UpdateService", body).await.map(drop)
+    }
+
+    /// ECS `StopTask` through moto's API (a harness task's app gets SIGTERM at once).
+    pub async fn ecs_stop_task(&self, cluster: &str, task_arn: &str, reason: &str) -> Result<()> {
+        let body = json!({ "cluster": cluster, "task": task_arn, "reason": reason });
+        self.ecs_api("StopTask", body).await.map(drop)
+    }
+
     /// Creates tasks straight in moto's backend, visible to ListTasks / DescribeTasks; returns
     /// their ARNs.
     pub async fn create_tasks(&self, spec: &TaskSpec) -> Result<Vec<String>> {
@@ -805,6 +1058,14 @@ impl Moto {
                         .get("container_instance_arn")
                         .and_then(Value::as_str)
                         .map(str::to_string),
+                    task_definition: t
+                        .get("task_definition")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                    app_alive: t
+                        .get("app")
+                        .and_then(|a| a.get("alive"))
+                        .and_then(Value::as_bool),
                 })
             })
             .collect()

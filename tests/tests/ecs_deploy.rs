@@ -1,0 +1,392 @@
+//! ECS deployments under load, end to end (issue 13): berth in front of a 4-task service whose
+//! tasks run `task-app` (started and stopped by tests/moto/launcher.py the way ECS does it:
+//! SIGTERM at the moment the task is marked to stop, without waiting for berth).
+//!
+//! For graceful and abrupt apps, each under steady mixed load (GET and POST with a 10 KB body,
+//! keep-alive and one connection per request): (a) a rolling replacement of every task one at a
+//! time (maximumPercent 125, minimumHealthyPercent 100), (b) all at once (200/100), (c) a
+//! scale-in 4 -> 1. Graceful apps: no request of any method may fail. Abrupt apps: no GET may
+//! fail; failed POSTs are counted and printed. And (d) stop-to-drain latency: from ECS StopTask
+//! returning to berth's `/targets` showing the task as draining or gone, over 20 stops.
+//!
+//! The tests in this file run one at a time (they share two cores).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use berth_tests::load::{MixedLoad, MixedLoadSpec, MixedStats};
+use berth_tests::moto::{
+    AppMode, AppSpec, ContainerDef, Moto, NetworkMode, ServiceUpdate, TaskDefinition, TaskInfo,
+};
+use berth_tests::{bounded, net, wait_until, Berth, FAST_HEALTH_CHECK};
+
+/// One scenario at a time: each runs moto, berth, up to 8 task apps and 8 load workers.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const CLUSTER: &str = "deploy";
+const SERVICE: &str = "web";
+const FAMILY: &str = "web";
+
+/// How long a new task must have been RUNNING before ECS stops an old one for it: stands in
+/// for a real task's start-up and container health check, and covers berth's discovery (1 s
+/// poll) and its two health checks (1 s apart) of the new task.
+const READY_DELAY: Duration = Duration::from_secs(5);
+
+/// `n` loopback addresses for tasks, and a port free on all of them (the container port).
+fn task_addresses(n: usize) -> (Vec<IpAddr>, u16) {
+    let ips: Vec<IpAddr> = (0..n).map(|_| net::target_ip()).collect();
+    for _ in 0..50 {
+        let port = net::free_port(ips[0]).port();
+        if ips
+            .iter()
+            .all(|ip| std::net::TcpListener::bind(SocketAddr::new(*ip, port)).is_ok())
+        {
+            return (ips, port);
+        }
+    }
+    panic!("no port free on all of {ips:?}");
+}
+
+fn config(listen: SocketAddr) -> String {
+    format!(
+        r#"
+[[listeners]]
+name = "web"
+bind = "{listen}"
+[listeners.default_action]
+forward = [{{ target_group = "web" }}]
+
+[[target_groups]]
+name = "web"
+deregistration_delay = "3s"
+[target_groups.health_check]
+{FAST_HEALTH_CHECK}
+[target_groups.source]
+kind = "ecs"
+cluster = "{CLUSTER}"
+service = "{SERVICE}"
+container = "app"
+port = "http"
+poll_interval = "1s"
+"#
+    )
+}
+
+/// moto with a 4-task service running `app`, reconciled every 100 ms, and berth in front.
+struct Env {
+    moto: Moto,
+    berth: Berth,
+    url: String,
+    port: u16,
+}
+
+impl Env {
+    async fn start(app: &AppSpec, desired: u32, deployment: (u32, u32)) -> (Env, String) {
+        let moto = Moto::launch()
+            .await
+            .unwrap_or_else(|e| panic!("moto: {e:#} (the venv comes from scripts/setup-python)"));
+        let (pool, port) = task_addresses(14);
+        moto.create_cluster(CLUSTER).await.expect("cluster");
+        let td = moto
+            .register_task_definition(&TaskDefinition::single(FAMILY, NetworkMode::Awsvpc, port))
+            .await
+            .expect("task definition");
+        moto.create_service_with(CLUSTER, SERVICE, &td, desired, app, deployment)
+            .await
+            .expect("service");
+        moto.auto_reconcile(CLUSTER, SERVICE, &pool, Duration::from_millis(100))
+            .await
+            .expect("auto reconcile");
+        let listen = net::listen_addr();
+        let berth = Berth::start_with_env(&config(listen), &[], &moto.aws_env()).await;
+        let env = Env {
+            moto,
+            berth,
+            url: format!("http://{listen}/"),
+            port,
+        };
+        env.wait_settled(&td, desired as usize, Duration::from_secs(30))
+            .await;
+        (env, td)
+    }
+
+    async fn service_tasks(&self) -> Vec<TaskInfo> {
+        let group = format!("service:{SERVICE}");
+        self.moto
+            .tasks(CLUSTER)
+            .await
+            .expect("GET /tasks")
+            .into_iter()
+            .filter(|t| t.group == group)
+            .collect()
+    }
+
+    fn addr(&self, t: &TaskInfo) -> String {
+        let ip = t.private_ip.expect("awsvpc task has an address");
+        SocketAddr::new(ip, self.port).to_string()
+    }
+
+    /// Waits until the service has `want` RUNNING tasks of `td`, every other task's app has
+    /// exited, and berth has exactly those tasks healthy.
+    async fn wait_settled(&self, td: &str, want: usize, timeout: Duration) {
+        let what = format!("{want} tasks of {td} RUNNING and healthy in berth, old apps exited");
+        wait_until(timeout, &what, || async {
+            let tasks = self.service_tasks().await;
+            let live: Vec<&TaskInfo> = tasks
+                .iter()
+                .filter(|t| t.desired_status == "RUNNING")
+                .collect();
+            let settled = live.len() == want
+                && live.iter().all(|t| {
+                    t.last_status == "RUNNING" && t.task_definition.as_deref() == Some(td)
+                })
+                && tasks
+                    .iter()
+                    .filter(|t| t.desired_status != "RUNNING")
+                    .all(|t| t.app_alive != Some(true));
+            if !settled {
+                return false;
+            }
+            let states = self.berth.target_states("web").await;
+            let mut healthy: Vec<&String> = states
+                .iter()
+                .filter(|(_, s)| s.as_str() == "healthy")
+                .map(|(a, _)| a)
+                .collect();
+            healthy.sort();
+            let mut expected: Vec<String> = live.iter().map(|t| self.addr(t)).collect();
+            expected.sort();
+            healthy.len() == expected.len() && healthy.iter().zip(&expected).all(|(a, b)| *a == b)
+        })
+        .await;
+    }
+
+    /// Runs `change` under mixed load, waits for the service to settle on `want` tasks of
+    /// `td`, keeps the load on for a while longer, and returns what the load saw.
+    async fn under_load(
+        &self,
+        scenario: &str,
+        change: ServiceUpdate,
+        td: &str,
+        want: usize,
+    ) -> MixedStats {
+        let load = MixedLoad::start(MixedLoadSpec::new(&self.url, 8));
+        load.wait_ok(100, Duration::from_secs(20)).await;
+        let started = Instant::now();
+        self.moto
+            .update_service(CLUSTER, SERVICE, &change)
+            .await
+            .expect("UpdateService");
+        self.wait_settled(td, want, Duration::from_secs(60)).await;
+        let took = started.elapsed();
+        // The new task set serves a while under load (stale targets would show here).
+        let ok = load.stats().total().ok;
+        load.wait_ok(ok + 200, Duration::from_secs(20)).await;
+        let stats = load.stop().await;
+        println!(
+            "figure: {scenario}: settled in {took:?}; {}",
+            stats.summary()
+        );
+        stats
+    }
+}
+
+/// The three deployment scenarios with `mode` apps; returns (scenario, stats) of each.
+async fn scenarios(mode: AppMode) -> Vec<(String, MixedStats)> {
+    let app = AppSpec::find(mode).ready_delay(READY_DELAY);
+    let (env, _td1) = Env::start(&app, 4, (125, 100)).await;
+    let m = mode.as_str();
+    let mut out = Vec::new();
+
+    let td2 = env
+        .moto
+        .register_task_definition(&TaskDefinition::single(
+            FAMILY,
+            NetworkMode::Awsvpc,
+            env.port,
+        ))
+        .await
+        .expect("task definition 2");
+    let change = ServiceUpdate {
+        task_definition: Some(td2.clone()),
+        maximum_percent: Some(125),
+        minimum_healthy_percent: Some(100),
+        ..ServiceUpdate::default()
+    };
+    let name = format!("rolling one-at-a-time {m}");
+    out.push((name.clone(), env.under_load(&name, change, &td2, 4).await));
+
+    let td3 = env
+        .moto
+        .register_task_definition(&TaskDefinition {
+            family: FAMILY.into(),
+            network_mode: NetworkMode::Awsvpc,
+            containers: vec![ContainerDef::new("app", env.port)],
+        })
+        .await
+        .expect("task definition 3");
+    let change = ServiceUpdate {
+        task_definition: Some(td3.clone()),
+        maximum_percent: Some(200),
+        minimum_healthy_percent: Some(100),
+        ..ServiceUpdate::default()
+    };
+    let name = format!("rolling all-at-once {m}");
+    out.push((name.clone(), env.under_load(&name, change, &td3, 4).await));
+
+    let change = ServiceUpdate {
+        desired_count: Some(1),
+        ..ServiceUpdate::default()
+    };
+    let name = format!("scale-in 4->1 {m}");
+    out.push((name.clone(), env.under_load(&name, change, &td3, 1).await));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_apps_lose_no_request_in_deployments_and_scale_in() {
+    let _serial = SERIAL.lock().await;
+    bounded(Duration::from_secs(170), async {
+        let results = scenarios(AppMode::Graceful).await;
+        let mut failed = Vec::new();
+        for (name, s) in &results {
+            for method in ["GET", "POST"] {
+                let c = s.method(method);
+                println!(
+                    "figure: {name} failed {method} = {} of {}",
+                    c.failed,
+                    c.ok + c.failed
+                );
+                assert!(c.ok > 0, "{name}: no {method} succeeded");
+            }
+            if s.total().failed > 0 {
+                failed.push(format!("{name}: {} — {:#?}", s.summary(), s.failures));
+            }
+        }
+        assert!(
+            failed.is_empty(),
+            "graceful apps: failed requests:\n{}",
+            failed.join("\n")
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abrupt_apps_lose_no_idempotent_request_in_deployments_and_scale_in() {
+    let _serial = SERIAL.lock().await;
+    bounded(Duration::from_secs(170), async {
+        let results = scenarios(AppMode::Abrupt).await;
+        let mut failed = Vec::new();
+        for (name, s) in &results {
+            let (get, post) = (s.method("GET"), s.method("POST"));
+            println!(
+                "figure: {name} failed GET = {} of {}",
+                get.failed,
+                get.ok + get.failed
+            );
+            println!(
+                "figure: {} abrupt failed POST = {} of {}",
+                name.trim_end_matches(" abrupt"),
+                post.failed,
+                post.ok + post.failed
+            );
+            for f in s.failures.iter().filter(|f| f.starts_with("POST")).take(3) {
+                println!("  {name}: failed {f}");
+            }
+            assert!(get.ok > 0 && post.ok > 0, "{name}: {}", s.summary());
+            if get.failed > 0 {
+                let gets: Vec<&String> =
+                    s.failures.iter().filter(|f| f.starts_with("GET")).collect();
+                failed.push(format!("{name}: {} — {gets:#?}", s.summary()));
+            }
+        }
+        assert!(
+            failed.is_empty(),
+            "abrupt apps: failed GETs:\n{}",
+            failed.join("\n")
+        );
+    })
+    .await;
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_to_drain_latency_over_20_stops() {
+    let _serial = SERIAL.lock().await;
+    bounded(Duration::from_secs(150), async {
+        let app = AppSpec::find(AppMode::Graceful);
+        let (env, _td) = Env::start(&app, 3, (200, 100)).await;
+        let mut latencies = Vec::new();
+        let mut stuck = Vec::new();
+        for i in 0..20 {
+            // A task berth holds as healthy.
+            let (arn, addr) = berth_tests::wait_for(
+                Duration::from_secs(20),
+                "a RUNNING task healthy in berth",
+                || async {
+                    let states = env.berth.target_states("web").await;
+                    env.service_tasks()
+                        .await
+                        .into_iter()
+                        .filter(|t| t.desired_status == "RUNNING" && t.last_status == "RUNNING")
+                        .map(|t| (t.task_arn.clone(), env.addr(&t)))
+                        .find(|(_, a)| states.get(a).map(String::as_str) == Some("healthy"))
+                },
+            )
+            .await;
+            // Stops land at 20 phases spread over berth's poll interval (each stop comes right
+            // after the previous drain was seen, i.e. right after a poll, without this).
+            tokio::time::sleep(Duration::from_millis(i * 50)).await;
+            env.moto
+                .ecs_stop_task(CLUSTER, &arn, &format!("stop-to-drain {i}"))
+                .await
+                .expect("StopTask");
+            let stopped = Instant::now();
+            let drained = loop {
+                let states = env.berth.target_states("web").await;
+                match states.get(&addr).map(String::as_str) {
+                    None | Some("draining") => break Some(stopped.elapsed()),
+                    _ => {}
+                }
+                if stopped.elapsed() > Duration::from_secs(10) {
+                    break None;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            };
+            match drained {
+                Some(d) => latencies.push(d),
+                None => stuck.push(addr),
+            }
+        }
+        assert!(
+            stuck.is_empty(),
+            "targets never drained after StopTask: {stuck:?}"
+        );
+        latencies.sort();
+        let (p50, max) = (percentile(&latencies, 0.5), latencies[latencies.len() - 1]);
+        println!(
+            "figure: stop-to-drain p50 = {} ms, max = {} ms (over {} stops; all: {:?})",
+            p50.as_millis(),
+            max.as_millis(),
+            latencies.len(),
+            latencies
+                .iter()
+                .map(Duration::as_millis)
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            p50 <= Duration::from_millis(1000),
+            "stop-to-drain p50 {p50:?} > 1 s"
+        );
+        assert!(
+            max <= Duration::from_millis(2000),
+            "stop-to-drain max {max:?} > 2 s"
+        );
+    })
+    .await;
+}
