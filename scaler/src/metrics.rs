@@ -17,6 +17,10 @@ pub const MAX_CAPACITY: &str = "berth_scaler_max_capacity";
 pub const DECISIONS: &str = "berth_scaler_decisions_total";
 /// Seconds since the last decision, by `cluster` and `service`.
 pub const LAST_DECISION_AGE: &str = "berth_scaler_last_decision_age_seconds";
+/// Other scaler replicas seen publishing heartbeats for the same service (`aggregate = "local"`
+/// with `publish = true`), by `cluster` and `service`. Above 0, each scaler decides on its own
+/// share of the load: set `aggregate = "cloudwatch"`.
+pub const OTHER_REPLICAS: &str = "berth_scaler_other_replicas";
 /// CloudWatch datapoints dropped because the publish buffer was full.
 pub const METRICS_DROPPED: &str = "berth_scaler_metrics_dropped_total";
 /// Failed scrapes of the proxy's `/metrics`.
@@ -59,6 +63,10 @@ fn describe() {
     describe_counter!(
         METRICS_DROPPED,
         "CloudWatch datapoints dropped from the full buffer."
+    );
+    describe_gauge!(
+        OTHER_REPLICAS,
+        "Other scaler replicas publishing for the same service while aggregate = local."
     );
     describe_counter!(SCRAPE_ERRORS, "Failed scrapes of the proxy's metrics.");
     describe_counter!(AWS_API_CALLS, "AWS API calls by operation and outcome.");

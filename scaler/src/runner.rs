@@ -57,6 +57,8 @@ pub struct Runner {
     publisher: Option<Publisher>,
     prev: Option<(Instant, Snapshot)>,
     last: LastDecisions,
+    /// When each service's replicas were last counted (`aggregate = "local"` with a sink).
+    replicas_checked: HashMap<usize, Instant>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -92,7 +94,8 @@ pub fn listeners_of(config: &Config) -> HashMap<String, Vec<String>> {
 
 impl Runner {
     /// A runner for `config`'s scaler. `controllers` has one entry per service (in order);
-    /// `sink` reads aggregates (with `aggregate = "cloudwatch"`); `publisher` sends figures.
+    /// `sink` reads aggregates (with `aggregate = "cloudwatch"`) or counts the replicas (with
+    /// `aggregate = "local"` and a `publisher`); `publisher` sends figures.
     pub fn new(
         config: &Config,
         controllers: Vec<Controller>,
@@ -127,7 +130,63 @@ impl Runner {
             publisher,
             prev: None,
             last,
+            replicas_checked: HashMap::new(),
         })
+    }
+
+    /// With `aggregate = "local"`: counts the replicas publishing heartbeats for `svc` (once
+    /// per `aggregate_window`); other replicas mean each scaler decides on its share of the load
+    /// only, which is logged as a warning and shown as `berth_scaler_other_replicas`.
+    async fn check_replicas(&mut self, i: usize, svc: &ScaledService, at: SystemTime) {
+        let Some(sink) = self.sink.clone() else {
+            return;
+        };
+        let window = self.settings.aggregate_window;
+        if self
+            .replicas_checked
+            .get(&i)
+            .is_some_and(|t| t.elapsed() < window)
+        {
+            return;
+        }
+        self.replicas_checked.insert(i, Instant::now());
+        let ctx = sink::Context {
+            target_group: svc.target_group.clone(),
+            cluster: svc.cluster.clone(),
+            service: svc.service.clone(),
+            replica: self.settings.replica.clone(),
+            storage_resolution: self.settings.storage_resolution,
+            aggregate: false,
+        };
+        let queries = [false, true].map(|with_replica| SumQuery {
+            name: sink::HEARTBEAT,
+            dimensions: sink::dimensions(&ctx, with_replica),
+        });
+        let start = at.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH);
+        let r = tokio::time::timeout(
+            AGGREGATE_TIMEOUT,
+            sink.sums(&self.settings.namespace, &queries, start, at),
+        )
+        .await;
+        let others = match r {
+            Ok(Ok(s)) => {
+                sink::other_replicas(s.first().copied().flatten(), s.get(1).copied().flatten())
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(service = %svc.service, error = %e, "cannot count replicas");
+                None
+            }
+            Err(_) => None,
+        };
+        if let Some(n) = others {
+            metrics::gauge!(m::OTHER_REPLICAS, "cluster" => svc.cluster.clone(), "service" => svc.service.clone())
+                .set(f64::from(n));
+            if n > 0 {
+                tracing::warn!(cluster = %svc.cluster, service = %svc.service, other_replicas = n,
+                    "other scaler replicas publish for this service but aggregate = \"local\": each \
+                     decides on its own share of the load; set aggregate = \"cloudwatch\"");
+            }
+        }
     }
 
     /// Scrapes once; figures per target group when a previous scrape exists.
@@ -233,12 +292,16 @@ impl Runner {
                     storage_resolution: self.settings.storage_resolution,
                     aggregate: self.settings.aggregate == Aggregate::CloudWatch,
                 };
-                p.publish(sink::encode(f, &ctx, wall));
+                let mut datums = sink::encode(f, &ctx, wall);
+                datums.extend(sink::heartbeat(&ctx, wall));
+                p.publish(datums);
             }
             if self.settings.aggregate == Aggregate::CloudWatch {
                 if let Some(f) = fig.as_mut() {
                     self.aggregate(&cfg, f, wall).await;
                 }
+            } else if self.publisher.is_some() {
+                self.check_replicas(i, &cfg, wall).await;
             }
             let counts = match controller
                 .capacity

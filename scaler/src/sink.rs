@@ -130,6 +130,36 @@ pub fn encode(f: &Figures, ctx: &Context, timestamp: SystemTime) -> Vec<Datum> {
     out
 }
 
+/// A heartbeat every scaler that publishes sends each tick: `ScalerReplica` = 1 with and
+/// without the `Replica` dimension. Over a window, the sum without `Replica` divided by this
+/// replica's own sum is the number of replicas publishing for the service (see
+/// [`other_replicas`]).
+pub const HEARTBEAT: &str = "ScalerReplica";
+
+/// The two heartbeat datapoints of one tick.
+pub fn heartbeat(ctx: &Context, timestamp: SystemTime) -> Vec<Datum> {
+    [true, false]
+        .into_iter()
+        .map(|with_replica| Datum {
+            name: HEARTBEAT,
+            dimensions: dimensions(ctx, with_replica),
+            value: 1.0,
+            unit: Unit::Count,
+            timestamp,
+            storage_resolution: ctx.storage_resolution,
+        })
+        .collect()
+}
+
+/// How many *other* replicas published heartbeats over a window, from the sum of all
+/// replicas' heartbeats (`total`) and this replica's (`own`); `None` before this replica's own
+/// heartbeats are visible.
+pub fn other_replicas(total: Option<f64>, own: Option<f64>) -> Option<u32> {
+    let own = own.filter(|o| *o > 0.0)?;
+    let ratio = total.unwrap_or(own) / own;
+    Some(((ratio.round().max(1.0)) as u32).saturating_sub(1))
+}
+
 /// Splits datapoints into PutMetricData calls of at most [`MAX_DATUMS_PER_CALL`].
 pub fn batches(datums: &[Datum]) -> Vec<&[Datum]> {
     datums.chunks(MAX_DATUMS_PER_CALL).collect()
@@ -404,6 +434,32 @@ mod tests {
                 ("ServiceName", "web".to_string()),
                 ("Replica", "r1".to_string()),
             ]
+        );
+    }
+
+    #[test]
+    fn heartbeats_count_replicas() {
+        let h = heartbeat(&ctx(false), ts());
+        assert_eq!(h.len(), 2);
+        assert!(h.iter().all(|d| d.name == HEARTBEAT && d.value == 1.0));
+        assert_eq!(h[0].dimensions.len(), 4, "with Replica");
+        assert_eq!(h[1].dimensions, dimensions(&ctx(false), false));
+        assert_eq!(other_replicas(Some(60.0), Some(60.0)), Some(0), "alone");
+        assert_eq!(
+            other_replicas(Some(170.0), Some(60.0)),
+            Some(2),
+            "about three"
+        );
+        assert_eq!(
+            other_replicas(Some(80.0), Some(60.0)),
+            Some(0),
+            "1.33: a late datapoint"
+        );
+        assert_eq!(other_replicas(None, Some(60.0)), Some(0));
+        assert_eq!(
+            other_replicas(Some(60.0), None),
+            None,
+            "own not visible yet"
         );
     }
 

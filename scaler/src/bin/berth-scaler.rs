@@ -150,11 +150,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let aggregate_sink = if s.aggregate == Aggregate::CloudWatch {
-        cloudwatch.clone()
-    } else {
-        None
-    };
+    // Reads the sum across replicas (aggregate = "cloudwatch") or counts the replicas
+    // publishing (aggregate = "local").
+    let aggregate_sink = cloudwatch.clone();
 
     let last: LastDecisions = Default::default();
     let listener = berth_scaler::admin::bind(s.admin_bind)

@@ -404,4 +404,66 @@ mod tests {
         }
         assert!(st.history.len() <= 61, "{}", st.history.len());
     }
+
+    #[test]
+    fn pending_capacity_counts_and_never_blocks() {
+        // 1 healthy target carries 1000 rps; 10 tasks asked for (9 pending): hold at 10.
+        assert_eq!(raw_recommendation(10, 1, 1000.0, 100.0, 0.1), 10);
+        // The load grows to 2000 rps while they start: 20 at once.
+        assert_eq!(raw_recommendation(10, 1, 2000.0, 100.0, 0.1), 20);
+        // The load falls to 500 rps: 5 (a scale-in, subject to the windows).
+        assert_eq!(raw_recommendation(10, 1, 500.0, 100.0, 0.1), 5);
+        // All healthy, within the band: no change.
+        assert_eq!(raw_recommendation(10, 10, 105.0, 100.0, 0.1), 10);
+        let (v, _) = decide(
+            t(0),
+            &policy(100.0),
+            Some(1000.0),
+            1,
+            false,
+            10,
+            &TrackingState::default(),
+        );
+        assert_eq!(v.desired, Some(10));
+        assert!(v.reason.contains("on 1 healthy"), "{}", v.reason);
+    }
+
+    #[test]
+    fn scale_out_cooldown_lets_only_a_larger_count_through() {
+        let p = policy(100.0);
+        let st = TrackingState {
+            last_scale_out: Some((t(0), 10)),
+            ..TrackingState::default()
+        };
+        // Someone lowered the count to 8 after we set 10: 9 is not above 10, held.
+        let (v, _) = decide(t(30), &p, Some(900.0), 1, false, 8, &st);
+        assert_eq!(v.desired, Some(8));
+        assert!(v.reason.contains("scale-out cooldown"), "{}", v.reason);
+        // 12 is: proceeds.
+        let (v, _) = decide(t(30), &p, Some(1200.0), 1, false, 8, &st);
+        assert_eq!(v.desired, Some(12));
+        // After the cooldown (60 s), 9 proceeds.
+        let (v, _) = decide(t(60), &p, Some(900.0), 1, false, 8, &st);
+        assert_eq!(v.desired, Some(9));
+    }
+
+    #[test]
+    fn scale_in_cooldown_blocks_scale_in_only() {
+        let mut p = policy(100.0);
+        p.scale_in_stabilization = Duration::ZERO;
+        p.scale_in_cooldown = Duration::from_secs(300);
+        let st = TrackingState {
+            last_scale_in: Some(t(0)),
+            since: Some(t(0)),
+            ..TrackingState::default()
+        };
+        let (v, _) = decide(t(100), &p, Some(20.0), 10, false, 10, &st);
+        assert_eq!(v.desired, Some(10));
+        assert!(v.blocks_scale_in);
+        assert!(v.reason.contains("scale-in cooldown"), "{}", v.reason);
+        let (v, _) = decide(t(100), &p, Some(300.0), 10, false, 10, &st);
+        assert_eq!(v.desired, Some(30), "a scale-out proceeds");
+        let (v, _) = decide(t(300), &p, Some(20.0), 10, false, 10, &st);
+        assert_eq!(v.desired, Some(2));
+    }
 }
