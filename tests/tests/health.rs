@@ -189,24 +189,54 @@ async fn killed_backend_under_load_loses_no_request() {
         let mut c = Backend::spawn("c").await;
         let web = listen_addr();
         let berth = Berth::start(&config(web, &[&a, &b, &c], 2)).await;
-        berth.wait_healthy("g", &[a.addr(), b.addr(), c.addr()], HEALTHY).await;
+        berth
+            .wait_healthy("g", &[a.addr(), b.addr(), c.addr()], HEALTHY)
+            .await;
         let load = Load::start(&format!("http://{web}/"), 8);
         load.wait_ok(300, Duration::from_secs(20)).await;
         assert!(c.requests() > 0, "c got traffic before the kill");
         c.kill().await;
         let killed_at = load.stats().ok;
-        load.wait_ok(killed_at + 1500, Duration::from_secs(30)).await;
-        berth.wait_target("g", c.addr(), Some("unhealthy"), Duration::from_secs(10)).await;
+        load.wait_ok(killed_at + 1500, Duration::from_secs(30))
+            .await;
+        berth
+            .wait_target("g", c.addr(), Some("unhealthy"), Duration::from_secs(10))
+            .await;
         let stats = load.stop().await;
         stats.assert_no_failures();
         let m = berth.metrics().await;
-        let ejections = berth_tests::metrics::value(&m, "berth_ejections_total", &[("target_group", "g")]);
-        let connect_errors =
-            berth_tests::metrics::value(&m, "berth_target_connect_errors_total", &[("target_group", "g")]);
+        let value = |name: &str, labels: &[(&str, &str)]| {
+            berth_tests::metrics::value(&m, name, labels).unwrap_or(0.0)
+        };
+        let g = ("target_group", "g");
+        let ejections = value("berth_ejections_total", &[g, ("reason", "connect")]);
+        let connect_errors = value("berth_target_connect_errors_total", &[g]);
+        let connect_resends = value("berth_unsent_resends_total", &[g, ("reason", "connect")]);
+        let resends = value("berth_unsent_resends_total", &[g]);
+        let retries = value("berth_retries_total", &[g]);
         eprintln!(
-            "kill under load: {} ok, ejections {ejections:?}, connect errors {connect_errors:?}, retries {:?}",
+            "kill under load: {} ok, ejections {ejections}, connect errors {connect_errors}, \
+             connect resends {connect_resends}, all resends {resends}, retries {retries}",
             stats.ok,
-            berth_tests::metrics::value(&m, "berth_retries_total", &[])
+        );
+        // Passive health took c out before the active checker could (2 failed checks, >= 1 s):
+        // under load its failures (requests cut at the kill, refused connects) reach
+        // consecutive_connect_failures (3) within milliseconds. One of three targets is under
+        // max_ejection_percent (50).
+        assert!(
+            ejections >= 1.0,
+            "the killed target was passively ejected (reason connect): {ejections}"
+        );
+        // No request failed because each one that met c went again: a refused connect is
+        // re-sent to another target (never more connect errors than connect re-sends), a
+        // closed pooled connection is re-sent, a request cut mid-flight is retried.
+        assert!(
+            connect_resends >= connect_errors,
+            "every failed connect was re-sent: {connect_errors} errors, {connect_resends} re-sends"
+        );
+        assert!(
+            resends + retries >= 1.0,
+            "requests that met the killed target went again: re-sends {resends}, retries {retries}"
         );
     })
     .await
