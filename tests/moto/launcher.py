@@ -25,6 +25,14 @@ moto behaviour patched here (see README.md for why):
   (reason MISSING), more than 100 tasks is InvalidParameterException, as in ECS.
 * CreateCluster on an existing name returns the existing cluster (moto replaced it).
 * CreateService accepts an awsvpcConfiguration without securityGroups (moto: HTTP 500).
+* StopTask on a harness task stops it the harness's way; UpdateService with another task
+  definition starts a new deployment, which the reconcilers roll out within the service's
+  deploymentConfiguration.
+
+Task apps: a service's tasks (or a POST /tasks call) can run tests/src/bin/task-app.rs on their
+address and container port ("app" setting): RUNNING once it accepts, SIGTERM at the moment the
+task is stopped (lastStatus STOPPING while it lives, STOPPED when it exits, SIGKILL after the
+stop timeout), all of them SIGKILLed and reaped when the launcher exits. See README.md.
 * CloudWatch over Smithy RPC v2 CBOR (what the Rust SDK speaks; moto only parses the query and
   JSON protocols): PutMetricData and GetMetricData are decoded with cbor2, run against moto's
   CloudWatch backend, and answered in CBOR. GET /cloudwatch/metrics lists what was stored.

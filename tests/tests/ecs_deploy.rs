@@ -390,3 +390,35 @@ async fn stop_to_drain_latency_over_20_stops() {
     })
     .await;
 }
+
+/// tests/moto/selftest.py (the launcher through boto3, task apps included) passes.
+#[test]
+fn moto_launcher_selftest_passes() {
+    let py = berth_tests::moto::python();
+    assert!(
+        py.is_file(),
+        "{} not found: run scripts/setup-python first (it creates .venv with moto[server])",
+        py.display()
+    );
+    let script = berth_tests::moto::repo_root()
+        .join("tests")
+        .join("moto")
+        .join("selftest.py");
+    let out = std::process::Command::new(&py)
+        .arg(&script)
+        .env("BERTH_TASK_APP_BIN", env!("CARGO_BIN_EXE_task-app"))
+        .env_remove("AWS_ENDPOINT_URL")
+        .output()
+        .unwrap_or_else(|e| panic!("run {} {}: {e}", py.display(), script.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let failed: Vec<&str> = stdout.lines().filter(|l| l.starts_with("FAIL")).collect();
+    println!("{}", stdout.lines().last().unwrap_or_default());
+    assert!(
+        out.status.success() && failed.is_empty(),
+        "selftest failed ({}):\n{}\n{}",
+        out.status,
+        failed.join("\n"),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("PASS scale-in 4 -> 1 stops three tasks and their apps"));
+}
