@@ -10,6 +10,7 @@ mod deploy_common;
 
 use std::collections::BTreeSet;
 use std::process::Command;
+use std::time::Duration;
 
 use deploy_common::*;
 use serde_json::Value;
@@ -145,10 +146,111 @@ fn ecs_definitions_match_botocore_model() {
             "tools/ecs_validate.py",
             "ecs/task-definition.json",
             "ecs/service.json",
+            "app/task-definition.json",
         ]),
-        "botocore validation of deploy/ecs",
+        "botocore validation of deploy/ecs and deploy/app",
     );
-    assert_eq!(out.matches("valid ").count(), 2, "{out}");
+    assert_eq!(out.matches("valid ").count(), 3, "{out}");
+}
+
+// ---- the application side: deploy/app ---------------------------------------------------------
+
+/// The example application task definition is the one `ecs/berth.toml` routes to (container
+/// `app`, port mapping `http`), runs under `stop-delay.sh`, has a container health check, and
+/// gives the application more time than the delay before SIGKILL.
+#[test]
+fn app_example_fits_berth_toml_and_stops_safely() {
+    let td = json("app/task-definition.json");
+    let cfg = berth_config::load(&deploy().join("ecs/berth.toml")).expect("berth.toml loads");
+    let ecs = cfg
+        .target_groups
+        .iter()
+        .find_map(|g| match &g.source {
+            berth_config::model::Source::Ecs(e) => Some(e.clone()),
+            _ => None,
+        })
+        .expect("an ECS target group in berth.toml");
+    let app = container(&td, &ecs.container);
+    let port_name = match &ecs.port {
+        berth_config::model::PortRef::Name(n) => n.clone(),
+        berth_config::model::PortRef::Number(n) => n.to_string(),
+    };
+    assert!(
+        app["portMappings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == port_name.as_str() || p["containerPort"].to_string() == port_name),
+        "the app container maps the port berth.toml names ({port_name})"
+    );
+    assert_eq!(app["entryPoint"][0], "/stop-delay.sh", "runs under stop-delay.sh");
+    assert!(app["healthCheck"]["command"].is_array(), "has a container health check");
+    let delay: u64 = app["environment"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "BERTH_STOP_DELAY")
+        .and_then(|e| e["value"].as_str())
+        .and_then(|v| v.parse().ok())
+        .expect("BERTH_STOP_DELAY set");
+    let poll = ecs.poll_interval;
+    assert!(
+        Duration::from_secs(delay) > poll + Duration::from_millis(500),
+        "the stop delay ({delay} s) exceeds berth's detection ({poll:?} poll + call latency)"
+    );
+    let stop_timeout = app["stopTimeout"].as_u64().expect("stopTimeout");
+    assert!(
+        stop_timeout >= delay + 10,
+        "stopTimeout {stop_timeout} leaves the application 10 s after the delay"
+    );
+}
+
+/// `stop-delay.sh` keeps the application running for BERTH_STOP_DELAY seconds after SIGTERM,
+/// then passes SIGTERM on and exits with the application's status; a bad setting is refused.
+#[test]
+fn stop_delay_wrapper_delays_sigterm_and_keeps_the_exit_status() {
+    let script = deploy().join("app/stop-delay.sh");
+    run_ok(
+        Command::new("sh").arg("-n").arg(&script),
+        "sh -n deploy/app/stop-delay.sh",
+    );
+    assert!(is_executable(&script), "stop-delay.sh must be executable");
+    let marker = tempfile::tempdir().unwrap();
+    let got_term = marker.path().join("got-term");
+    let app = format!(
+        "trap 'touch {}; exit 7' TERM; while :; do sleep 0.05; done",
+        got_term.display()
+    );
+    let mut child = Command::new(&script)
+        .args(["sh", "-c", &app])
+        .env("BERTH_STOP_DELAY", "1")
+        .spawn()
+        .expect("run stop-delay.sh");
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = std::time::Instant::now();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!got_term.exists(), "the application still runs 0.5 s after SIGTERM");
+    let status = child.wait().expect("wait");
+    let took = sent.elapsed();
+    assert!(got_term.exists(), "the application got SIGTERM");
+    assert_eq!(status.code(), Some(7), "the application's exit status");
+    assert!(
+        took >= Duration::from_secs(1),
+        "SIGTERM passed on after the 1 s delay, not before ({took:?})"
+    );
+    let out = Command::new(&script)
+        .arg("true")
+        .env("BERTH_STOP_DELAY", "soon")
+        .output()
+        .expect("run stop-delay.sh");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("BERTH_STOP_DELAY must be a whole number"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn container<'a>(td: &'a Value, name: &str) -> &'a Value {
