@@ -7,6 +7,7 @@
 //!   raw-TCP helper for malformed requests and a TLS client.
 //! - [`load::Load`]: a load generator counting failed requests.
 //! - [`moto::Moto`]: the moto AWS emulator for ECS discovery tests.
+//! - [`scaler::Scaler`]: a `berth-scaler` process.
 //! - [`net`]: loopback address allocation; [`wait`]: polling a condition with a deadline.
 //!
 //! Everything listens and connects on 127.0.0.0/8 only.
@@ -20,6 +21,7 @@ pub mod load;
 pub mod metrics;
 pub mod moto;
 pub mod net;
+pub mod scaler;
 pub mod tls;
 pub mod wait;
 
