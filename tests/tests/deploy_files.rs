@@ -171,20 +171,27 @@ fn app_example_fits_berth_toml_and_stops_safely() {
         })
         .expect("an ECS target group in berth.toml");
     let app = container(&td, &ecs.container);
-    let port_name = match &ecs.port {
-        berth_config::model::PortRef::Name(n) => n.clone(),
-        berth_config::model::PortRef::Number(n) => n.to_string(),
+    let (port_name, port_number) = match &ecs.port {
+        berth_config::model::PortRef::Name(n) => (n.clone(), None),
+        berth_config::model::PortRef::Number(n) => (n.to_string(), Some(u64::from(*n))),
     };
     assert!(
         app["portMappings"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|p| p["name"] == port_name.as_str() || p["containerPort"].to_string() == port_name),
+            .any(|p| p["name"] == port_name.as_str()
+                || port_number.is_some() && p["containerPort"].as_u64() == port_number),
         "the app container maps the port berth.toml names ({port_name})"
     );
-    assert_eq!(app["entryPoint"][0], "/stop-delay.sh", "runs under stop-delay.sh");
-    assert!(app["healthCheck"]["command"].is_array(), "has a container health check");
+    assert_eq!(
+        app["entryPoint"][0], "/stop-delay.sh",
+        "runs under stop-delay.sh"
+    );
+    assert!(
+        app["healthCheck"]["command"].is_array(),
+        "has a container health check"
+    );
     let delay: u64 = app["environment"]
         .as_array()
         .unwrap()
@@ -231,7 +238,10 @@ fn stop_delay_wrapper_delays_sigterm_and_keeps_the_exit_status() {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     std::thread::sleep(Duration::from_millis(500));
-    assert!(!got_term.exists(), "the application still runs 0.5 s after SIGTERM");
+    assert!(
+        !got_term.exists(),
+        "the application still runs 0.5 s after SIGTERM"
+    );
     let status = child.wait().expect("wait");
     let took = sent.elapsed();
     assert!(got_term.exists(), "the application got SIGTERM");
