@@ -169,6 +169,15 @@ impl Group {
         }
     }
 
+    /// Whether the group has a target, not leaving, that is not in `tried`.
+    pub fn has_untried(&self, tried: &[SocketAddr]) -> bool {
+        self.targets
+            .load()
+            .list
+            .iter()
+            .any(|t| !t.is_draining() && !tried.contains(&t.address))
+    }
+
     /// Picks a target for a request.
     ///
     /// Eligible: not draining, healthy, not ejected, not already tried. When nothing is

@@ -55,9 +55,24 @@ fn used_names() -> Vec<(String, String)> {
     out
 }
 
-fn closed_port() -> SocketAddr {
-    // Bound and released at once: connections are refused.
-    net::free_port(net::target_ip())
+/// A target that takes each request and closes the connection without an answer: the
+/// request may have been seen, so only the retry policy (idempotent methods, budget) sends it
+/// again (a refused connect would be re-sent outside the policy and count no retry).
+async fn hang_up_target() -> SocketAddr {
+    use tokio::io::AsyncReadExt;
+    let l = tokio::net::TcpListener::bind(SocketAddr::new(net::target_ip(), 0))
+        .await
+        .expect("bind a loopback port");
+    let addr = l.local_addr().expect("local addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+            });
+        }
+    });
+    addr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,7 +133,9 @@ async fn rule_and_dashboard_metric_names_exist_in_a_live_scrape() {
         let live2 = Backend::spawn("live2").await;
         let sick = Backend::spawn("sick").await;
         sick.set_healthy(false);
-        let (dead, dead2) = (closed_port(), closed_port());
+        let (dead, dead2) = (hang_up_target().await, hang_up_target().await);
+        // Bound and released at once: connections are refused (connect errors, re-sends).
+        let refused = net::free_port(net::target_ip());
         let listen = net::listen_addr();
         let config = format!(
             r#"
@@ -166,7 +183,7 @@ name = "flaky"
 retry = {{ attempts = 2 }}
 outlier = {{ consecutive_connect_failures = 2 }}
 health_check = {{ enabled = false }}
-source = {{ kind = "static", targets = [{{ address = "{dead}" }}, {{ address = "{live}" }}] }}
+source = {{ kind = "static", targets = [{{ address = "{dead}" }}, {{ address = "{refused}" }}, {{ address = "{live}" }}] }}
 
 [[target_groups]]
 name = "nobudget"

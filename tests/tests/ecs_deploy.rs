@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use berth_tests::load::{MixedLoad, MixedLoadSpec, MixedStats};
 use berth_tests::moto::{
-    AppMode, AppSpec, ContainerDef, Moto, NetworkMode, ServiceUpdate, TaskDefinition, TaskInfo,
+    AppMode, AppSpec, ContainerDef, Health, Moto, NetworkMode, ServiceUpdate, TaskDefinition,
+    TaskInfo,
 };
 use berth_tests::{bounded, net, wait_until, Berth, FAST_HEALTH_CHECK};
 
@@ -84,13 +85,31 @@ struct Env {
 
 impl Env {
     async fn start(app: &AppSpec, desired: u32, deployment: (u32, u32)) -> (Env, String) {
+        Env::start_with(app, desired, deployment, false).await
+    }
+
+    /// As [`Env::start`]; with `health_check` the app container has an ECS health check.
+    async fn start_with(
+        app: &AppSpec,
+        desired: u32,
+        deployment: (u32, u32),
+        health_check: bool,
+    ) -> (Env, String) {
         let moto = Moto::launch()
             .await
             .unwrap_or_else(|e| panic!("moto: {e:#} (the venv comes from scripts/setup-python)"));
         let (pool, port) = task_addresses(14);
         moto.create_cluster(CLUSTER).await.expect("cluster");
+        let mut container = ContainerDef::new("app", port);
+        if health_check {
+            container = container.with_health_check();
+        }
         let td = moto
-            .register_task_definition(&TaskDefinition::single(FAMILY, NetworkMode::Awsvpc, port))
+            .register_task_definition(&TaskDefinition {
+                family: FAMILY.into(),
+                network_mode: NetworkMode::Awsvpc,
+                containers: vec![container],
+            })
             .await
             .expect("task definition");
         moto.create_service_with(CLUSTER, SERVICE, &td, desired, app, deployment)
@@ -388,6 +407,70 @@ async fn stop_to_drain_latency_over_20_stops() {
         assert!(
             max <= Duration::from_millis(2000),
             "stop-to-drain max {max:?} > 2 s"
+        );
+    })
+    .await;
+}
+
+/// A container that ECS reports UNHEALTHY leaves berth's targets at the next poll, as a
+/// stopped task does (its health is not in `ListTasks`: berth re-describes health-checked
+/// tasks every cycle).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unhealthy_container_leaves_within_a_poll() {
+    let _serial = SERIAL.lock().await;
+    bounded(Duration::from_secs(120), async {
+        let app = AppSpec::find(AppMode::Graceful);
+        let (env, _td) = Env::start_with(&app, 6, (200, 100), true).await;
+        let mut latencies = Vec::new();
+        for i in 0..6u64 {
+            let states = env.berth.target_states("web").await;
+            let (arn, addr) = env
+                .service_tasks()
+                .await
+                .into_iter()
+                .filter(|t| {
+                    t.desired_status == "RUNNING" && t.health_status.as_deref() == Some("HEALTHY")
+                })
+                .map(|t| (t.task_arn.clone(), env.addr(&t)))
+                .find(|(_, a)| states.get(a).map(String::as_str) == Some("healthy"))
+                .expect("a task HEALTHY in ECS and healthy in berth");
+            // Spread over the poll interval, as in the stop-to-drain test.
+            tokio::time::sleep(Duration::from_millis(i * 130)).await;
+            env.moto
+                .set_task_health(CLUSTER, &arn, Health::Unhealthy)
+                .await
+                .expect("set UNHEALTHY");
+            let marked = Instant::now();
+            let left = berth_tests::wait_for(
+                Duration::from_secs(10),
+                "the UNHEALTHY task leaves berth's healthy targets",
+                || async {
+                    let states = env.berth.target_states("web").await;
+                    matches!(
+                        states.get(&addr).map(String::as_str),
+                        None | Some("draining")
+                    )
+                    .then(|| marked.elapsed())
+                },
+            )
+            .await;
+            latencies.push(left);
+        }
+        latencies.sort();
+        let max = latencies[latencies.len() - 1];
+        println!(
+            "figure: UNHEALTHY-to-drain over {} containers: p50 = {} ms, max = {} ms ({:?})",
+            latencies.len(),
+            percentile(&latencies, 0.5).as_millis(),
+            max.as_millis(),
+            latencies
+                .iter()
+                .map(Duration::as_millis)
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            max <= Duration::from_millis(2000),
+            "UNHEALTHY-to-drain max {max:?} > 2 s"
         );
     })
     .await;

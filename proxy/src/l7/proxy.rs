@@ -34,10 +34,14 @@ pub const RETRY_BUFFER: u64 = 64 * 1024;
 /// closed it); each such connection is dropped, so this only bounds a pathological pool.
 const MAX_UNSENT_RESENDS: u32 = 8;
 
-/// At most this many other targets are tried for a request whose connect failed (refused,
-/// reset, timed out): a task that ECS is stopping refuses connections before berth has
-/// learned of it, and the request, never sent, goes to another target whatever its method.
-const MAX_CONNECT_RESENDS: u32 = 3;
+/// A request whose connect failed (refused, reset) goes to another target whatever its method,
+/// as long as the group has a target it has not tried, at most this many times: a task that
+/// ECS is stopping refuses connections before berth has learned of it, and in a deployment
+/// that replaces every task at once, half the group can be such tasks.
+const MAX_CONNECT_RESENDS: u32 = 8;
+
+/// After a connect timeout, one other target at most: each try may cost the whole timeout.
+const MAX_TIMEOUT_RESENDS: u32 = 1;
 
 /// Everything about one request that its end needs: what to count, what to release, and the
 /// upstream connection to give back to the pool. Ends when its response body ends
@@ -325,7 +329,13 @@ async fn forward(
                     .increment(1);
                 connect_failed(&group, &target, &cfg);
                 // Nothing was sent: another target gets the request, whatever its method.
-                if resend_unsent(&group, &mut connect_resends, MAX_CONNECT_RESENDS, "connect") {
+                let max = match e {
+                    ConnectError::Timeout(_) => MAX_TIMEOUT_RESENDS,
+                    _ => MAX_CONNECT_RESENDS,
+                };
+                if group.has_untried(&tried)
+                    && resend_unsent(&group, &mut connect_resends, max, "connect")
+                {
                     continue;
                 }
                 return match e {
@@ -399,12 +409,14 @@ async fn forward(
                     // after the handshake): nothing was sent either.
                     Some(r) => {
                         connect_failed(&group, &target, &cfg);
-                        if resend_unsent(
-                            &group,
-                            &mut connect_resends,
-                            MAX_CONNECT_RESENDS,
-                            "connect",
-                        ) {
+                        if group.has_untried(&tried)
+                            && resend_unsent(
+                                &group,
+                                &mut connect_resends,
+                                MAX_CONNECT_RESENDS,
+                                "connect",
+                            )
+                        {
                             next = Some(r);
                             continue;
                         }
