@@ -58,6 +58,34 @@ pub fn targets_toml(backends: &[&Backend]) -> String {
     format!("[{}]", items.join(", "))
 }
 
+/// A listener `web` on `listen` forwarding to target group `api`, fed by the ECS service
+/// `prod/api` (container `app`, port mapping `http`, polled every 500 ms), with fast health
+/// checks and a 1 s deregistration delay.
+pub fn ecs_api_config(listen: std::net::SocketAddr) -> String {
+    format!(
+        r#"
+[[listeners]]
+name = "web"
+bind = "{listen}"
+[listeners.default_action]
+forward = [{{ target_group = "api" }}]
+
+[[target_groups]]
+name = "api"
+deregistration_delay = "1s"
+[target_groups.health_check]
+{FAST_HEALTH_CHECK}
+[target_groups.source]
+kind = "ecs"
+cluster = "prod"
+service = "api"
+container = "app"
+port = "http"
+poll_interval = "500ms"
+"#
+    )
+}
+
 /// A `[[target_groups]]` table with a static source of `backends`, fast health checks and
 /// `extra` lines (e.g. `algorithm = "..."`) added to the group table.
 pub fn static_group(name: &str, backends: &[&Backend], extra: &str) -> String {

@@ -68,9 +68,14 @@ pub fn python() -> PathBuf {
     }
 }
 
-/// Whether [`python`] exists, i.e. `scripts/setup-python` has run; lets a test skip itself.
-pub fn available() -> bool {
-    python().is_file()
+/// Fails the calling test, saying what to run, when [`python`] is missing (`scripts/setup-python`
+/// has not run): a test that needs moto never passes without it.
+pub fn require() {
+    assert!(
+        python().is_file(),
+        "the moto virtualenv is missing ({}): run `bash scripts/setup-python` (scripts/test does)",
+        python().display()
+    );
 }
 
 /// A task's or container's health as ECS reports it.

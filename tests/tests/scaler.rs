@@ -7,35 +7,9 @@ use std::time::{Duration, Instant};
 
 use berth_tests::moto::{FaultKind, Moto, NetworkMode, TaskDefinition};
 use berth_tests::scaler::Scaler;
-use berth_tests::{bounded, net, wait_until, Backend, Berth, Load, FAST_HEALTH_CHECK};
+use berth_tests::{bounded, net, wait_until, Backend, Berth, Load};
 
 const PORT: u16 = 18090;
-
-/// Proxy config: listener → target group "api" fed by ECS service prod/api.
-fn proxy_config(listen: SocketAddr) -> String {
-    format!(
-        r#"
-[[listeners]]
-name = "web"
-bind = "{listen}"
-[listeners.default_action]
-forward = [{{ target_group = "api" }}]
-
-[[target_groups]]
-name = "api"
-deregistration_delay = "1s"
-[target_groups.health_check]
-{FAST_HEALTH_CHECK}
-[target_groups.source]
-kind = "ecs"
-cluster = "prod"
-service = "api"
-container = "app"
-port = "http"
-poll_interval = "500ms"
-"#
-    )
-}
 
 /// The scaler's config: the proxy's (for target groups) plus `[scaler]`.
 fn scaler_config(
@@ -70,7 +44,7 @@ per = "second"
 target = 5
 scale_in_stabilization = "300s"
 "#,
-        proxy_config(listen)
+        berth_tests::ecs_api_config(listen)
     )
 }
 
@@ -100,7 +74,8 @@ async fn world() -> World {
         .await
         .unwrap();
     let listen = net::listen_addr();
-    let berth = Berth::start_with_env(&proxy_config(listen), &[], &moto.aws_env()).await;
+    let berth =
+        Berth::start_with_env(&berth_tests::ecs_api_config(listen), &[], &moto.aws_env()).await;
     berth
         .wait_healthy("api", &[backends[0].addr()], Duration::from_secs(15))
         .await;
@@ -113,17 +88,9 @@ async fn world() -> World {
     }
 }
 
-/// These tests need the moto virtualenv; without it they fail and say how to make it.
-fn require_moto() {
-    assert!(
-        berth_tests::moto::available(),
-        "the moto virtualenv is missing: run `bash scripts/setup-python` (scripts/test does)"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_step_raises_desired_count_and_publishes_alb_metrics() {
-    require_moto();
+    berth_tests::moto::require();
     bounded(Duration::from_secs(150), async {
         let w = world().await;
         // ECS throttles the first two UpdateService calls: the SDK retries, nothing is lost.
@@ -282,7 +249,7 @@ async fn load_step_raises_desired_count_and_publishes_alb_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_never_calls_update_service() {
-    require_moto();
+    berth_tests::moto::require();
     bounded(Duration::from_secs(120), async {
         let w = world().await;
         let scaler = Scaler::start(
@@ -317,7 +284,7 @@ async fn dry_run_never_calls_update_service() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloudwatch_down_does_not_block_decisions() {
-    require_moto();
+    berth_tests::moto::require();
     bounded(Duration::from_secs(120), async {
         let w = world().await;
         w.moto

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use berth_tests::moto::{Moto, NetworkMode, TaskDefinition};
 use berth_tests::scaler::Scaler;
-use berth_tests::{bounded, net, wait_until, Backend, Berth, Http, FAST_HEALTH_CHECK};
+use berth_tests::{bounded, net, wait_until, Backend, Berth, Http};
 
 const PORT: u16 = 18091;
 /// Requests per target per second the policy holds.
@@ -18,38 +18,6 @@ const TARGET: f64 = 10.0;
 /// Requests per second sent to each proxy: unequal shares, 55 in all.
 const SHARES: [u32; 3] = [25, 20, 10];
 const MAX: u32 = 8;
-
-fn require_moto() {
-    assert!(
-        berth_tests::moto::available(),
-        "the moto virtualenv is missing: run `bash scripts/setup-python` (scripts/test does)"
-    );
-}
-
-fn proxy_config(listen: SocketAddr) -> String {
-    format!(
-        r#"
-[[listeners]]
-name = "web"
-bind = "{listen}"
-[listeners.default_action]
-forward = [{{ target_group = "api" }}]
-
-[[target_groups]]
-name = "api"
-deregistration_delay = "1s"
-[target_groups.health_check]
-{FAST_HEALTH_CHECK}
-[target_groups.source]
-kind = "ecs"
-cluster = "prod"
-service = "api"
-container = "app"
-port = "http"
-poll_interval = "500ms"
-"#
-    )
-}
 
 fn scaler_config(listen: SocketAddr, proxy_admin: SocketAddr, i: usize, scaler: &str) -> String {
     format!(
@@ -76,7 +44,7 @@ metric = "requests_per_target"
 per = "second"
 target = {TARGET}
 "#,
-        proxy_config(listen)
+        berth_tests::ecs_api_config(listen)
     )
 }
 
@@ -106,7 +74,8 @@ async fn world(replicas: usize) -> World {
     let mut proxies = Vec::new();
     for _ in 0..replicas {
         let listen = net::listen_addr();
-        let berth = Berth::start_with_env(&proxy_config(listen), &[], &moto.aws_env()).await;
+        let berth =
+            Berth::start_with_env(&berth_tests::ecs_api_config(listen), &[], &moto.aws_env()).await;
         berth
             .wait_healthy("api", &[backends[0].addr()], Duration::from_secs(15))
             .await;
@@ -188,7 +157,7 @@ fn changes(log: &str) -> Vec<(String, u32, u32)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_scalers_decide_as_one_proxy_with_all_the_load() {
-    require_moto();
+    berth_tests::moto::require();
     bounded(Duration::from_secs(240), async {
         let w = world(3).await;
         let mut scalers = Vec::new();
@@ -311,7 +280,7 @@ async fn three_scalers_decide_as_one_proxy_with_all_the_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_aggregate_warns_when_other_replicas_publish() {
-    require_moto();
+    berth_tests::moto::require();
     bounded(Duration::from_secs(150), async {
         let w = world(2).await;
         let mut scalers = Vec::new();
