@@ -63,6 +63,12 @@ pub struct Group {
     response_seconds: std::sync::OnceLock<metrics::Histogram>,
     /// Wakes the group's loop at once (a reload changed its configuration).
     pub wake: tokio::sync::Notify,
+    /// Set by its loop when the group's source can be asked to look again at once (ECS).
+    pub refreshable: AtomicBool,
+    /// Asks the group's loop to have its source look again now (see [`Group::rediscover`]).
+    pub rediscover_asked: AtomicBool,
+    /// Notified by the group's loop each time its source answered and the answer was applied.
+    pub discovered: tokio::sync::Notify,
 }
 
 impl Group {
@@ -79,7 +85,26 @@ impl Group {
             loop_started: AtomicBool::new(false),
             response_seconds: std::sync::OnceLock::new(),
             wake: tokio::sync::Notify::new(),
+            refreshable: AtomicBool::new(false),
+            rediscover_asked: AtomicBool::new(false),
+            discovered: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Has the group's source look again now and waits, at most `wait`, until its answer is
+    /// applied; false at once when the source cannot be asked (static and file groups), or
+    /// when no answer came in time. For a request that targets keep failing: when ECS is
+    /// replacing the tasks, the next poll drains the stopping ones and shows the new ones.
+    pub async fn rediscover(&self, wait: std::time::Duration) -> bool {
+        if !self.refreshable.load(Ordering::Relaxed) {
+            return false;
+        }
+        let changed = self.discovered.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        self.rediscover_asked.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
+        tokio::time::timeout(wait, changed).await.is_ok()
     }
 
     /// Reconciles the running targets with a complete discovered list: new addresses join

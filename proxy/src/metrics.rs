@@ -52,7 +52,7 @@ pub const UPSTREAM_IDLE_CONNECTIONS: &str = "berth_upstream_idle_connections";
 /// Retries sent to another target, by `target_group`.
 pub const RETRIES: &str = "berth_retries_total";
 /// Requests sent again because no target had received them (`reason`: `connect`,
-/// `pooled_closed`).
+/// `pooled_closed`, `rediscovered`).
 pub const UNSENT_RESENDS: &str = "berth_unsent_resends_total";
 /// Retries refused because the budget was spent, by `target_group`.
 pub const RETRY_BUDGET_EXHAUSTED: &str = "berth_retry_budget_exhausted_total";
@@ -158,7 +158,7 @@ fn describe() {
     describe_counter!(RETRIES, "Requests retried on another target.");
     describe_counter!(
         UNSENT_RESENDS,
-        "Requests sent again, whatever their method, because no target had received them: a failed connect (reason connect) or a pooled connection the target had closed (reason pooled_closed)."
+        "Requests sent again, whatever their method, because no target had received them: a failed connect (reason connect), a pooled connection the target had closed (reason pooled_closed), or every known target refused and a fresh ECS poll showed new ones (reason rediscovered)."
     );
     describe_counter!(
         RETRY_BUDGET_EXHAUSTED,

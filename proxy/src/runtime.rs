@@ -285,7 +285,11 @@ async fn group_loop(shared: Arc<Shared>, group: Arc<Group>) {
             let src_key = format!("{:?}", cfg.source);
             if source_cfg.as_ref() != Some(&src_key) {
                 let watch = shared.snapshot.load().config.proxy.watch_interval;
-                source = Some(discovery::from_config(&cfg.source, watch));
+                let src = discovery::from_config(&cfg.source, watch);
+                group
+                    .refreshable
+                    .store(src.can_look_again(), Ordering::Relaxed);
+                source = Some(src);
                 source_cfg = Some(src_key);
                 next_discovery = Instant::now();
             }
@@ -293,6 +297,10 @@ async fn group_loop(shared: Arc<Shared>, group: Arc<Group>) {
         }
         let now = Instant::now();
         if let Some(src) = source.as_ref() {
+            if group.rediscover_asked.swap(false, Ordering::Relaxed) {
+                // A request found every target refusing: the source looks again now.
+                src.look_again();
+            }
             if now >= next_discovery {
                 next_discovery = now + src.poll_interval();
                 match src.discover().await {
@@ -302,6 +310,7 @@ async fn group_loop(shared: Arc<Shared>, group: Arc<Group>) {
                             // New targets are checked at once rather than an interval later.
                             next_check = now;
                         }
+                        group.discovered.notify_waiters();
                         metrics::counter!(m::DISCOVERY_UPDATES, "target_group" => group.name.clone(), "result" => "success").increment(1);
                     }
                     Err(e) => {

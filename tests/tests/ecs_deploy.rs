@@ -28,13 +28,11 @@ const CLUSTER: &str = "deploy";
 const SERVICE: &str = "web";
 const FAMILY: &str = "web";
 
-/// How long a new task must have been RUNNING before ECS stops an old one for it. It stands
-/// for the container health check ECS waits for (deploy/README.md, "Stopping tasks safely"),
-/// and must exceed berth's discovery of the new task (one 750 ms poll): apps that stop
-/// accepting at SIGTERM, all stopped at once before berth knows their replacements, would
-/// leave berth nothing to send to (measured: with 0, half the requests of the all-at-once
-/// window fail).
-const READY_DELAY: Duration = Duration::from_secs(2);
+/// How long a new task must have been RUNNING before ECS stops an old one for it: none, the
+/// hardest case. berth learns of both changes only at its next poll, and with every known
+/// target refusing (all stopped at once) a request asks for a fresh poll and waits for the new
+/// tasks (`berth_unsent_resends_total{reason="rediscovered"}`).
+const READY_DELAY: Duration = Duration::from_secs(0);
 
 /// `n` loopback addresses for tasks, and a port free on all of them (the container port).
 fn task_addresses(n: usize) -> (Vec<IpAddr>, u16) {
@@ -207,6 +205,27 @@ impl Env {
         println!(
             "figure: {scenario}: settled in {took:?}; {}",
             stats.summary()
+        );
+        let mut counts = Vec::new();
+        for reason in ["connect", "pooled_closed", "rediscovered"] {
+            let n = self
+                .berth
+                .metric(
+                    "berth_unsent_resends_total",
+                    &[("target_group", "web"), ("reason", reason)],
+                )
+                .await
+                .unwrap_or(0.0);
+            counts.push(format!("{reason} {n}"));
+        }
+        let retries = self
+            .berth
+            .metric("berth_retries_total", &[("target_group", "web")])
+            .await
+            .unwrap_or(0.0);
+        println!(
+            "figure: {scenario}: berth so far: re-sent unsent ({}), retried {retries}",
+            counts.join(", ")
         );
         stats
     }

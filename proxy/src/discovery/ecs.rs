@@ -191,6 +191,8 @@ pub struct ClusterPoller {
     attempts: tokio::sync::watch::Sender<u64>,
     /// The poll interval each target group asks for, by a key of the group's discovery.
     intervals: Mutex<HashMap<u64, Duration>>,
+    /// Asks [`ClusterPoller::run`] to poll now (at most every [`MIN_KICK_SPACING`]).
+    kick: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
@@ -201,6 +203,10 @@ struct PollState {
 
 /// Poll interval of a poller no target group has asked anything of yet.
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Polls asked for ahead of schedule start at least this far apart (an API call budget:
+/// targets refusing every connect ask on every request).
+const MIN_KICK_SPACING: Duration = Duration::from_millis(200);
 
 impl ClusterPoller {
     /// A poller for `cluster` using `api`. It polls when [`ClusterPoller::refresh`] is called;
@@ -213,24 +219,36 @@ impl ClusterPoller {
             snapshot: arc_swap::ArcSwapOption::empty(),
             attempts: tokio::sync::watch::channel(0).0,
             intervals: Mutex::new(HashMap::new()),
+            kick: tokio::sync::Notify::new(),
         }
     }
 
-    /// Polls `poller` every interval (the shortest its users ask for) until nothing holds it.
-    /// Ticks are fixed-rate: a slow call does not push later polls back.
+    /// Polls `poller` every interval (the shortest its users ask for) until nothing holds it,
+    /// and ahead of schedule when a user asks ([`Discovery::look_again`]), no sooner than
+    /// [`MIN_KICK_SPACING`] after the last poll began. Ticks are fixed-rate: a slow call does
+    /// not push later polls back.
     pub async fn run(poller: Weak<ClusterPoller>) {
         let mut next = tokio::time::Instant::now();
         loop {
+            let started = tokio::time::Instant::now();
             let Some(p) = poller.upgrade() else { return };
             let _ = p.refresh().await;
             let interval = p.interval();
-            drop(p);
             next += interval;
             let now = tokio::time::Instant::now();
             if next < now {
                 next = now;
             }
-            tokio::time::sleep_until(next).await;
+            let kicked = async {
+                p.kick.notified().await;
+                tokio::time::sleep_until(started + MIN_KICK_SPACING).await;
+            };
+            // `p` is held for one wait at most: a poller nobody uses ends at the next tick.
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {}
+                _ = kicked => next = tokio::time::Instant::now(),
+            }
+            drop(p);
         }
     }
 
@@ -557,6 +575,16 @@ impl Discovery for EcsDiscovery {
         let mut rx = poller.subscribe();
         if rx.wait_for(|n| *n != seen).await.is_err() {
             std::future::pending::<()>().await;
+        }
+    }
+
+    fn can_look_again(&self) -> bool {
+        true
+    }
+
+    fn look_again(&self) {
+        if let Some(p) = self.poller.get() {
+            p.kick.notify_one();
         }
     }
 
@@ -913,6 +941,25 @@ mod tests {
         assert!(
             describe_again(&starting, Some(&plain), false),
             "not yet running"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_kick_polls_ahead_of_schedule_but_not_sooner_than_the_spacing() {
+        let fake = Arc::new(Fake::default());
+        let p = Arc::new(ClusterPoller::new("prod".into(), fake.clone()));
+        p.want_interval(1, Duration::from_secs(10));
+        let mut rx = p.subscribe();
+        tokio::spawn(ClusterPoller::run(Arc::downgrade(&p)));
+        rx.changed().await.unwrap();
+        let first = tokio::time::Instant::now();
+        p.kick.notify_one();
+        rx.changed().await.unwrap();
+        let waited = first.elapsed();
+        assert_eq!(fake.list_calls.load(Ordering::SeqCst), 2, "the kick polled");
+        assert!(
+            waited >= MIN_KICK_SPACING && waited < Duration::from_secs(1),
+            "kicked poll after {waited:?}, not the 10 s interval, and not before the spacing"
         );
     }
 

@@ -48,6 +48,15 @@ pub trait Discovery: Send + Sync + std::fmt::Debug {
         std::future::pending::<()>().await
     }
 
+    /// Whether [`Discovery::look_again`] does anything.
+    fn can_look_again(&self) -> bool {
+        false
+    }
+
+    /// Asks the source to look again soon, ahead of its schedule (rate-limited by the source);
+    /// [`Discovery::changed`] resolves when it has.
+    fn look_again(&self) {}
+
     /// How often to ask.
     fn poll_interval(&self) -> Duration;
 

@@ -43,6 +43,11 @@ const MAX_CONNECT_RESENDS: u32 = 8;
 /// After a connect timeout, one other target at most: each try may cost the whole timeout.
 const MAX_TIMEOUT_RESENDS: u32 = 1;
 
+/// How long a request waits, once, for its group's source (ECS) to look again: when every
+/// known target refused it (for a target it has not tried), or before its last retry (for
+/// one fresh look).
+const REDISCOVERY_WAIT: Duration = Duration::from_secs(2);
+
 /// Everything about one request that its end needs: what to count, what to release, and the
 /// upstream connection to give back to the pool. Ends when its response body ends
 /// ([`OnEnd`]), or unanswered when dropped (the client went away first).
@@ -307,6 +312,7 @@ async fn forward(
     let mut retries = 0u32;
     let mut unsent_resends = 0u32;
     let mut connect_resends = 0u32;
+    let mut rediscovered = false;
     loop {
         let Some(sel) = group.select(&SelectInput {
             hash_key,
@@ -337,6 +343,17 @@ async fn forward(
                     && resend_unsent(&group, &mut connect_resends, max, "connect")
                 {
                     continue;
+                }
+                // Every known target refused: when a deployment stopped them all, ECS has
+                // started their replacements, which berth sees at its next poll. Ask for it
+                // now and wait for it, once.
+                if !rediscovered {
+                    rediscovered = true;
+                    if await_new_target(&group, &tried).await {
+                        metrics::counter!(m::UNSENT_RESENDS, "target_group" => group.name.clone(), "reason" => "rediscovered")
+                            .increment(1);
+                        continue;
+                    }
                 }
                 return match e {
                     ConnectError::Timeout(_) => {
@@ -425,6 +442,13 @@ async fn forward(
                         connect_failed(&group, &target, &cfg);
                         if let Some(r) = replay.as_ref().and_then(Replay::request) {
                             if allow_retry(&group, &cfg, &mut retries) {
+                                // Targets failing one after another mid-request: ECS may be
+                                // stopping them. The last try waits for a fresh ECS poll
+                                // (which drains them), once.
+                                if retries >= cfg.retry.attempts && !rediscovered {
+                                    rediscovered = true;
+                                    group.rediscover(REDISCOVERY_WAIT).await;
+                                }
                                 next = Some(r);
                                 continue;
                             }
@@ -530,6 +554,22 @@ fn read_timeout(cfg: &TargetGroup, start: Instant) -> Duration {
                 .max(Duration::from_millis(1)),
         ),
         None => t.read,
+    }
+}
+
+/// Has the group's source look again until it shows a target not in `tried`, for at most
+/// [`REDISCOVERY_WAIT`]: an answer already on its way when the request asked may predate what
+/// the request saw, so one look is not always enough.
+async fn await_new_target(group: &Group, tried: &[SocketAddr]) -> bool {
+    let deadline = tokio::time::Instant::now() + REDISCOVERY_WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() || !group.rediscover(left).await {
+            return false;
+        }
+        if group.has_untried(tried) {
+            return true;
+        }
     }
 }
 
