@@ -194,13 +194,25 @@ impl Group {
         }
     }
 
-    /// Whether the group has a target, not leaving, that is not in `tried`.
+    /// Whether [`Group::select`] would offer a target not in `tried`: an untried one in its
+    /// first tier that has any target (healthy and not ejected; healthy; or, failing open,
+    /// every target not leaving).
     pub fn has_untried(&self, tried: &[SocketAddr]) -> bool {
-        self.targets
-            .load()
-            .list
+        let set = self.targets.load();
+        let now = now_ms();
+        let healthy = |t: &Target| !t.is_draining() && t.status() == Status::Healthy;
+        let in_rotation = |t: &Target| healthy(t) && !t.is_ejected(now);
+        let leaving = |t: &Target| t.is_draining();
+        let tier: &dyn Fn(&Target) -> bool = if set.list.iter().any(|t| in_rotation(t)) {
+            &in_rotation
+        } else if set.list.iter().any(|t| healthy(t)) {
+            &healthy
+        } else {
+            &|t: &Target| !leaving(t)
+        };
+        set.list
             .iter()
-            .any(|t| !t.is_draining() && !tried.contains(&t.address))
+            .any(|t| tier(t) && !tried.contains(&t.address))
     }
 
     /// Picks a target for a request.

@@ -185,8 +185,11 @@ pub fn cluster_name(cluster: &str) -> &str {
 pub struct ClusterPoller {
     cluster: String,
     api: Arc<dyn EcsApi>,
+    /// Held for a whole poll: one at a time.
     state: tokio::sync::Mutex<PollState>,
     snapshot: arc_swap::ArcSwapOption<ClusterSnapshot>,
+    /// The last poll's error, if it failed (read without waiting for a poll in progress).
+    last_error: Mutex<Option<ApiError>>,
     /// Counts finished poll attempts; target groups wait on it for the next snapshot.
     attempts: tokio::sync::watch::Sender<u64>,
     /// The poll interval each target group asks for, by a key of the group's discovery.
@@ -197,7 +200,6 @@ pub struct ClusterPoller {
 
 #[derive(Debug, Default)]
 struct PollState {
-    last_error: Option<ApiError>,
     last_full: Option<Instant>,
 }
 
@@ -217,6 +219,7 @@ impl ClusterPoller {
             api,
             state: tokio::sync::Mutex::new(PollState::default()),
             snapshot: arc_swap::ArcSwapOption::empty(),
+            last_error: Mutex::new(None),
             attempts: tokio::sync::watch::channel(0).0,
             intervals: Mutex::new(HashMap::new()),
             kick: tokio::sync::Notify::new(),
@@ -262,7 +265,12 @@ impl ClusterPoller {
     }
 
     fn want_interval(&self, key: u64, interval: Duration) {
+        let before = self.interval();
         lock(&self.intervals).insert(key, interval);
+        if interval < before {
+            // The loop may be asleep for the old, longer interval.
+            self.kick.notify_one();
+        }
     }
 
     fn forget_interval(&self, key: u64) {
@@ -278,30 +286,31 @@ impl ClusterPoller {
             Ok(snap) => {
                 publish_task_states(&self.cluster, &snap);
                 self.snapshot.store(Some(Arc::new(snap)));
-                st.last_error = None;
+                *lock(&self.last_error) = None;
                 if full {
                     st.last_full = Some(Instant::now());
                 }
             }
             Err(e) => {
                 tracing::warn!(cluster = %self.cluster, error = %e, "ECS poll failed; keeping the last good tasks");
-                st.last_error = Some(e);
+                *lock(&self.last_error) = Some(e);
             }
         }
+        drop(st);
         self.attempts.send_modify(|n| *n += 1);
-        self.latest_now(&st)
+        self.latest_now()
     }
 
-    /// The latest snapshot; waits for the first poll to finish when none has yet.
+    /// The latest snapshot; waits for the first poll to finish when none has yet (never for a
+    /// poll in progress once one has).
     pub async fn latest(&self) -> Result<Arc<ClusterSnapshot>, ApiError> {
         let mut rx = self.attempts.subscribe();
         let _ = rx.wait_for(|n| *n > 0).await;
-        let st = self.state.lock().await;
-        self.latest_now(&st)
+        self.latest_now()
     }
 
-    fn latest_now(&self, st: &PollState) -> Result<Arc<ClusterSnapshot>, ApiError> {
-        match (self.snapshot.load_full(), &st.last_error) {
+    fn latest_now(&self) -> Result<Arc<ClusterSnapshot>, ApiError> {
+        match (self.snapshot.load_full(), lock(&self.last_error).as_ref()) {
             (Some(s), _) => Ok(s),
             (None, Some(e)) => Err(e.clone()),
             (None, None) => Err(ApiError {
@@ -483,10 +492,7 @@ impl EcsHub {
             return p;
         }
         let api = self.api().await;
-        let mut map = match self.pollers.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
+        let mut map = lock(&self.pollers);
         if let Some(p) = map.get(cluster).and_then(Weak::upgrade) {
             return p;
         }

@@ -101,8 +101,9 @@ pub async fn accept_proxy_header<S: AsyncRead + Unpin>(
 }
 
 /// [`accept_proxy_header`] for any settings (also the admin port's `[admin.proxy_protocol]`,
-/// counted under listener `name`): refuses untrusted peers before reading a byte, then reads
-/// one header within `pp.header_timeout`.
+/// counted under listener `name`): refuses untrusted peers before reading from `stream`, then
+/// reads one header within `pp.header_timeout` (the admin port has already looked at the first
+/// bytes, to tell a header from plain HTTP, and hands them back through `stream`).
 pub async fn accept_header<S: AsyncRead + Unpin>(
     pp: &ProxyProtocolIn,
     name: &str,

@@ -349,7 +349,7 @@ async fn forward(
                 // now and wait for it, once.
                 if !rediscovered {
                     rediscovered = true;
-                    if await_new_target(&group, &tried).await {
+                    if await_new_target(&group, &tried, rediscovery_wait(&cfg, x.start)).await {
                         metrics::counter!(m::UNSENT_RESENDS, "target_group" => group.name.clone(), "reason" => "rediscovered")
                             .increment(1);
                         continue;
@@ -447,7 +447,7 @@ async fn forward(
                                 // (which drains them), once.
                                 if retries >= cfg.retry.attempts && !rediscovered {
                                     rediscovered = true;
-                                    group.rediscover(REDISCOVERY_WAIT).await;
+                                    group.rediscover(rediscovery_wait(&cfg, x.start)).await;
                                 }
                                 next = Some(r);
                                 continue;
@@ -544,6 +544,15 @@ fn from_target(
     )
 }
 
+/// The wait for a fresh look at the group: [`REDISCOVERY_WAIT`], cut to what is left of the
+/// request's `total` timeout.
+fn rediscovery_wait(cfg: &TargetGroup, start: Instant) -> Duration {
+    match cfg.timeouts.total {
+        Some(total) => REDISCOVERY_WAIT.min(total.saturating_sub(start.elapsed())),
+        None => REDISCOVERY_WAIT,
+    }
+}
+
 /// The wait for a target's response head: the read timeout, cut to what is left of `total`.
 fn read_timeout(cfg: &TargetGroup, start: Instant) -> Duration {
     let t = &cfg.timeouts;
@@ -558,10 +567,10 @@ fn read_timeout(cfg: &TargetGroup, start: Instant) -> Duration {
 }
 
 /// Has the group's source look again until it shows a target not in `tried`, for at most
-/// [`REDISCOVERY_WAIT`]: an answer already on its way when the request asked may predate what
-/// the request saw, so one look is not always enough.
-async fn await_new_target(group: &Group, tried: &[SocketAddr]) -> bool {
-    let deadline = tokio::time::Instant::now() + REDISCOVERY_WAIT;
+/// `wait`: an answer already on its way when the request asked may predate what the request
+/// saw, so one look is not always enough.
+async fn await_new_target(group: &Group, tried: &[SocketAddr], wait: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + wait;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if left.is_zero() || !group.rediscover(left).await {

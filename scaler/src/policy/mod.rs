@@ -11,7 +11,7 @@ pub mod scheduled;
 pub mod step;
 pub mod target_tracking;
 
-use berth_config::model::ScaledService;
+use berth_config::model::{ScaledService, ScalingMetric};
 use chrono::{DateTime, Utc};
 
 use crate::source::Figures;
@@ -47,7 +47,9 @@ pub struct Inputs {
     /// The target group's figures; `None` when there is no data this tick.
     pub figures: Option<Figures>,
     /// ECS desired count now: the capacity asked for, healthy or still starting. Target
-    /// tracking divides the load by this capacity (see [`target_tracking`]).
+    /// tracking compares its recommendation with this count; for per-target figures the
+    /// recommendation is the total load over the target, where pending tasks do not count
+    /// (see [`target_tracking`]).
     pub current: u32,
     /// ECS running count now (reported, not used by the formulas).
     pub running: u32,
@@ -167,6 +169,15 @@ impl State {
     }
 }
 
+/// Whether `m` is a figure per healthy target (its value times the healthy targets is the
+/// group's total).
+fn per_target(m: ScalingMetric) -> bool {
+    matches!(
+        m,
+        ScalingMetric::RequestsPerTarget(_) | ScalingMetric::ActiveConnectionsPerTarget
+    )
+}
+
 /// Decides `service`'s desired count at `now`.
 pub fn decide(
     now: DateTime<Utc>,
@@ -189,7 +200,10 @@ pub fn decide(
         let value = fig.and_then(|f| f.value(p.metric));
         let empty = target_tracking::TrackingState::default();
         let st = state.tracking.get(i).unwrap_or(&empty);
-        let (v, raw) = target_tracking::decide(now, p, value, base, partial, current, st);
+        // Only a per-target figure times the healthy count is the total load; a latency or a
+        // rate scales the desired count as AAS does.
+        let scale_on = if per_target(p.metric) { base } else { current };
+        let (v, raw) = target_tracking::decide(now, p, value, scale_on, partial, current, st);
         votes.push(v);
         tracking_raw.push(raw);
     }

@@ -103,7 +103,16 @@ impl StepState {
         };
         if let Some(o) = next.open.take() {
             if o.index < index {
+                let k = o.index;
                 finish(&mut next, o);
+                // Periods between it and this tick's had no tick (a stalled scaler): they are
+                // missing now, so the closed one is not taken for the newest.
+                if index - k > 1 {
+                    for _ in 0..(index - k - 1).clamp(0, len) {
+                        next.datapoints.push_back(None);
+                    }
+                    next.last_index = Some(index - 1);
+                }
                 closed = true;
             } else {
                 // Same period (or a clock that went back: kept in the open one).
@@ -417,6 +426,22 @@ mod tests {
         let (v, st) = decide(t(15), &p, Some(200.0), 4, &st);
         assert_eq!(st.datapoints, VecDeque::from(vec![None, None, Some(200.0)]));
         assert_eq!(v.desired, None);
+    }
+
+    #[test]
+    fn a_period_closed_late_is_not_taken_for_the_newest() {
+        let mut p = out_policy();
+        p.evaluation_periods = 1;
+        p.datapoints_to_alarm = 1;
+        // A tick inside period (0, 5] s, then none until period (15, 20] s.
+        let (_, st) = decide(t(1), &p, Some(200.0), 4, &StepState::default());
+        let (v, st) = decide(t(16), &p, Some(0.0), 4, &st);
+        assert_eq!(
+            st.datapoints.back().copied(),
+            Some(None),
+            "periods (5, 15] s had no tick: the newest datapoint is missing"
+        );
+        assert_eq!(v.desired, None, "a 15 s old breach does not scale");
     }
 
     #[test]

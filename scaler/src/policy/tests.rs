@@ -80,6 +80,23 @@ fn largest_desired_wins() {
 }
 
 #[test]
+fn a_latency_policy_scales_the_desired_count_pending_tasks_included() {
+    let mut lat = tt("latency", 0.2);
+    lat.metric = ScalingMetric::Latency(99.0);
+    lat.scale_in_stabilization = Duration::ZERO;
+    let s = service(vec![lat]);
+    let st = State::new(&s, t(0));
+    // 10 asked for, 4 healthy: p99 at twice the target asks for 10 × 2, not 4 × 2 (which
+    // would hold, or scale in, with latency over its target).
+    let d = decide(t(0), &s, &inputs(Some(figs(400.0, 4, 0.4)), 10), &st);
+    assert_eq!(d.desired, 20);
+    assert_eq!(d.direction, Direction::Out);
+    // 20 healthy (a deployment's surplus) at 1.2× the target: 10 × 1.2, not 20 × 1.2.
+    let d = decide(t(0), &s, &inputs(Some(figs(400.0, 20, 0.24)), 10), &st);
+    assert_eq!(d.desired, 12);
+}
+
+#[test]
 fn scale_in_needs_every_policy() {
     let mut a = tt("a", 100.0);
     a.scale_in_stabilization = Duration::ZERO;
