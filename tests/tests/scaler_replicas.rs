@@ -54,6 +54,18 @@ struct World {
     _backends: Vec<Backend>,
 }
 
+impl World {
+    /// One scaler beside each proxy, with `settings` in its `[scaler]` table.
+    async fn start_scalers(&self, settings: &str) -> Vec<Scaler> {
+        let mut scalers = Vec::new();
+        for (i, (b, listen)) in self.proxies.iter().enumerate() {
+            let config = scaler_config(*listen, b.admin(), i, settings);
+            scalers.push(Scaler::start(&config, &self.moto.aws_env()).await);
+        }
+        scalers
+    }
+}
+
 async fn world(replicas: usize) -> World {
     let moto = Moto::launch().await.expect("moto");
     moto.create_cluster("prod").await.unwrap();
@@ -160,21 +172,7 @@ async fn three_scalers_decide_as_one_proxy_with_all_the_load() {
     berth_tests::moto::require();
     bounded(Duration::from_secs(240), async {
         let w = world(3).await;
-        let mut scalers = Vec::new();
-        for (i, (b, listen)) in w.proxies.iter().enumerate() {
-            scalers.push(
-                Scaler::start(
-                    &scaler_config(
-                        *listen,
-                        b.admin(),
-                        i,
-                        "dry_run = false\npublish = true\naggregate = \"cloudwatch\"\naggregate_window = \"20s\"",
-                    ),
-                    &w.moto.aws_env(),
-                )
-                .await,
-            );
-        }
+        let scalers = w.start_scalers("dry_run = false\npublish = true\naggregate = \"cloudwatch\"\naggregate_window = \"20s\"").await;
         let total_rps: u32 = SHARES.iter().sum();
         let single = (f64::from(total_rps) / TARGET).ceil() as u64;
         let local: Vec<u32> = SHARES
@@ -283,21 +281,11 @@ async fn local_aggregate_warns_when_other_replicas_publish() {
     berth_tests::moto::require();
     bounded(Duration::from_secs(150), async {
         let w = world(2).await;
-        let mut scalers = Vec::new();
-        for (i, (b, listen)) in w.proxies.iter().enumerate() {
-            scalers.push(
-                Scaler::start(
-                    &scaler_config(
-                        *listen,
-                        b.admin(),
-                        i,
-                        "dry_run = true\npublish = true\naggregate = \"local\"\naggregate_window = \"10s\"",
-                    ),
-                    &w.moto.aws_env(),
-                )
-                .await,
-            );
-        }
+        let scalers = w
+            .start_scalers(
+                "dry_run = true\npublish = true\naggregate = \"local\"\naggregate_window = \"10s\"",
+            )
+            .await;
         for (i, s) in scalers.iter().enumerate() {
             wait_until(
                 Duration::from_secs(90),
@@ -310,7 +298,8 @@ async fn local_aggregate_warns_when_other_replicas_publish() {
             )
             .await;
             assert!(
-                s.log().contains("other scaler replicas publish for this service"),
+                s.log()
+                    .contains("other scaler replicas publish for this service"),
                 "warning logged"
             );
         }

@@ -8,8 +8,9 @@
 //!
 //! * `value` is the figure as the proxy measured it: requests or connections **per healthy
 //!   target**, or a latency percentile of the healthy targets;
-//! * `base` is the capacity that figure was measured on: the healthy targets of the target
-//!   group (the desired count when the figures have none);
+//! * `base`, for a per-target figure, is the capacity it was measured on: the healthy
+//!   targets of the target group (the desired count when the figures have none); for other
+//!   figures (latency, error rate, request rate, healthy targets) it is `current`, as in AAS;
 //! * `current` is the ECS desired count: healthy targets **plus pending ones** (asked for, not
 //!   yet passing health checks).
 //!
