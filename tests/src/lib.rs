@@ -58,31 +58,52 @@ pub fn targets_toml(backends: &[&Backend]) -> String {
     format!("[{}]", items.join(", "))
 }
 
-/// A listener `web` on `listen` forwarding to target group `api`, fed by the ECS service
-/// `prod/api` (container `app`, port mapping `http`, polled every 500 ms), with fast health
-/// checks and a 1 s deregistration delay.
-pub fn ecs_api_config(listen: std::net::SocketAddr) -> String {
+/// The ECS side of a proxy config: a listener `web` on `listen` forwarding to target group
+/// `group`, fed by ECS cluster `cluster` (`selector`: `service = "..."` or `family = "..."`,
+/// container `app`, port mapping `http`), with fast health checks, `deregistration_delay`, and
+/// `tail` lines after the source table (e.g. `poll_interval`, more tables).
+pub fn ecs_proxy_config(
+    listen: std::net::SocketAddr,
+    group: &str,
+    cluster: &str,
+    selector: &str,
+    deregistration_delay: &str,
+    tail: &str,
+) -> String {
     format!(
         r#"
 [[listeners]]
 name = "web"
 bind = "{listen}"
 [listeners.default_action]
-forward = [{{ target_group = "api" }}]
+forward = [{{ target_group = "{group}" }}]
 
 [[target_groups]]
-name = "api"
-deregistration_delay = "1s"
+name = "{group}"
+deregistration_delay = "{deregistration_delay}"
 [target_groups.health_check]
 {FAST_HEALTH_CHECK}
 [target_groups.source]
 kind = "ecs"
-cluster = "prod"
-service = "api"
+cluster = "{cluster}"
+{selector}
 container = "app"
 port = "http"
-poll_interval = "500ms"
+{tail}
 "#
+    )
+}
+
+/// [`ecs_proxy_config`] for target group `api` of the ECS service `prod/api`, polled every
+/// 500 ms, with a 1 s deregistration delay.
+pub fn ecs_api_config(listen: std::net::SocketAddr) -> String {
+    ecs_proxy_config(
+        listen,
+        "api",
+        "prod",
+        r#"service = "api""#,
+        "1s",
+        r#"poll_interval = "500ms""#,
     )
 }
 

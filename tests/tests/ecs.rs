@@ -8,35 +8,14 @@ use std::time::{Duration, Instant};
 use berth_tests::moto::{
     ContainerDef, FaultKind, Health, Moto, NetworkMode, TaskDefinition, TaskSpec,
 };
-use berth_tests::{bounded, net, wait_until, Backend, Berth, Http, FAST_HEALTH_CHECK};
+use berth_tests::{bounded, net, wait_until, Backend, Berth, Http};
 
 const PORT: u16 = 18080;
 
 fn ecs_config(cluster: &str, selector: &str, extra: &str) -> (String, SocketAddr) {
     let listen = net::listen_addr();
-    let text = format!(
-        r#"
-[[listeners]]
-name = "web"
-bind = "{listen}"
-[listeners.default_action]
-forward = [{{ target_group = "api" }}]
-
-[[target_groups]]
-name = "api"
-deregistration_delay = "3s"
-[target_groups.health_check]
-{FAST_HEALTH_CHECK}
-[target_groups.source]
-kind = "ecs"
-cluster = "{cluster}"
-{selector}
-container = "app"
-port = "http"
-poll_interval = "500ms"
-{extra}
-"#
-    );
+    let tail = format!("poll_interval = \"500ms\"\n{extra}");
+    let text = berth_tests::ecs_proxy_config(listen, "api", cluster, selector, "3s", &tail);
     (text, listen)
 }
 

@@ -19,7 +19,7 @@ use berth_tests::moto::{
     AppMode, AppSpec, ContainerDef, Health, Moto, NetworkMode, ServiceUpdate, TaskDefinition,
     TaskInfo,
 };
-use berth_tests::{bounded, net, wait_until, Berth, FAST_HEALTH_CHECK};
+use berth_tests::{bounded, net, wait_until, Berth};
 
 /// One scenario at a time: each runs moto, berth, up to 8 task apps and 8 load workers.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -49,28 +49,10 @@ fn task_addresses(n: usize) -> (Vec<IpAddr>, u16) {
     panic!("no port free on all of {ips:?}");
 }
 
+/// berth in front of the service, at the default ECS poll interval.
 fn config(listen: SocketAddr) -> String {
-    format!(
-        r#"
-[[listeners]]
-name = "web"
-bind = "{listen}"
-[listeners.default_action]
-forward = [{{ target_group = "web" }}]
-
-[[target_groups]]
-name = "web"
-deregistration_delay = "3s"
-[target_groups.health_check]
-{FAST_HEALTH_CHECK}
-[target_groups.source]
-kind = "ecs"
-cluster = "{CLUSTER}"
-service = "{SERVICE}"
-container = "app"
-port = "http"
-"#
-    )
+    let selector = format!("service = \"{SERVICE}\"");
+    berth_tests::ecs_proxy_config(listen, "web", CLUSTER, &selector, "3s", "")
 }
 
 /// moto with a 4-task service running `app`, reconciled every 100 ms, and berth in front.
