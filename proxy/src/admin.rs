@@ -191,7 +191,7 @@ async fn handle(
                     _ => None,
                 })
                 .collect();
-            match serde_json::to_vec(&crate::discovery::ecs::sd_entries(&sources)) {
+            match serde_json::to_vec(&crate::discovery::ecs::sd_entries(&shared.ecs, &sources)) {
                 Ok(body) => reply(StatusCode::OK, "application/json", body),
                 Err(e) => reply(
                     StatusCode::INTERNAL_SERVER_ERROR,

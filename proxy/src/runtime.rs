@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use berth_config::{Config, ConfigError, ConfigErrors};
 
 use crate::discovery;
+use crate::discovery::ecs::EcsHub;
 use crate::group::Group;
 use crate::health::active;
 use crate::metrics as m;
@@ -66,12 +67,14 @@ pub struct Shared {
     groups: Mutex<HashMap<String, Arc<Group>>>,
     /// True once every listener accepts connections.
     pub ready: AtomicBool,
+    /// The ECS client and cluster pollers of every ECS-discovered group.
+    pub ecs: Arc<EcsHub>,
     reload_lock: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
-    /// Builds the first snapshot from a valid configuration.
-    pub fn new(config: Config, source: ConfigSource) -> Arc<Shared> {
+    /// Builds the first snapshot from a valid configuration; ECS sources poll through `ecs`.
+    pub fn new(config: Config, source: ConfigSource, ecs: Arc<EcsHub>) -> Arc<Shared> {
         let mut groups = HashMap::new();
         let snapshot = build_snapshot(&mut groups, config, 0);
         record_reload_success();
@@ -80,6 +83,7 @@ impl Shared {
             source,
             groups: Mutex::new(groups),
             ready: AtomicBool::new(false),
+            ecs,
             reload_lock: tokio::sync::Mutex::new(()),
         })
     }
@@ -285,7 +289,7 @@ async fn group_loop(shared: Arc<Shared>, group: Arc<Group>) {
             let src_key = format!("{:?}", cfg.source);
             if source_cfg.as_ref() != Some(&src_key) {
                 let watch = shared.snapshot.load().config.proxy.watch_interval;
-                let src = discovery::from_config(&cfg.source, watch);
+                let src = discovery::from_config(&cfg.source, watch, &shared.ecs);
                 group
                     .refreshable
                     .store(src.can_look_again(), Ordering::Relaxed);

@@ -12,6 +12,7 @@ use berth_config::Config;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 
+use crate::discovery::ecs::EcsHub;
 use crate::l4::tcp::TcpProxy;
 use crate::l7::listener::HttpListener;
 use crate::runtime::{ConfigSource, Shared};
@@ -68,7 +69,7 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
             source,
         })?;
     }
-    let shared = Shared::new(config.clone(), source);
+    let shared = Shared::new(config.clone(), source, Arc::new(EcsHub::new()));
 
     let control = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

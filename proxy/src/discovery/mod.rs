@@ -6,6 +6,7 @@ pub mod ecs;
 pub mod ecs_api;
 pub mod file;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -83,11 +84,15 @@ impl Discovery for StaticSource {
     }
 }
 
-/// Builds the discovery for a configured source.
-pub fn from_config(source: &Source, watch_interval: Duration) -> Box<dyn Discovery> {
+/// Builds the discovery for a configured source; ECS sources poll through `ecs`.
+pub fn from_config(
+    source: &Source,
+    watch_interval: Duration,
+    ecs: &Arc<ecs::EcsHub>,
+) -> Box<dyn Discovery> {
     match source {
         Source::Static(list) => Box::new(StaticSource(list.clone())),
         Source::File(path) => Box::new(file::FileSource::new(path.clone(), watch_interval)),
-        Source::Ecs(ecs) => Box::new(ecs::EcsDiscovery::new(ecs.clone())),
+        Source::Ecs(source) => Box::new(ecs::EcsDiscovery::new(source.clone(), Arc::clone(ecs))),
     }
 }

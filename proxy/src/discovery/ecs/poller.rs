@@ -1,28 +1,12 @@
-//! ECS discovery: the tasks of a service (or task definition family) become targets.
-//!
-//! Work is grouped by cluster: one [`ClusterPoller`] per cluster serves every target group
-//! that names it. Its own loop polls at the shortest `poll_interval` of those groups and hands
-//! each new snapshot to them at once (they do not wait for a timer of their own), so a task
-//! that ECS marks to stop leaves its groups within one interval. A cycle costs one paginated
-//! `ListTasks` (desired status RUNNING: a task ECS is stopping drops out of it), and
-//! `DescribeTasks` only for the tasks [`describe_again`] names: new ones, ones not yet
-//! eligible, and ones whose container has a health check (to see it turn UNHEALTHY); the
-//! others are re-described once a minute. Task definitions are cached by ARN (revisions are
-//! immutable). Any failed call keeps the last good snapshot (fail-static).
-//!
-//! Which tasks become targets, and at which address, is the pure function [`resolve`].
+//! The poll loop of one cluster: lists and describes its tasks for every target group that
+//! names it, and keeps the last good snapshot when a call fails.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use berth_config::model::{EcsSelector, EcsSource, PortRef, TargetSpec};
-use serde::Serialize;
-
-use super::ecs_api::{ApiError, AwsEcs, EcsApi, Task, TaskDefinition};
-use super::{Discovery, DiscoveryError};
+use super::resolve::{cluster_name, ClusterSnapshot, KnownTask};
+use crate::discovery::ecs_api::{ApiError, EcsApi, TaskDefinition};
 use crate::metrics as m;
 
 /// Largest batch `DescribeTasks` / `DescribeContainerInstances` accept.
@@ -30,155 +14,6 @@ const BATCH: usize = 100;
 /// Known, eligible tasks without a container health check are re-described this often (a
 /// safety net: what can change about them also takes them out of `ListTasks`).
 const REDESCRIBE_ALL: Duration = Duration::from_secs(60);
-
-/// A discovered task with what is needed to address it.
-#[derive(Debug, Clone)]
-pub struct KnownTask {
-    /// The task.
-    pub task: Task,
-    /// The private IP of its container instance (EC2 bridge/host mode).
-    pub instance_ip: Option<IpAddr>,
-}
-
-/// What one cluster looked like at the last successful poll.
-#[derive(Debug, Default)]
-pub struct ClusterSnapshot {
-    /// Running tasks by ARN.
-    pub tasks: HashMap<String, KnownTask>,
-    /// Task definitions by ARN.
-    pub task_definitions: HashMap<String, TaskDefinition>,
-    /// When it was taken.
-    pub taken_at: Option<Instant>,
-}
-
-/// A resolved target with its Prometheus service-discovery labels.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EcsTarget {
-    /// Address.
-    pub address: SocketAddr,
-    /// Labels (cluster, service, task ARN, family, revision, AZ, launch type).
-    pub labels: Vec<(&'static str, String)>,
-}
-
-/// Why a task is not a target (for debugging and tests).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Skip {
-    /// Not this target group's service or family.
-    OtherGroup,
-    /// Not RUNNING, or desired STOPPED.
-    NotRunning,
-    /// The container's ECS health check does not report HEALTHY.
-    NotHealthy,
-    /// No address could be worked out.
-    NoAddress(&'static str),
-}
-
-/// Works out whether a task is a target of `source`, and its address: the ENI IP and the
-/// container port in awsvpc mode; the container instance's IP and the binding's host port in
-/// bridge/host mode.
-pub fn resolve(
-    source: &EcsSource,
-    cluster_name: &str,
-    kt: &KnownTask,
-    td: Option<&TaskDefinition>,
-) -> Result<EcsTarget, Skip> {
-    let task = &kt.task;
-    let service = task
-        .group
-        .as_deref()
-        .and_then(|g| g.strip_prefix("service:"));
-    match &source.selector {
-        EcsSelector::Service(s) if service != Some(s.as_str()) => return Err(Skip::OtherGroup),
-        EcsSelector::Family(f) if td.map(|t| t.family.as_str()) != Some(f.as_str()) => {
-            return Err(Skip::OtherGroup)
-        }
-        _ => {}
-    }
-    if task.last_status != "RUNNING" || task.desired_status != "RUNNING" {
-        return Err(Skip::NotRunning);
-    }
-    let td = td.ok_or(Skip::NoAddress("task definition unknown"))?;
-    let cdef = td
-        .containers
-        .iter()
-        .find(|c| c.name == source.container)
-        .ok_or(Skip::NoAddress("container not in task definition"))?;
-    let container = task.containers.iter().find(|c| c.name == source.container);
-    if cdef.has_health_check
-        && container.and_then(|c| c.health_status.as_deref()) != Some("HEALTHY")
-    {
-        return Err(Skip::NotHealthy);
-    }
-    let container_port = match &source.port {
-        PortRef::Number(n) => *n,
-        PortRef::Name(name) => cdef
-            .port_mappings
-            .iter()
-            .find(|p| p.name.as_deref() == Some(name.as_str()))
-            .and_then(|p| p.container_port)
-            .ok_or(Skip::NoAddress("no port mapping with that name"))?,
-    };
-    let address = if let Some(ip) = task.eni_private_ip {
-        SocketAddr::new(ip, container_port)
-    } else {
-        let ip = kt
-            .instance_ip
-            .ok_or(Skip::NoAddress("container instance IP unknown"))?;
-        let host_port = container
-            .and_then(|c| {
-                c.network_bindings
-                    .iter()
-                    .find(|b| b.container_port == Some(container_port))
-                    .and_then(|b| b.host_port)
-            })
-            .or_else(|| (td.network_mode.as_deref() == Some("host")).then_some(container_port))
-            .ok_or(Skip::NoAddress("no network binding for the container port"))?;
-        SocketAddr::new(ip, host_port)
-    };
-    let mut labels = vec![
-        ("cluster", cluster_name.to_string()),
-        ("task_arn", task.arn.clone()),
-        ("task_definition_family", td.family.clone()),
-        ("task_definition_revision", td.revision.to_string()),
-        ("container", source.container.clone()),
-    ];
-    if let Some(s) = service {
-        labels.push(("service", s.to_string()));
-    }
-    if let Some(az) = &task.availability_zone {
-        labels.push(("availability_zone", az.clone()));
-    }
-    if let Some(lt) = &task.launch_type {
-        labels.push(("launch_type", lt.clone()));
-    }
-    Ok(EcsTarget { address, labels })
-}
-
-/// Every target of `source` in a snapshot, in a stable order.
-pub fn targets_of(source: &EcsSource, snap: &ClusterSnapshot) -> Vec<EcsTarget> {
-    let name = cluster_name(&source.cluster);
-    let mut out: Vec<EcsTarget> = snap
-        .tasks
-        .values()
-        .filter_map(|kt| {
-            resolve(
-                source,
-                name,
-                kt,
-                snap.task_definitions.get(&kt.task.task_definition_arn),
-            )
-            .ok()
-        })
-        .collect();
-    out.sort_by_key(|t| t.address);
-    out.dedup_by(|a, b| a.address == b.address);
-    out
-}
-
-/// The cluster name of a name or ARN (`arn:aws:ecs:...:cluster/NAME`).
-pub fn cluster_name(cluster: &str) -> &str {
-    cluster.rsplit_once('/').map(|(_, n)| n).unwrap_or(cluster)
-}
 
 /// Polls one cluster for every target group that names it.
 #[derive(Debug)]
@@ -264,7 +99,19 @@ impl ClusterPoller {
             .unwrap_or(DEFAULT_INTERVAL)
     }
 
-    fn want_interval(&self, key: u64, interval: Duration) {
+    /// Asks for a poll ahead of schedule (no sooner than [`MIN_KICK_SPACING`] after the last
+    /// one began).
+    pub fn poll_soon(&self) {
+        self.kick.notify_one();
+    }
+
+    /// The last good snapshot, if any poll succeeded.
+    pub fn last_snapshot(&self) -> Option<Arc<ClusterSnapshot>> {
+        self.snapshot.load_full()
+    }
+
+    /// Records the interval the user `key` asks for.
+    pub(super) fn want_interval(&self, key: u64, interval: Duration) {
         let before = self.interval();
         lock(&self.intervals).insert(key, interval);
         if interval < before {
@@ -273,7 +120,8 @@ impl ClusterPoller {
         }
     }
 
-    fn forget_interval(&self, key: u64) {
+    /// Forgets the interval of the user `key` (it stopped using this poller).
+    pub(super) fn forget_interval(&self, key: u64) {
         lock(&self.intervals).remove(&key);
     }
 
@@ -432,7 +280,8 @@ pub fn describe_again(kt: &KnownTask, td: Option<&TaskDefinition>, full: bool) -
     td.containers.iter().any(|c| c.has_health_check)
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Locks `m`, taking the data of a poisoned lock (a panicked holder left it whole).
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match m.lock() {
         Ok(g) => g,
         Err(p) => p.into_inner(),
@@ -460,337 +309,16 @@ fn publish_task_states(cluster: &str, snap: &ClusterSnapshot) {
     }
 }
 
-/// The process-wide ECS client and pollers (one per cluster).
-#[derive(Debug, Default)]
-pub struct EcsHub {
-    api: tokio::sync::OnceCell<Arc<dyn EcsApi>>,
-    pollers: Mutex<HashMap<String, Weak<ClusterPoller>>>,
-    /// Replaces the AWS client (tests).
-    pub override_api: Mutex<Option<Arc<dyn EcsApi>>>,
-}
-
-impl EcsHub {
-    /// The hub of this process.
-    pub fn global() -> &'static EcsHub {
-        static HUB: OnceLock<EcsHub> = OnceLock::new();
-        HUB.get_or_init(EcsHub::default)
-    }
-
-    async fn api(&self) -> Arc<dyn EcsApi> {
-        if let Some(api) = self.override_api.lock().ok().and_then(|g| g.clone()) {
-            return api;
-        }
-        self.api
-            .get_or_init(|| async { Arc::new(AwsEcs::from_env().await) as Arc<dyn EcsApi> })
-            .await
-            .clone()
-    }
-
-    /// The poller of `cluster`, shared while any target group uses it.
-    pub async fn poller(&self, cluster: &str) -> Arc<ClusterPoller> {
-        if let Some(p) = self.existing(cluster) {
-            return p;
-        }
-        let api = self.api().await;
-        let mut map = lock(&self.pollers);
-        if let Some(p) = map.get(cluster).and_then(Weak::upgrade) {
-            return p;
-        }
-        let p = Arc::new(ClusterPoller::new(cluster.to_string(), api));
-        map.retain(|_, w| w.strong_count() > 0);
-        map.insert(cluster.to_string(), Arc::downgrade(&p));
-        tokio::spawn(ClusterPoller::run(Arc::downgrade(&p)));
-        p
-    }
-
-    /// The poller of `cluster` if one is running.
-    pub fn existing(&self, cluster: &str) -> Option<Arc<ClusterPoller>> {
-        self.pollers
-            .lock()
-            .ok()
-            .and_then(|m| m.get(cluster).and_then(Weak::upgrade))
-    }
-}
-
-/// The [`Discovery`] of a target group with an ECS source. It makes no call of its own: it
-/// reads its cluster poller's latest snapshot, and [`Discovery::changed`] wakes its group as
-/// soon as the poller has a new one.
-#[derive(Debug)]
-pub struct EcsDiscovery {
-    source: EcsSource,
-    key: u64,
-    poller: tokio::sync::OnceCell<Arc<ClusterPoller>>,
-    seen: std::sync::atomic::AtomicU64,
-}
-
-impl EcsDiscovery {
-    /// Discovery for `source`.
-    pub fn new(source: EcsSource) -> EcsDiscovery {
-        static KEYS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        EcsDiscovery {
-            source,
-            key: KEYS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            poller: tokio::sync::OnceCell::new(),
-            seen: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-
-    async fn poller(&self) -> &Arc<ClusterPoller> {
-        self.poller
-            .get_or_init(|| async {
-                let p = EcsHub::global().poller(&self.source.cluster).await;
-                p.want_interval(self.key, self.source.poll_interval);
-                p
-            })
-            .await
-    }
-}
-
-impl Drop for EcsDiscovery {
-    fn drop(&mut self) {
-        if let Some(p) = self.poller.get() {
-            p.forget_interval(self.key);
-        }
-    }
-}
-
-#[async_trait]
-impl Discovery for EcsDiscovery {
-    async fn discover(&self) -> Result<Vec<TargetSpec>, DiscoveryError> {
-        let poller = self.poller().await;
-        self.seen.store(
-            *poller.subscribe().borrow(),
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        let snap = poller
-            .latest()
-            .await
-            .map_err(|e| DiscoveryError::Ecs(e.to_string()))?;
-        Ok(targets_of(&self.source, &snap)
-            .into_iter()
-            .map(|t| TargetSpec {
-                address: t.address,
-                weight: 1,
-            })
-            .collect())
-    }
-
-    async fn changed(&self) {
-        let poller = self.poller().await;
-        let seen = self.seen.load(std::sync::atomic::Ordering::Relaxed);
-        let mut rx = poller.subscribe();
-        if rx.wait_for(|n| *n != seen).await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
-
-    fn can_look_again(&self) -> bool {
-        true
-    }
-
-    fn look_again(&self) {
-        if let Some(p) = self.poller.get() {
-            p.kick.notify_one();
-        }
-    }
-
-    fn poll_interval(&self) -> Duration {
-        // Snapshots arrive through `changed`; this is only a fallback.
-        Duration::from_secs(30)
-    }
-
-    fn kind(&self) -> &'static str {
-        "ecs"
-    }
-}
-
-/// One entry of Prometheus HTTP service discovery.
-#[derive(Debug, Serialize)]
-pub struct SdEntry {
-    /// `ip:port` of each target.
-    pub targets: Vec<String>,
-    /// Labels, `__meta_ecs_*`.
-    pub labels: HashMap<String, String>,
-}
-
-/// Prometheus HTTP SD entries for every ECS target group's tasks (from the last snapshots).
-pub fn sd_entries(sources: &[(String, EcsSource)]) -> Vec<SdEntry> {
-    let hub = EcsHub::global();
-    let mut out = Vec::new();
-    for (group, src) in sources {
-        let Some(snap) = hub
-            .existing(&src.cluster)
-            .and_then(|p| p.snapshot.load_full())
-        else {
-            continue;
-        };
-        for t in targets_of(src, &snap) {
-            let mut labels: HashMap<String, String> = t
-                .labels
-                .into_iter()
-                .map(|(k, v)| (format!("__meta_ecs_{k}"), v))
-                .collect();
-            labels.insert("__meta_berth_target_group".into(), group.clone());
-            out.push(SdEntry {
-                targets: vec![t.address.to_string()],
-                labels,
-            });
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discovery::ecs_api::{Binding, ContainerDef, PortMapping, TaskContainer};
+    use crate::discovery::ecs::fixtures::{kt, src, task, td};
+    use crate::discovery::ecs::targets_of;
+    use crate::discovery::ecs_api::Task;
+    use async_trait::async_trait;
+    use berth_config::model::PortRef;
+    use std::net::IpAddr;
     use std::sync::atomic::{AtomicU32, Ordering};
-
-    fn td(mode: &str, health: bool) -> TaskDefinition {
-        TaskDefinition {
-            arn: format!("arn:td/{mode}"),
-            family: "api".into(),
-            revision: 3,
-            network_mode: Some(mode.into()),
-            containers: vec![ContainerDef {
-                name: "app".into(),
-                has_health_check: health,
-                port_mappings: vec![PortMapping {
-                    container_port: Some(8080),
-                    host_port: if mode == "bridge" {
-                        Some(0)
-                    } else {
-                        Some(8080)
-                    },
-                    name: Some("http".into()),
-                }],
-            }],
-        }
-    }
-
-    fn task(arn: &str, mode: &str, ip: Option<&str>, health: &str) -> Task {
-        Task {
-            arn: arn.into(),
-            task_definition_arn: format!("arn:td/{mode}"),
-            last_status: "RUNNING".into(),
-            desired_status: "RUNNING".into(),
-            group: Some("service:api".into()),
-            launch_type: Some(if ip.is_some() { "FARGATE" } else { "EC2" }.into()),
-            availability_zone: Some("us-east-1a".into()),
-            container_instance_arn: ip.is_none().then(|| "arn:ci/1".to_string()),
-            eni_private_ip: ip.map(|i| i.parse().unwrap()),
-            containers: vec![TaskContainer {
-                name: "app".into(),
-                health_status: Some(health.into()),
-                network_bindings: if ip.is_none() {
-                    vec![Binding {
-                        container_port: Some(8080),
-                        host_port: Some(32768),
-                    }]
-                } else {
-                    vec![]
-                },
-            }],
-        }
-    }
-
-    fn src(port: PortRef) -> EcsSource {
-        EcsSource {
-            cluster: "prod".into(),
-            selector: EcsSelector::Service("api".into()),
-            container: "app".into(),
-            port,
-            poll_interval: Duration::from_millis(1),
-        }
-    }
-
-    fn kt(t: Task, ip: Option<&str>) -> KnownTask {
-        KnownTask {
-            task: t,
-            instance_ip: ip.map(|i| i.parse().unwrap()),
-        }
-    }
-
-    #[test]
-    fn awsvpc_task_uses_eni_ip_and_container_port() {
-        let t = kt(task("t1", "awsvpc", Some("127.0.0.2"), "UNKNOWN"), None);
-        let r = resolve(
-            &src(PortRef::Name("http".into())),
-            "prod",
-            &t,
-            Some(&td("awsvpc", false)),
-        )
-        .unwrap();
-        assert_eq!(r.address, "127.0.0.2:8080".parse().unwrap());
-        assert!(r.labels.contains(&("service", "api".to_string())));
-    }
-
-    #[test]
-    fn bridge_task_uses_instance_ip_and_host_port() {
-        let t = kt(task("t1", "bridge", None, "UNKNOWN"), Some("127.0.0.9"));
-        let r = resolve(
-            &src(PortRef::Number(8080)),
-            "prod",
-            &t,
-            Some(&td("bridge", false)),
-        )
-        .unwrap();
-        assert_eq!(r.address, "127.0.0.9:32768".parse().unwrap());
-    }
-
-    #[test]
-    fn health_checked_container_must_be_healthy() {
-        let t = kt(task("t1", "awsvpc", Some("127.0.0.2"), "UNKNOWN"), None);
-        assert_eq!(
-            resolve(
-                &src(PortRef::Number(8080)),
-                "prod",
-                &t,
-                Some(&td("awsvpc", true))
-            ),
-            Err(Skip::NotHealthy)
-        );
-        let t = kt(task("t1", "awsvpc", Some("127.0.0.2"), "HEALTHY"), None);
-        assert!(resolve(
-            &src(PortRef::Number(8080)),
-            "prod",
-            &t,
-            Some(&td("awsvpc", true))
-        )
-        .is_ok());
-    }
-
-    #[test]
-    fn stopping_and_other_services_are_skipped() {
-        let mut t = task("t1", "awsvpc", Some("127.0.0.2"), "HEALTHY");
-        t.desired_status = "STOPPED".into();
-        let d = td("awsvpc", false);
-        assert_eq!(
-            resolve(&src(PortRef::Number(8080)), "prod", &kt(t, None), Some(&d)),
-            Err(Skip::NotRunning)
-        );
-        let mut t = task("t1", "awsvpc", Some("127.0.0.2"), "HEALTHY");
-        t.group = Some("service:web".into());
-        assert_eq!(
-            resolve(&src(PortRef::Number(8080)), "prod", &kt(t, None), Some(&d)),
-            Err(Skip::OtherGroup)
-        );
-    }
-
-    #[test]
-    fn family_selector_matches_task_definition_family() {
-        let mut s = src(PortRef::Number(8080));
-        s.selector = EcsSelector::Family("api".into());
-        let mut t = task("t1", "awsvpc", Some("127.0.0.2"), "HEALTHY");
-        t.group = Some("family:api".into());
-        assert!(resolve(&s, "prod", &kt(t, None), Some(&td("awsvpc", false))).is_ok());
-    }
-
-    #[test]
-    fn cluster_name_of_arn() {
-        assert_eq!(cluster_name("arn:aws:ecs:us-east-1:1:cluster/prod"), "prod");
-        assert_eq!(cluster_name("prod"), "prod");
-    }
 
     /// A fake API that counts calls and can fail.
     #[derive(Debug, Default)]
