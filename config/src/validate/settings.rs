@@ -1,0 +1,157 @@
+//! `[proxy]`, `[log]` and `[admin]`, and the `proxy_protocol` table that `[admin]` shares with
+//! listeners.
+
+use std::time::Duration;
+
+use super::values::{parse_cidr, secs};
+use super::Checker;
+use crate::model::{AdminSettings, LogFormat, LogSettings, ProxyProtocolIn, ProxySettings};
+use crate::raw::{RawAdmin, RawLog, RawProxy, RawProxyProtocol};
+
+impl Checker<'_> {
+    /// `[proxy]`.
+    pub(super) fn proxy(&mut self, p: &RawProxy) -> ProxySettings {
+        let threads = self.int_in(p.threads, "proxy.threads", 1, 1, 64) as usize;
+        let grace_period = self.duration(&p.grace_period, "proxy.grace_period", secs(30));
+        let upstream_keepalive_pool = self.int_in(
+            p.upstream_keepalive_pool,
+            "proxy.upstream_keepalive_pool",
+            128,
+            1,
+            1_000_000,
+        ) as usize;
+        let mut trusted_proxies = Vec::new();
+        for (i, c) in p.trusted_proxies.iter().flatten().enumerate() {
+            match parse_cidr(c) {
+                Some(net) => trusted_proxies.push(net),
+                None => self.error(
+                    &format!("proxy.trusted_proxies[{i}]"),
+                    format!("invalid CIDR {c:?} (expected e.g. \"10.0.0.0/8\" or an IP address)"),
+                ),
+            }
+        }
+        let request_id_header = match &p.request_id_header {
+            None => "x-request-id".to_owned(),
+            Some(h) => self
+                .header_name(h, "proxy.request_id_header")
+                .unwrap_or_default(),
+        };
+        let watch_interval =
+            self.positive_duration(&p.watch_interval, "proxy.watch_interval", secs(1));
+        ProxySettings {
+            threads,
+            grace_period,
+            upstream_keepalive_pool,
+            trusted_proxies,
+            request_id_header,
+            watch_interval,
+        }
+    }
+
+    /// `[admin]`.
+    pub(super) fn admin(&mut self, a: &RawAdmin) -> AdminSettings {
+        AdminSettings {
+            bind: self.socket_addr(&a.bind, "admin.bind", ([127, 0, 0, 1], 9901)),
+            proxy_protocol: a.proxy_protocol.as_ref().map(|pp| {
+                if pp.allowed_vpc_endpoints.is_some() {
+                    self.error(
+                        "admin.proxy_protocol.allowed_vpc_endpoints",
+                        "not supported on the admin port (health checks carry no VPC endpoint ID); trusted_cidrs alone decides",
+                    );
+                }
+                self.proxy_protocol_in(pp, "admin.proxy_protocol")
+            }),
+        }
+    }
+
+    /// `[log]`.
+    pub(super) fn log(&mut self, l: &RawLog) -> LogSettings {
+        let format = match l.format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                self.error(
+                    "log.format",
+                    format!("unknown log format {other:?} (expected \"text\" or \"json\")"),
+                );
+                LogFormat::Text
+            }
+        };
+        let level = match &l.level {
+            None => "info".to_owned(),
+            Some(s) if s.trim().is_empty() => {
+                self.error("log.level", "must not be empty");
+                String::new()
+            }
+            Some(s) => s.trim().to_owned(),
+        };
+        LogSettings { format, level }
+    }
+
+    /// Checks a `proxy_protocol` table at path `ppp` (`listeners[i].proxy_protocol` or
+    /// `admin.proxy_protocol`).
+    pub(super) fn proxy_protocol_in(
+        &mut self,
+        pp: &RawProxyProtocol,
+        ppp: &str,
+    ) -> ProxyProtocolIn {
+        let trusted_cidrs = match &pp.trusted_cidrs {
+            None => {
+                self.error(
+                    &format!("{ppp}.trusted_cidrs"),
+                    "required: the peers (load balancers) allowed to send PROXY headers",
+                );
+                Vec::new()
+            }
+            Some(list) => {
+                let mut out = Vec::new();
+                for (i, s) in list.iter().enumerate() {
+                    match parse_cidr(s) {
+                        Some(n) => out.push(n),
+                        None => self.error(
+                            &format!("{ppp}.trusted_cidrs[{i}]"),
+                            format!("invalid CIDR {s:?} (expected e.g. \"10.0.0.0/8\" or an IP address)"),
+                        ),
+                    }
+                }
+                out
+            }
+        };
+        let header_timeout = self.duration_in(
+            &pp.header_timeout,
+            &format!("{ppp}.header_timeout"),
+            secs(3),
+            Duration::from_millis(10),
+            secs(60),
+            "between 10ms and 60s",
+        );
+        let allowed_vpc_endpoints = match &pp.allowed_vpc_endpoints {
+            Some(list) => self.vpce_ids(list, &format!("{ppp}.allowed_vpc_endpoints")),
+            None => Vec::new(),
+        };
+        ProxyProtocolIn {
+            trusted_cidrs,
+            header_timeout,
+            allowed_vpc_endpoints,
+        }
+    }
+
+    /// VPC endpoint IDs (`vpce-` followed by letters and digits).
+    pub(super) fn vpce_ids(&mut self, list: &[String], p: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, id) in list.iter().enumerate() {
+            let ok = id
+                .strip_prefix("vpce-")
+                .is_some_and(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_alphanumeric()));
+            if ok {
+                out.push(id.clone());
+            } else {
+                self.error(
+                    &format!("{p}[{i}]"),
+                    format!("invalid VPC endpoint ID {id:?} (expected e.g. \"vpce-0abc123\")"),
+                );
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,274 @@
+//! Unit tests of the value parsers, serde message rewording, defaults and pattern matching;
+//! whole-file error messages are in the golden tests (`config/tests/golden.rs`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::parse_and_validate;
+use super::serde_errors::clean_serde_message;
+use super::values::{compile, escape_wildcard, parse_cidr, parse_duration, parse_matcher, secs};
+use crate::model::*;
+
+#[test]
+fn matcher_single_range_list() {
+    assert_eq!(parse_matcher("200").unwrap(), Matcher(vec![(200, 200)]));
+    assert_eq!(parse_matcher("200-399").unwrap(), Matcher(vec![(200, 399)]));
+    let m = parse_matcher("200, 204,300-399").unwrap();
+    assert_eq!(m, Matcher(vec![(200, 200), (204, 204), (300, 399)]));
+    assert!(m.matches(204) && m.matches(301) && !m.matches(201) && !m.matches(400));
+}
+
+#[test]
+fn matcher_errors() {
+    assert_eq!(
+        parse_matcher("600").unwrap_err(),
+        "invalid matcher \"600\": status code 600 is outside 100..=599"
+    );
+    assert_eq!(
+        parse_matcher("399-200").unwrap_err(),
+        "invalid matcher \"399-200\": range 399-200 is reversed"
+    );
+    assert_eq!(
+        parse_matcher("200,").unwrap_err(),
+        "invalid matcher \"200,\": empty entry"
+    );
+    assert_eq!(
+        parse_matcher("2xx").unwrap_err(),
+        "invalid matcher \"2xx\": \"2xx\" is not a status code"
+    );
+    assert!(parse_matcher("").is_err());
+    assert!(parse_matcher("99").is_err());
+    assert!(parse_matcher("200-").is_err());
+    assert!(parse_matcher("-").is_err());
+}
+
+#[test]
+fn durations() {
+    assert_eq!(parse_duration("30s").unwrap(), secs(30));
+    assert_eq!(parse_duration("1m30s").unwrap(), secs(90));
+    assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+    assert_eq!(parse_duration("1d").unwrap(), secs(86_400));
+    assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
+    let e = parse_duration("3x").unwrap_err();
+    assert!(e.starts_with("invalid duration \"3x\": "), "{e}");
+    assert!(parse_duration("").is_err());
+    assert!(parse_duration("30").is_err());
+}
+
+#[test]
+fn cidrs() {
+    assert_eq!(parse_cidr("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
+    assert_eq!(parse_cidr("127.0.0.1").unwrap().to_string(), "127.0.0.1/32");
+    assert_eq!(parse_cidr("::1").unwrap().to_string(), "::1/128");
+    assert!(parse_cidr("10.0.0.0/33").is_none());
+    assert!(parse_cidr("nope").is_none());
+}
+
+#[test]
+fn serde_messages() {
+    assert_eq!(
+        clean_serde_message("unknown field `intervl`, expected one of `a`, `b`"),
+        (
+            "unknown key \"intervl\" (expected one of: a, b)".to_owned(),
+            Some("intervl".to_owned())
+        )
+    );
+    assert_eq!(
+        clean_serde_message("invalid type: integer `5`, expected a string").0,
+        "expected a string, found integer `5`"
+    );
+    assert_eq!(
+        clean_serde_message("invalid type: string \"x\", expected i64").0,
+        "expected an integer, found string \"x\""
+    );
+}
+
+const MINIMAL: &str = r#"
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:8080"
+default_action = { forward = [{ target_group = "app" }] }
+
+[[target_groups]]
+name = "app"
+source = { kind = "static", targets = [{ address = "127.0.0.1:9000" }] }
+"#;
+
+#[test]
+fn defaults() {
+    let c = parse_and_validate(MINIMAL, Path::new("/base")).unwrap();
+    assert_eq!(c.proxy.threads, 1);
+    assert_eq!(c.proxy.grace_period, secs(30));
+    assert_eq!(c.proxy.upstream_keepalive_pool, 128);
+    assert!(c.proxy.trusted_proxies.is_empty());
+    assert_eq!(c.proxy.request_id_header, "x-request-id");
+    assert_eq!(c.proxy.watch_interval, secs(1));
+    assert_eq!(c.log.format, LogFormat::Text);
+    assert_eq!(c.log.level, "info");
+    assert_eq!(c.admin.bind, "127.0.0.1:9901".parse().unwrap());
+    assert_eq!(c.scaler.metrics_url, "http://127.0.0.1:9901/metrics");
+    assert_eq!(c.scaler.interval, secs(5));
+    assert!(c.scaler.dry_run);
+    assert_eq!(c.scaler.admin_bind, "127.0.0.1:9902".parse().unwrap());
+
+    let l = &c.listeners[0];
+    assert_eq!(l.protocol, ListenerProtocol::Http);
+    assert!(!l.http2);
+    assert_eq!(l.header_timeout, secs(60));
+    assert_eq!(l.idle_timeout, secs(60));
+    assert_eq!(l.max_header_bytes, 65536);
+    assert!(l.rules.is_empty());
+    match &l.default_action {
+        Action::Forward(g) => {
+            assert_eq!(g.len(), 1);
+            assert_eq!(g[0].target_group, "app");
+            assert_eq!(g[0].weight, 1);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+
+    let t = &c.target_groups[0];
+    assert_eq!(t.algorithm, Algorithm::RoundRobin);
+    assert!(t.stickiness.is_none());
+    assert_eq!(t.deregistration_delay, secs(300));
+    assert_eq!(t.slow_start, Duration::ZERO);
+    assert_eq!(t.timeouts.connect, secs(5));
+    assert_eq!(t.timeouts.read, secs(60));
+    assert_eq!(t.timeouts.idle, secs(60));
+    assert_eq!(t.timeouts.total, None);
+    assert_eq!(t.retry.attempts, 2);
+    assert_eq!(t.retry.budget_percent, 20);
+    assert_eq!(t.retry.min_per_second, 10);
+    let h = &t.health_check;
+    assert!(h.enabled);
+    assert_eq!(h.protocol, HealthProtocol::Http);
+    assert_eq!(h.path, "/");
+    assert_eq!(h.matcher, Matcher(vec![(200, 200)]));
+    assert_eq!(h.interval, secs(30));
+    assert_eq!(h.timeout, secs(5));
+    assert_eq!(h.healthy_threshold, 5);
+    assert_eq!(h.unhealthy_threshold, 2);
+    let o = &t.outlier;
+    assert!(o.enabled);
+    assert_eq!(o.consecutive_5xx, 5);
+    assert_eq!(o.consecutive_connect_failures, 3);
+    assert_eq!(o.base_ejection_time, secs(30));
+    assert_eq!(o.max_ejection_time, secs(300));
+    assert_eq!(o.max_ejection_percent, 50);
+    match &t.source {
+        Source::Static(ts) => assert_eq!(
+            ts,
+            &vec![TargetSpec {
+                address: "127.0.0.1:9000".parse().unwrap(),
+                weight: 1
+            }]
+        ),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn admin_proxy_protocol_is_optional_and_checked() {
+    let c = parse_and_validate(MINIMAL, Path::new("/base")).unwrap();
+    assert!(c.admin.proxy_protocol.is_none());
+
+    let text = format!(
+            "[admin]\nbind = \"0.0.0.0:9901\"\n[admin.proxy_protocol]\ntrusted_cidrs = [\"10.0.0.0/16\"]\n{MINIMAL}"
+        );
+    let c = parse_and_validate(&text, Path::new("/base")).unwrap();
+    let pp = c.admin.proxy_protocol.as_ref().unwrap();
+    assert_eq!(
+        pp.trusted_cidrs,
+        vec!["10.0.0.0/16".parse::<IpNet>().unwrap()]
+    );
+    assert_eq!(pp.header_timeout, secs(3));
+    assert!(pp.allowed_vpc_endpoints.is_empty());
+
+    let text = format!(
+            "[admin.proxy_protocol]\nheader_timeout = \"1h\"\nallowed_vpc_endpoints = [\"vpce-1\"]\n{MINIMAL}"
+        );
+    let e = parse_and_validate(&text, Path::new("/base")).unwrap_err();
+    let paths: Vec<&str> = e.0.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "admin.proxy_protocol.trusted_cidrs",
+            "admin.proxy_protocol.header_timeout",
+            "admin.proxy_protocol.allowed_vpc_endpoints",
+        ],
+        "{e}"
+    );
+}
+
+#[test]
+fn https_defaults_http2_and_stickiness_defaults() {
+    let text = MINIMAL.replace(
+            "name = \"app\"",
+            "name = \"app\"\nstickiness = {}\nhash_on = { source_ip = true }\nalgorithm = \"consistent_hash\"",
+        );
+    let c = parse_and_validate(&text, Path::new("/base")).unwrap();
+    let s = c.target_groups[0].stickiness.as_ref().unwrap();
+    assert_eq!(s.duration, secs(86_400));
+    assert_eq!(s.cookie_name, "BERTHSTICKY");
+    assert_eq!(
+        c.target_groups[0].algorithm,
+        Algorithm::ConsistentHash(HashOn::SourceIp)
+    );
+}
+
+#[test]
+fn rules_sorted_and_wildcards() {
+    let text = MINIMAL.replace(
+            "default_action",
+            r#"rules = [
+  { priority = 20, conditions = [{ host = ["*.Example.com"] }], action = { fixed_response = { status = 200 } } },
+  { priority = 10, conditions = [{ path_glob = ["/api/*/x", "/static/**"] }], action = { redirect = { path = "/new" } } },
+]
+default_action"#,
+        );
+    let c = parse_and_validate(&text, Path::new("/base")).unwrap();
+    let rules = &c.listeners[0].rules;
+    assert_eq!(rules[0].priority, 10);
+    assert_eq!(rules[1].priority, 20);
+    let Condition::Host(h) = &rules[1].conditions[0] else {
+        panic!()
+    };
+    assert!(h[0].is_match("a.b.example.com"));
+    assert!(h[0].is_match("www.example.com"));
+    assert!(!h[0].is_match("example.com"));
+    let Condition::PathGlob(g) = &rules[0].conditions[0] else {
+        panic!()
+    };
+    assert!(g[0].is_match("/api/v1/x"));
+    assert!(!g[0].is_match("/api/v1/v2/x"));
+    assert!(g[1].is_match("/static/a/b/c.css"));
+    let Action::Redirect(r) = &rules[0].action else {
+        panic!()
+    };
+    assert_eq!(r.status, 301);
+}
+
+#[test]
+fn patterns_without_wildcards_match_by_equality() {
+    let host = compile("api.example.com", "api.example.com", true, false).unwrap();
+    assert!(host.matcher.is_none());
+    assert!(host.is_match("api.example.com") && host.is_match("API.example.COM"));
+    assert!(!host.is_match("api.example.com.evil") && !host.is_match("xapi.example.com"));
+    let path = compile("/static/app.css", "/static/app.css", false, true).unwrap();
+    assert!(path.matcher.is_none());
+    assert!(path.is_match("/static/app.css") && !path.is_match("/STATIC/app.css"));
+    let wild = compile("*.example.com", "*.example.com", true, false).unwrap();
+    assert!(wild.matcher.is_some() && wild.is_match("a.example.com"));
+    // Non-ASCII keeps the glob matcher and its own notion of case.
+    let uni = compile("Ä", "Ä", true, false).unwrap();
+    assert!(uni.matcher.is_some() && uni.is_match("Ä"));
+}
+
+#[test]
+fn wildcard_escapes_other_glob_syntax() {
+    let w = compile("a[b]{c}", &escape_wildcard("a[b]{c}*"), true, false).unwrap();
+    assert!(w.is_match("A[B]{C}anything"));
+    assert!(!w.is_match("ab{c}"));
+}
