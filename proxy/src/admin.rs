@@ -5,7 +5,7 @@
 //! With `[admin.proxy_protocol]`, a connection MAY start with a PROXY v1/v2 header (an NLB
 //! whose target group has `proxy_protocol_v2.enabled` sends one, command LOCAL, on every health
 //! check): its first bytes are compared with the two signatures ([`opening`]); a header is read
-//! by the listeners' own code ([`crate::l4::tcp::accept_header`]: trusted peers only, bounded
+//! by the listeners' own code ([`crate::conn::proxy_header::accept_header`]: trusted peers only, bounded
 //! in time, refusals counted in `berth_proxy_protocol_rejected_total{listener="admin"}`), any
 //! other connection is served as plain HTTP (Prometheus, the ECS container health check).
 
@@ -259,7 +259,9 @@ async fn serve_connection(
     // The sniffed bytes are read again, by the PROXY parser or by hyper.
     let mut reader = Cursor::new(prefix).chain(reader);
     if start == Opening::ProxyHeader {
-        match crate::l4::tcp::accept_header(&pp, ADMIN_LISTENER, &mut reader, Some(peer)).await {
+        match crate::conn::proxy_header::accept_header(&pp, ADMIN_LISTENER, &mut reader, Some(peer))
+            .await
+        {
             Ok(info) => {
                 tracing::debug!(peer = %peer, client = ?info.source, "admin connection with a PROXY header")
             }
@@ -290,7 +292,7 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::l4::proxy_protocol;
+    use crate::conn::proxy_protocol;
 
     #[test]
     fn opening_tells_proxy_signatures_from_http() {

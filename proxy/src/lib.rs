@@ -9,13 +9,13 @@
 
 pub mod admin;
 pub mod balance;
+pub mod conn;
 pub mod discovery;
 pub mod group;
 pub mod health;
 pub mod heap;
 pub mod l4;
 pub mod l7;
-pub mod limit;
 pub mod metrics;
 pub mod runtime;
 pub mod server;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use berth_tests::client::{connect_from, raw_status};
 use berth_tests::net::listen_addr;
-use berth_tests::{bounded, static_group, Backend, Berth};
+use berth_tests::{bounded, web_to_static_group, Backend, Berth};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -50,11 +50,7 @@ async fn exchange(source: IpAddr, admin: SocketAddr, head: &[u8], request: &str)
 async fn start(admin_extra: &str) -> (Backend, Berth) {
     let app = Backend::spawn("app").await;
     let web = listen_addr();
-    let cfg = format!(
-        "{admin_extra}\n[[listeners]]\nname = \"web\"\nbind = \"{web}\"\n\
-         [listeners.default_action]\nforward = [{{ target_group = \"g\" }}]\n\n{}",
-        static_group("g", &[&app], "")
-    );
+    let cfg = format!("{admin_extra}\n{}", web_to_static_group(web, &[&app], ""));
     let berth = Berth::start(&cfg).await;
     (app, berth)
 }
@@ -85,7 +81,7 @@ async fn nlb_health_check_with_proxy_v2_local_header_gets_200() {
         let v1 = b"PROXY TCP4 127.0.0.9 127.0.0.2 5555 9901\r\n";
         let r = exchange(NLB, admin, v1, &get("/metrics")).await;
         assert_eq!(raw_status(&r), Some(200), "v1 + /metrics: {r:?}");
-        let v2 = berth_proxy::l4::proxy_protocol::encode_v2(
+        let v2 = berth_proxy::conn::proxy_protocol::encode_v2(
             "127.0.0.9:5555".parse().unwrap(),
             admin,
             &[],

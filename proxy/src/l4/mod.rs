@@ -1,5 +1,4 @@
-//! L4: TCP and TLS listeners (the NLB / PrivateLink role) and PROXY protocol, in and out (HTTP
-//! listeners read the PROXY header in [`crate::l7::gate`]).
+//! L4: TCP and TLS listeners (the NLB / PrivateLink role). The PROXY header they read and
+//! write lives in [`crate::conn`], shared with HTTP listeners.
 
-pub mod proxy_protocol;
 pub mod tcp;

@@ -37,8 +37,8 @@ use tokio::net::TcpStream;
 
 use super::body::DownBody;
 use super::conn::{Activity, ClientConn, Step};
-use crate::l4::tcp::accept_proxy_header;
-use crate::limit::ConnectionLimit;
+use crate::conn::limit::ConnectionLimit;
+use crate::conn::proxy_header::accept_proxy_header;
 use crate::metrics::{self as m, ListenerMetrics};
 use crate::runtime::Shared;
 use crate::target::now_ms;
