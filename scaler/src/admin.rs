@@ -1,25 +1,21 @@
-//! The scaler's admin listener: `/metrics` (Prometheus) and `/healthz`.
+//! The scaler's admin listener: `/metrics` (Prometheus) and `/healthz`, served by
+//! [`berth_common::admin_server`].
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
-use bytes::Bytes;
-use http_body_util::Full;
+use berth_common::admin_server::{self, reply, AdminResponse};
 use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{Request, StatusCode};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
+
+pub use berth_common::admin_server::bind;
 
 use crate::metrics as m;
 use crate::runner::LastDecisions;
 
-fn handle(
-    req: &Request<Incoming>,
-    prom: &PrometheusHandle,
-    last: &LastDecisions,
-) -> Response<Full<Bytes>> {
-    let (status, ctype, body) = match req.uri().path() {
+fn handle(req: &Request<Incoming>, prom: &PrometheusHandle, last: &LastDecisions) -> AdminResponse {
+    match req.uri().path() {
         "/metrics" => {
             if let Ok(last) = last.lock() {
                 let now = Instant::now();
@@ -28,58 +24,25 @@ fn handle(
                         .set(now.duration_since(*at).as_secs_f64());
                 }
             }
-            (StatusCode::OK, "text/plain; version=0.0.4", prom.render())
+            reply(StatusCode::OK, "text/plain; version=0.0.4", prom.render())
         }
-        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
-        _ => (
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "not found\n".to_owned(),
-        ),
-    };
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static(ctype),
-    );
-    r
+        "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    }
 }
 
-/// Binds the admin address.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
-}
-
-/// Serves until `shutdown` becomes true.
+/// Serves until `shutdown` becomes true (or its sender is dropped).
 pub async fn serve(
     listener: TcpListener,
     prom: PrometheusHandle,
     last: LastDecisions,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.changed() => return,
-        };
-        let (stream, _) = match accepted {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "admin accept failed");
-                continue;
-            }
-        };
-        let prom = prom.clone();
-        let last = last.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let r = handle(&req, &prom, &last);
-                async move { Ok::<_, std::convert::Infallible>(r) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
+    let stopped = async move {
+        let _ = shutdown.changed().await;
+    };
+    admin_server::serve(listener, stopped, move |req| {
+        std::future::ready(handle(&req, &prom, &last))
+    })
+    .await;
 }

@@ -1,112 +1,31 @@
-//! Every AWS call the scaler makes: ECS DescribeServices / UpdateService ([`AwsEcs`], a
+//! Every AWS call the scaler makes: ECS DescribeServices / UpdateService ([`EcsCapacity`], a
 //! [`CapacityController`]) and CloudWatch PutMetricData / GetMetricData ([`AwsCloudWatch`], a
 //! [`MetricSink`]). This is the only file that names AWS SDK types.
 //!
-//! Region, credentials and endpoint come from the SDK's default chain (`AWS_REGION`,
-//! `AWS_ENDPOINT_URL`, task role, ...). Throttling and 5xx answers are retried by the SDK's
-//! standard retry strategy (exponential backoff with jitter, 4 attempts). Every call is counted
-//! in `berth_aws_api_calls_total{operation,outcome}`.
+//! Both clients are built from [`berth_common::sdk_config::load`] (the default chain, the
+//! SDK's standard retries, berth's timeouts); every call is counted in
+//! `berth_aws_api_calls_total{operation,outcome}` ([`berth_common::aws_calls`]).
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
-use aws_sdk_cloudwatch::error::ProvideErrorMetadata;
+use berth_common::aws_calls::counted;
+use berth_common::aws_error::AwsError;
 
-use crate::capacity::{CapacityController, CapacityError, ServiceCounts};
-use crate::metrics as m;
-use crate::sink::{Datum, MetricSink, SinkError, SumQuery, Unit};
+use crate::capacity::{service_not_found, CapacityController, ServiceCounts};
+use crate::sink::{Datum, MetricSink, SumQuery, Unit};
 
-/// The shared SDK configuration: standard retries (4 attempts, 100 ms .. 5 s backoff) and
-/// timeouts (5 s per attempt, 20 s per operation).
-pub async fn sdk_config() -> aws_config::SdkConfig {
-    let retry = aws_config::retry::RetryConfig::standard()
-        .with_max_attempts(4)
-        .with_initial_backoff(Duration::from_millis(100))
-        .with_max_backoff(Duration::from_secs(5));
-    let timeouts = aws_config::timeout::TimeoutConfig::builder()
-        .operation_attempt_timeout(Duration::from_secs(5))
-        .operation_timeout(Duration::from_secs(20))
-        .build();
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .retry_config(retry)
-        .timeout_config(timeouts)
-        .load()
-        .await
-}
-
-fn is_throttling(code: Option<&str>) -> bool {
-    matches!(
-        code,
-        Some(
-            "ThrottlingException"
-                | "Throttling"
-                | "RequestLimitExceeded"
-                | "TooManyRequestsException"
-        )
-    )
-}
-
-fn count(operation: &'static str, code: Option<Option<&str>>) {
-    let outcome = match code {
-        None => "success",
-        Some(c) if is_throttling(c) => "throttled",
-        Some(_) => "error",
-    };
-    metrics::counter!(m::AWS_API_CALLS, "operation" => operation, "outcome" => outcome)
-        .increment(1);
-}
-
-/// Counts one call's outcome; an error comes back as its AWS error code and message.
-fn counted<T, E, R>(
-    operation: &'static str,
-    r: Result<T, aws_sdk_cloudwatch::error::SdkError<E, R>>,
-) -> Result<T, (Option<String>, String)>
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
-    match r {
-        Ok(v) => {
-            count(operation, None);
-            Ok(v)
-        }
-        Err(e) => {
-            let (code, message) = error_parts(&e);
-            count(operation, Some(code.as_deref()));
-            Err((code, message))
-        }
-    }
-}
-
-fn error_parts<E, R>(e: &aws_sdk_cloudwatch::error::SdkError<E, R>) -> (Option<String>, String)
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
-    match e.as_service_error() {
-        Some(se) => (
-            se.code().map(str::to_string),
-            se.message()
-                .map(str::to_string)
-                .unwrap_or_else(|| se.to_string()),
-        ),
-        None => (
-            None,
-            aws_sdk_cloudwatch::error::DisplayErrorContext(e).to_string(),
-        ),
-    }
-}
-
-/// ECS through the AWS SDK.
+/// The scaler's [`CapacityController`] on real ECS: DescribeServices and UpdateService through
+/// the AWS SDK.
 #[derive(Debug, Clone)]
-pub struct AwsEcs {
+pub struct EcsCapacity {
     client: aws_sdk_ecs::Client,
 }
 
-impl AwsEcs {
-    /// A client from a loaded SDK configuration.
-    pub fn new(conf: &aws_config::SdkConfig) -> AwsEcs {
-        AwsEcs {
+impl EcsCapacity {
+    /// An ECS client from the loaded SDK configuration ([`berth_common::sdk_config::load`]).
+    pub fn new(conf: &aws_config::SdkConfig) -> EcsCapacity {
+        EcsCapacity {
             client: aws_sdk_ecs::Client::new(conf),
         }
     }
@@ -117,8 +36,8 @@ fn non_negative(v: i32) -> u32 {
 }
 
 #[async_trait]
-impl CapacityController for AwsEcs {
-    async fn describe(&self, cluster: &str, service: &str) -> Result<ServiceCounts, CapacityError> {
+impl CapacityController for EcsCapacity {
+    async fn describe(&self, cluster: &str, service: &str) -> Result<ServiceCounts, AwsError> {
         const OP: &str = "DescribeServices";
         let r = self
             .client
@@ -127,11 +46,7 @@ impl CapacityController for AwsEcs {
             .services(service)
             .send()
             .await;
-        let out = counted(OP, r).map_err(|(code, message)| CapacityError {
-            operation: OP,
-            code,
-            message,
-        })?;
+        let out = counted(OP, r)?;
         let found = out
             .services()
             .iter()
@@ -148,11 +63,9 @@ impl CapacityController for AwsEcs {
                     .first()
                     .and_then(|f| f.reason())
                     .unwrap_or("not found or inactive");
-                Err(CapacityError {
-                    operation: OP,
-                    code: Some("ServiceNotFoundException".into()),
-                    message: format!("service {service} in cluster {cluster}: {reason}"),
-                })
+                Err(service_not_found(format!(
+                    "service {service} in cluster {cluster}: {reason}"
+                )))
             }
         }
     }
@@ -162,9 +75,9 @@ impl CapacityController for AwsEcs {
         cluster: &str,
         service: &str,
         desired: u32,
-    ) -> Result<(), CapacityError> {
+    ) -> Result<(), AwsError> {
         const OP: &str = "UpdateService";
-        let desired = i32::try_from(desired).map_err(|_| CapacityError {
+        let desired = i32::try_from(desired).map_err(|_| AwsError {
             operation: OP,
             code: None,
             message: format!("desired count {desired} is too large"),
@@ -177,11 +90,7 @@ impl CapacityController for AwsEcs {
             .desired_count(desired)
             .send()
             .await;
-        counted(OP, r).map_err(|(code, message)| CapacityError {
-            operation: OP,
-            code,
-            message,
-        })?;
+        counted(OP, r)?;
         Ok(())
     }
 }
@@ -193,7 +102,8 @@ pub struct AwsCloudWatch {
 }
 
 impl AwsCloudWatch {
-    /// A client from a loaded SDK configuration.
+    /// A CloudWatch client from the loaded SDK configuration
+    /// ([`berth_common::sdk_config::load`]).
     pub fn new(conf: &aws_config::SdkConfig) -> AwsCloudWatch {
         AwsCloudWatch {
             client: aws_sdk_cloudwatch::Client::new(conf),
@@ -214,7 +124,7 @@ fn dims(d: &[(&'static str, String)]) -> Vec<aws_sdk_cloudwatch::types::Dimensio
 
 #[async_trait]
 impl MetricSink for AwsCloudWatch {
-    async fn put(&self, namespace: &str, datums: &[Datum]) -> Result<(), SinkError> {
+    async fn put(&self, namespace: &str, datums: &[Datum]) -> Result<(), AwsError> {
         use aws_sdk_cloudwatch::types::{MetricDatum, StandardUnit};
         const OP: &str = "PutMetricData";
         let data: Vec<MetricDatum> = datums
@@ -240,11 +150,7 @@ impl MetricSink for AwsCloudWatch {
             .set_metric_data(Some(data))
             .send()
             .await;
-        counted(OP, r).map_err(|(code, message)| SinkError {
-            operation: OP,
-            code,
-            message,
-        })?;
+        counted(OP, r)?;
         Ok(())
     }
 
@@ -254,7 +160,7 @@ impl MetricSink for AwsCloudWatch {
         queries: &[SumQuery],
         start: SystemTime,
         end: SystemTime,
-    ) -> Result<Vec<Option<f64>>, SinkError> {
+    ) -> Result<Vec<Option<f64>>, AwsError> {
         use aws_sdk_cloudwatch::types::{Metric, MetricDataQuery, MetricStat};
         const OP: &str = "GetMetricData";
         let period = end
@@ -294,11 +200,7 @@ impl MetricSink for AwsCloudWatch {
             .end_time(aws_sdk_cloudwatch::primitives::DateTime::from(end))
             .send()
             .await;
-        let out = counted(OP, r).map_err(|(code, message)| SinkError {
-            operation: OP,
-            code,
-            message,
-        })?;
+        let out = counted(OP, r)?;
         let mut sums = vec![None; queries.len()];
         for res in out.metric_data_results() {
             let Some(i) = res

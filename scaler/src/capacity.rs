@@ -1,62 +1,41 @@
 //! Acting on ECS: [`CapacityController`] reads a service's counts and sets its desired count.
-//! The AWS implementation is in [`crate::aws`]; [`SimulatedCapacity`] serves dry runs without
-//! AWS (`dry_run_count`).
+//! The AWS implementation is [`crate::aws::EcsCapacity`]; [`SimulatedCapacity`] serves dry
+//! runs without AWS (`dry_run_count`). Both fail with an [`AwsError`].
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use berth_common::aws_error::AwsError;
 
-/// A failed ECS call.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{operation} failed{}: {message}", code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default())]
-pub struct CapacityError {
-    /// `DescribeServices` or `UpdateService`.
-    pub operation: &'static str,
-    /// AWS error code, if any.
-    pub code: Option<String>,
-    /// What went wrong.
-    pub message: String,
-}
-
-impl CapacityError {
-    /// Whether AWS throttled the call.
-    pub fn is_throttling(&self) -> bool {
-        matches!(
-            self.code.as_deref(),
-            Some(
-                "ThrottlingException"
-                    | "Throttling"
-                    | "RequestLimitExceeded"
-                    | "TooManyRequestsException"
-            )
-        )
-    }
-}
-
-/// A service's counts.
+/// A service's task counts as DescribeServices reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServiceCounts {
-    /// Desired count.
+    /// The count ECS works towards (the last UpdateService, ours or anyone's).
     pub desired: u32,
-    /// Running tasks.
+    /// Tasks in the RUNNING state.
     pub running: u32,
-    /// Pending tasks.
+    /// Tasks started but not yet RUNNING; they count through `desired`.
     pub pending: u32,
+}
+
+/// The DescribeServices error for a service that does not exist or is inactive.
+pub fn service_not_found(message: String) -> AwsError {
+    AwsError {
+        operation: "DescribeServices",
+        code: Some("ServiceNotFoundException".into()),
+        message,
+    }
 }
 
 /// The ECS calls the scaler makes.
 #[async_trait]
 pub trait CapacityController: Send + Sync + std::fmt::Debug {
     /// DescribeServices for one service.
-    async fn describe(&self, cluster: &str, service: &str) -> Result<ServiceCounts, CapacityError>;
+    async fn describe(&self, cluster: &str, service: &str) -> Result<ServiceCounts, AwsError>;
     /// UpdateService with a new desired count (and nothing else).
-    async fn set_desired(
-        &self,
-        cluster: &str,
-        service: &str,
-        desired: u32,
-    ) -> Result<(), CapacityError>;
+    async fn set_desired(&self, cluster: &str, service: &str, desired: u32)
+        -> Result<(), AwsError>;
 }
 
 /// A dry run without AWS: each service starts at its `dry_run_count` and follows the counts
@@ -81,18 +60,16 @@ impl SimulatedCapacity {
 
 #[async_trait]
 impl CapacityController for SimulatedCapacity {
-    async fn describe(&self, cluster: &str, service: &str) -> Result<ServiceCounts, CapacityError> {
+    async fn describe(&self, cluster: &str, service: &str) -> Result<ServiceCounts, AwsError> {
         match self.lock().get(&(cluster.to_owned(), service.to_owned())) {
             Some(&n) => Ok(ServiceCounts {
                 desired: n,
                 running: n,
                 pending: 0,
             }),
-            None => Err(CapacityError {
-                operation: "DescribeServices",
-                code: Some("ServiceNotFoundException".into()),
-                message: format!("no simulated service {service} in {cluster}"),
-            }),
+            None => Err(service_not_found(format!(
+                "no simulated service {service} in {cluster}"
+            ))),
         }
     }
 
@@ -101,7 +78,7 @@ impl CapacityController for SimulatedCapacity {
         cluster: &str,
         service: &str,
         desired: u32,
-    ) -> Result<(), CapacityError> {
+    ) -> Result<(), AwsError> {
         self.lock()
             .insert((cluster.to_owned(), service.to_owned()), desired);
         Ok(())

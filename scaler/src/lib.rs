@@ -5,7 +5,8 @@
 //! ([`sink`], optional), reads the sum across replicas back (optional), lets the
 //! [`policy`] functions decide, and sets the new desired count through a
 //! [`capacity::CapacityController`] (never in dry run). [`aws`] is the only module naming AWS
-//! SDK types. See `scaler/README.md`.
+//! SDK types; the plumbing shared with the proxy (AWS set-up, errors and call counting, the
+//! metric names scraped, the admin loop) is in `berth_common`. See `scaler/README.md`.
 
 #![warn(missing_docs)]
 

@@ -1,9 +1,7 @@
 //! The scaler's own metric names, served on its admin port (`/metrics`). Dashboards and alerts
 //! use exactly these names.
 
-use std::sync::OnceLock;
-
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 
 /// The desired count the scaler last decided (or observed), by `cluster` and `service`.
 pub const DESIRED_COUNT: &str = "berth_scaler_desired_count";
@@ -25,24 +23,13 @@ pub const OTHER_REPLICAS: &str = "berth_scaler_other_replicas";
 pub const METRICS_DROPPED: &str = "berth_scaler_metrics_dropped_total";
 /// Failed scrapes of the proxy's `/metrics`.
 pub const SCRAPE_ERRORS: &str = "berth_scaler_scrape_errors_total";
-/// AWS API calls by `operation` and `outcome` (`success`, `throttled`, `error`); the same name
-/// as the proxy's.
-pub const AWS_API_CALLS: &str = "berth_aws_api_calls_total";
+/// AWS API calls by `operation` and `outcome`: the series both binaries count in.
+pub use berth_common::aws_calls::AWS_API_CALLS;
 
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-
-/// Installs the global Prometheus recorder once and returns its handle for `/metrics`.
+/// Installs the global Prometheus recorder once (see [`berth_common::prometheus::install`])
+/// and returns its handle for `/metrics`.
 pub fn install() -> PrometheusHandle {
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
-            let handle = recorder.handle();
-            // A second install (tests in one process) keeps the first recorder.
-            let _ = metrics::set_global_recorder(recorder);
-            describe();
-            handle
-        })
-        .clone()
+    berth_common::prometheus::install(&[], describe)
 }
 
 fn describe() {
@@ -69,5 +56,5 @@ fn describe() {
         "Other scaler replicas publishing for the same service while aggregate = local."
     );
     describe_counter!(SCRAPE_ERRORS, "Failed scrapes of the proxy's metrics.");
-    describe_counter!(AWS_API_CALLS, "AWS API calls by operation and outcome.");
+    berth_common::aws_calls::describe();
 }

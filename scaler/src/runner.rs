@@ -11,7 +11,7 @@ use crate::capacity::CapacityController;
 use crate::metrics as m;
 use crate::policy::{self, Decision, Direction, Inputs, State};
 use crate::sink::{self, MetricSink, Publisher, SumQuery};
-use crate::source::{derive, Figures, Scraper, Snapshot, SourceError};
+use crate::source::{derive, Figures, ProxySample, Scraper, SourceError};
 
 /// Time allowed for the GetMetricData read-back before local figures are used.
 pub const AGGREGATE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -31,9 +31,9 @@ pub struct Controller {
 /// One service's outcome of one tick.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    /// Cluster.
+    /// The ECS cluster of the service.
     pub cluster: String,
-    /// Service.
+    /// The ECS service name.
     pub service: String,
     /// The decision, when the service's counts could be read.
     pub decision: Option<Decision>,
@@ -55,7 +55,7 @@ pub struct Runner {
     services: Vec<ServiceRun>,
     sink: Option<Arc<dyn MetricSink>>,
     publisher: Option<Publisher>,
-    prev: Option<(Instant, Snapshot)>,
+    prev: Option<(Instant, ProxySample)>,
     last: LastDecisions,
     /// When each service's replicas were last counted (`aggregate = "local"` with a sink).
     replicas_checked: HashMap<usize, Instant>,
@@ -134,6 +134,19 @@ impl Runner {
         })
     }
 
+    /// Who `svc`'s datapoints are about, published by this replica; `aggregate`: with the
+    /// copies without `Replica` that CloudWatch sums across replicas.
+    fn context(&self, svc: &ScaledService, aggregate: bool) -> sink::Context {
+        sink::Context {
+            target_group: svc.target_group.clone(),
+            cluster: svc.cluster.clone(),
+            service: svc.service.clone(),
+            replica: self.settings.replica.clone(),
+            storage_resolution: self.settings.storage_resolution,
+            aggregate,
+        }
+    }
+
     /// With `aggregate = "local"`: counts the replicas publishing heartbeats for `svc` (once
     /// per `aggregate_window`); other replicas mean each scaler decides on its share of the load
     /// only, which is logged as a warning and shown as `berth_scaler_other_replicas`.
@@ -150,14 +163,7 @@ impl Runner {
             return;
         }
         self.replicas_checked.insert(i, Instant::now());
-        let ctx = sink::Context {
-            target_group: svc.target_group.clone(),
-            cluster: svc.cluster.clone(),
-            service: svc.service.clone(),
-            replica: self.settings.replica.clone(),
-            storage_resolution: self.settings.storage_resolution,
-            aggregate: false,
-        };
+        let ctx = self.context(svc, false);
         let queries = [false, true].map(|with_replica| SumQuery {
             name: sink::HEARTBEAT,
             dimensions: sink::dimensions(&ctx, with_replica),
@@ -215,14 +221,7 @@ impl Runner {
         let Some(sink) = &self.sink else {
             return;
         };
-        let ctx = sink::Context {
-            target_group: svc.target_group.clone(),
-            cluster: svc.cluster.clone(),
-            service: svc.service.clone(),
-            replica: self.settings.replica.clone(),
-            storage_resolution: self.settings.storage_resolution,
-            aggregate: true,
-        };
+        let ctx = self.context(svc, true);
         let queries: Vec<SumQuery> = sink::ADDITIVE
             .iter()
             .map(|name| SumQuery {
@@ -284,14 +283,7 @@ impl Runner {
                 .as_ref()
                 .and_then(|f| f.get(&cfg.target_group).cloned());
             if let (Some(p), Some(f)) = (&self.publisher, &fig) {
-                let ctx = sink::Context {
-                    target_group: cfg.target_group.clone(),
-                    cluster: cfg.cluster.clone(),
-                    service: cfg.service.clone(),
-                    replica: self.settings.replica.clone(),
-                    storage_resolution: self.settings.storage_resolution,
-                    aggregate: self.settings.aggregate == Aggregate::CloudWatch,
-                };
+                let ctx = self.context(&cfg, self.settings.aggregate == Aggregate::CloudWatch);
                 let mut datums = sink::encode(f, &ctx, wall);
                 datums.extend(sink::heartbeat(&ctx, wall));
                 p.publish(datums);

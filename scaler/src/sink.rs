@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use berth_common::aws_error::AwsError;
 
 use crate::metrics as m;
 use crate::source::Figures;
@@ -15,29 +16,28 @@ use crate::source::Figures;
 /// Most datapoints PutMetricData accepts in one call.
 pub const MAX_DATUMS_PER_CALL: usize = 1000;
 
-/// A CloudWatch unit.
+/// The CloudWatch units berth publishes in (CloudWatch's `StandardUnit` of the same name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)] // The variants are CloudWatch's unit names.
 pub enum Unit {
-    /// `Count`.
     Count,
-    /// `Seconds`.
     Seconds,
 }
 
-/// One datapoint.
+/// One datapoint of PutMetricData.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Datum {
-    /// Metric name (ALB's).
+    /// The metric name, ALB's where ALB has one (`RequestCount`, `TargetResponseTime`, ...).
     pub name: &'static str,
-    /// Dimensions, (name, value).
+    /// (dimension name, value) pairs, from [`dimensions`].
     pub dimensions: Vec<(&'static str, String)>,
-    /// The value.
+    /// The figure over the scrape period, in `unit`.
     pub value: f64,
-    /// Unit.
+    /// The CloudWatch unit of `value`.
     pub unit: Unit,
-    /// Timestamp.
+    /// The end of the scrape period the value covers.
     pub timestamp: SystemTime,
-    /// 1 or 60.
+    /// Seconds: 1 (high resolution) or 60 (standard), from `[scaler] storage_resolution`.
     pub storage_resolution: u32,
 }
 
@@ -52,7 +52,7 @@ pub struct Context {
     pub service: String,
     /// Proxy replica (`Replica`).
     pub replica: String,
-    /// Storage resolution.
+    /// Seconds: 1 (high resolution) or 60 (standard), copied into every [`Datum`].
     pub storage_resolution: u32,
     /// Also publish the additive metrics without the `Replica` dimension, so CloudWatch sums
     /// them across replicas (for `aggregate = "cloudwatch"`).
@@ -165,24 +165,12 @@ pub fn batches(datums: &[Datum]) -> Vec<&[Datum]> {
     datums.chunks(MAX_DATUMS_PER_CALL).collect()
 }
 
-/// A failed CloudWatch call.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{operation} failed{}: {message}", code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default())]
-pub struct SinkError {
-    /// `PutMetricData` or `GetMetricData`.
-    pub operation: &'static str,
-    /// AWS error code, if any.
-    pub code: Option<String>,
-    /// What went wrong.
-    pub message: String,
-}
-
-/// One sum to read back: `name` with `dimensions`, statistic Sum over a window.
+/// One sum to read back with GetMetricData (statistic Sum over a window).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SumQuery {
-    /// Metric name.
+    /// The published metric to sum, e.g. [`HEARTBEAT`] or one of [`ADDITIVE`].
     pub name: &'static str,
-    /// Dimensions.
+    /// Exactly these (name, value) dimensions; without `Replica`, the sum across replicas.
     pub dimensions: Vec<(&'static str, String)>,
 }
 
@@ -190,7 +178,7 @@ pub struct SumQuery {
 #[async_trait]
 pub trait MetricSink: Send + Sync + std::fmt::Debug {
     /// One PutMetricData call (at most [`MAX_DATUMS_PER_CALL`] datapoints).
-    async fn put(&self, namespace: &str, datums: &[Datum]) -> Result<(), SinkError>;
+    async fn put(&self, namespace: &str, datums: &[Datum]) -> Result<(), AwsError>;
     /// The Sum of each query over `[start, end)` (`None` when CloudWatch has no datapoint).
     async fn sums(
         &self,
@@ -198,7 +186,7 @@ pub trait MetricSink: Send + Sync + std::fmt::Debug {
         queries: &[SumQuery],
         start: SystemTime,
         end: SystemTime,
-    ) -> Result<Vec<Option<f64>>, SinkError>;
+    ) -> Result<Vec<Option<f64>>, AwsError>;
 }
 
 /// A bounded queue of datapoints that drops the oldest when full.
@@ -519,10 +507,10 @@ mod tests {
 
     #[async_trait]
     impl MetricSink for Flaky {
-        async fn put(&self, _ns: &str, datums: &[Datum]) -> Result<(), SinkError> {
+        async fn put(&self, _ns: &str, datums: &[Datum]) -> Result<(), AwsError> {
             let n = self.calls.fetch_add(1, Ordering::SeqCst);
             if n < self.fail_first {
-                return Err(SinkError {
+                return Err(AwsError {
                     operation: "PutMetricData",
                     code: None,
                     message: "down".into(),
@@ -540,7 +528,7 @@ mod tests {
             _: &[SumQuery],
             _: SystemTime,
             _: SystemTime,
-        ) -> Result<Vec<Option<f64>>, SinkError> {
+        ) -> Result<Vec<Option<f64>>, AwsError> {
             Ok(vec![])
         }
     }

@@ -1,26 +1,14 @@
 //! Reading load: the local proxy's `/metrics` (Prometheus text, parsed with `prometheus-parse`)
 //! turned into per-target-group [`Figures`] from the difference of two scrapes.
 //!
-//! Parsing ([`Snapshot::parse`]) and derivation ([`derive`]) are pure; [`Scraper`] only fetches.
+//! Parsing ([`ProxySample::parse`]) and derivation ([`derive`]) are pure; [`Scraper`] only fetches.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use berth_common::proxy_metric_names as names;
 use berth_config::model::ScalingMetric;
 use http_body_util::{BodyExt, Empty};
-
-/// Proxy metric names read here. They must equal the proxy's (`berth_proxy::metrics`); a test
-/// checks it.
-pub mod names {
-    /// Requests answered, by `listener`, `target_group`, `class`, `origin`.
-    pub const REQUESTS: &str = "berth_requests_total";
-    /// Target response time histogram, by `target_group`.
-    pub const TARGET_RESPONSE_SECONDS: &str = "berth_target_response_seconds";
-    /// Targets by `target_group` and `state`.
-    pub const TARGETS: &str = "berth_targets";
-    /// Open client connections, by `listener`.
-    pub const ACTIVE_CONNECTIONS: &str = "berth_active_connections";
-}
 
 /// A failed scrape.
 #[derive(Debug, thiserror::Error)]
@@ -28,17 +16,17 @@ pub enum SourceError {
     /// The request failed or timed out.
     #[error("GET {url}: {message}")]
     Fetch {
-        /// The metrics URL.
+        /// `[scaler] metrics_url`.
         url: String,
-        /// What went wrong.
+        /// The connection or body error, the invalid URL, or the timeout.
         message: String,
     },
     /// The proxy answered with a non-200 status.
     #[error("GET {url}: HTTP {status}")]
     Status {
-        /// The metrics URL.
+        /// `[scaler] metrics_url`.
         url: String,
-        /// The status.
+        /// The HTTP status code of the answer.
         status: u16,
     },
     /// The text could not be parsed.
@@ -67,22 +55,23 @@ pub struct GroupSample {
     pub latency_count: f64,
 }
 
-/// The parts of one scrape the scaler uses.
+/// One scrape of the proxy's `/metrics`, reduced to what the scaler uses: cumulative counters
+/// and current gauges, summed by target group and by listener.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Snapshot {
-    /// By target group name.
+pub struct ProxySample {
+    /// Each target group's values, by its name (answers without a group are left out).
     pub groups: BTreeMap<String, GroupSample>,
-    /// Open client connections by listener.
+    /// Open client connections by listener name.
     pub active_connections: BTreeMap<String, f64>,
 }
 
-impl Snapshot {
+impl ProxySample {
     /// Parses Prometheus text exposition format.
-    pub fn parse(text: &str) -> Result<Snapshot, SourceError> {
+    pub fn parse(text: &str) -> Result<ProxySample, SourceError> {
         let lines = text.lines().map(|l| Ok(l.to_owned()));
         let scrape = prometheus_parse::Scrape::parse(lines)
             .map_err(|e| SourceError::Parse(e.to_string()))?;
-        let mut snap = Snapshot::default();
+        let mut sample = ProxySample::default();
         let sum_name = format!("{}_sum", names::TARGET_RESPONSE_SECONDS);
         let count_name = format!("{}_count", names::TARGET_RESPONSE_SECONDS);
         for s in &scrape.samples {
@@ -96,7 +85,7 @@ impl Snapshot {
             let name = s.metric.as_str();
             if name == names::ACTIVE_CONNECTIONS {
                 let listener = s.labels.get("listener").unwrap_or("").to_owned();
-                *snap.active_connections.entry(listener).or_default() += scalar.unwrap_or(0.0);
+                *sample.active_connections.entry(listener).or_default() += scalar.unwrap_or(0.0);
                 continue;
             }
             if tg.is_empty() {
@@ -104,7 +93,7 @@ impl Snapshot {
             }
             if name == names::REQUESTS {
                 let v = scalar.unwrap_or(0.0);
-                let g = snap.groups.entry(tg.to_owned()).or_default();
+                let g = sample.groups.entry(tg.to_owned()).or_default();
                 g.requests += v;
                 if s.labels.get("class") == Some("5xx") {
                     match s.labels.get("origin") {
@@ -114,7 +103,7 @@ impl Snapshot {
                 }
             } else if name == names::TARGETS {
                 let v = scalar.unwrap_or(0.0);
-                let g = snap.groups.entry(tg.to_owned()).or_default();
+                let g = sample.groups.entry(tg.to_owned()).or_default();
                 if s.labels.get("state") == Some("healthy") {
                     g.healthy += v;
                 } else {
@@ -122,18 +111,22 @@ impl Snapshot {
                 }
             } else if name == names::TARGET_RESPONSE_SECONDS {
                 if let prometheus_parse::Value::Histogram(h) = &s.value {
-                    let g = snap.groups.entry(tg.to_owned()).or_default();
+                    let g = sample.groups.entry(tg.to_owned()).or_default();
                     let mut b: Vec<(f64, f64)> = h.iter().map(|c| (c.less_than, c.count)).collect();
                     b.sort_by(|x, y| x.0.total_cmp(&y.0));
                     g.latency_buckets = b;
                 }
             } else if name == sum_name {
-                snap.groups.entry(tg.to_owned()).or_default().latency_sum = scalar.unwrap_or(0.0);
+                sample.groups.entry(tg.to_owned()).or_default().latency_sum = scalar.unwrap_or(0.0);
             } else if name == count_name {
-                snap.groups.entry(tg.to_owned()).or_default().latency_count = scalar.unwrap_or(0.0);
+                sample
+                    .groups
+                    .entry(tg.to_owned())
+                    .or_default()
+                    .latency_count = scalar.unwrap_or(0.0);
             }
         }
-        Ok(snap)
+        Ok(sample)
     }
 }
 
@@ -178,8 +171,8 @@ fn delta(prev: f64, cur: f64) -> f64 {
 /// `listeners_of` maps a target group to the listeners forwarding to it (their active
 /// connections are counted for the group). Returns nothing for a zero `elapsed`.
 pub fn derive(
-    prev: &Snapshot,
-    cur: &Snapshot,
+    prev: &ProxySample,
+    cur: &ProxySample,
     elapsed: Duration,
     listeners_of: &HashMap<String, Vec<String>>,
 ) -> BTreeMap<String, Figures> {
@@ -381,9 +374,9 @@ impl Scraper {
     }
 
     /// Fetches and parses.
-    pub async fn scrape(&self) -> Result<Snapshot, SourceError> {
+    pub async fn scrape(&self) -> Result<ProxySample, SourceError> {
         let text = self.fetch().await?;
-        Snapshot::parse(&text)
+        ProxySample::parse(&text)
     }
 }
 
@@ -438,7 +431,7 @@ berth_target_response_seconds_count{target_group="api"} 710
 
     #[test]
     fn parses_the_groups_and_connections() {
-        let s = Snapshot::parse(T1).unwrap();
+        let s = ProxySample::parse(T1).unwrap();
         let g = &s.groups["api"];
         assert_eq!(g.requests, 105.0);
         assert_eq!(g.target_5xx, 4.0);
@@ -458,8 +451,8 @@ berth_target_response_seconds_count{target_group="api"} 710
 
     #[test]
     fn derives_rates_from_deltas() {
-        let a = Snapshot::parse(T1).unwrap();
-        let b = Snapshot::parse(T2).unwrap();
+        let a = ProxySample::parse(T1).unwrap();
+        let b = ProxySample::parse(T2).unwrap();
         let f = &derive(&a, &b, Duration::from_secs(10), &listeners())["api"];
         assert_eq!(f.requests, 606.0);
         assert_eq!(f.request_rate(), 60.6);
@@ -520,8 +513,8 @@ berth_target_response_seconds_count{target_group="api"} 710
 
     #[test]
     fn counter_reset_counts_the_new_value() {
-        let a = Snapshot::parse(T2).unwrap();
-        let b = Snapshot::parse(T1).unwrap();
+        let a = ProxySample::parse(T2).unwrap();
+        let b = ProxySample::parse(T1).unwrap();
         let f = &derive(&a, &b, Duration::from_secs(5), &listeners())["api"];
         assert_eq!(f.requests, 105.0);
         assert_eq!(f.latency_count, 104.0);
@@ -545,9 +538,9 @@ berth_target_response_seconds_count{target_group="api"} 710
 
     #[test]
     fn zero_elapsed_gives_nothing_and_garbage_is_tolerated() {
-        let a = Snapshot::parse(T1).unwrap();
+        let a = ProxySample::parse(T1).unwrap();
         assert!(derive(&a, &a, Duration::ZERO, &listeners()).is_empty());
-        let s = Snapshot::parse(
+        let s = ProxySample::parse(
             "garbage line\n{{{\nberth_targets{target_group=\"x\",state=\"healthy\"} nope\n",
         )
         .unwrap();

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use berth_config::model::{Aggregate, Config, LogFormat};
+use berth_common::logs::LogArgs;
+use berth_config::model::{Aggregate, Config};
 use berth_scaler::capacity::{CapacityController, SimulatedCapacity};
 use berth_scaler::runner::{Controller, LastDecisions, Runner};
 use berth_scaler::sink::{MetricSink, Publisher};
@@ -21,6 +22,8 @@ struct Cli {
     /// Validate the configuration, print every error, and exit.
     #[arg(long)]
     check: bool,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 fn summary(config: &Config) -> String {
@@ -62,15 +65,7 @@ fn main() -> ExitCode {
         println!("{}", summary(&config));
         return ExitCode::SUCCESS;
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    berth_common::logs::init(&config.log, &cli.log);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -98,7 +93,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let (tx, rx) = tokio::sync::watch::channel(false);
 
     let sdk = if s.needs_aws() {
-        Some(berth_scaler::aws::sdk_config().await)
+        Some(berth_common::sdk_config::load().await)
     } else {
         tracing::info!(
             "no AWS call needed (dry run with dry_run_count, publish off): no credentials used"
@@ -113,7 +108,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     )));
     let ecs: Option<Arc<dyn CapacityController>> = sdk
         .as_ref()
-        .map(|c| Arc::new(berth_scaler::aws::AwsEcs::new(c)) as Arc<dyn CapacityController>);
+        .map(|c| Arc::new(berth_scaler::aws::EcsCapacity::new(c)) as Arc<dyn CapacityController>);
     let mut controllers = Vec::new();
     for svc in &s.services {
         let c = match (svc.dry_run_count, &ecs) {

@@ -298,13 +298,9 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::tests::t;
     use berth_config::model::{Comparison, Per, ScalingMetric, Step};
     use std::time::Duration;
-
-    /// 1_700_000_000 is a multiple of 5 and 20 (not 60): ticks at t(5k) end 5 s periods.
-    fn t(s: i64) -> DateTime<Utc> {
-        DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap()
-    }
 
     fn out_policy() -> StepPolicy {
         StepPolicy {

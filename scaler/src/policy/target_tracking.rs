@@ -215,71 +215,82 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_config::model::{Per, ScalingMetric};
+    use crate::policy::tests::{t, tt};
     use std::time::Duration;
 
+    /// Requests per target per second around `target`, scale-in stabilized over 300 s, a
+    /// 60 s scale-out cooldown and no scale-in cooldown.
     fn policy(target: f64) -> TargetTracking {
         TargetTracking {
-            name: "tt".into(),
-            metric: ScalingMetric::RequestsPerTarget(Per::Second),
-            target,
-            tolerance: 0.1,
-            scale_out_stabilization: Duration::ZERO,
-            scale_in_stabilization: Duration::from_secs(300),
-            scale_out_cooldown: Duration::from_secs(60),
             scale_in_cooldown: Duration::ZERO,
-            disable_scale_in: false,
+            ..tt("tt", target)
         }
     }
 
-    fn t(s: i64) -> DateTime<Utc> {
-        DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap()
+    /// The vote at t(0) of a policy with no history, and nothing recorded.
+    fn first_vote(
+        p: &TargetTracking,
+        value: Option<f64>,
+        base: u32,
+        partial: bool,
+        current: u32,
+    ) -> (Vote, Option<u32>) {
+        decide(
+            t(0),
+            p,
+            value,
+            base,
+            partial,
+            current,
+            &TrackingState::default(),
+        )
     }
 
     #[test]
     fn formula_and_tolerance_band() {
-        assert_eq!(raw_recommendation(4, 4, 200.0, 100.0, 0.1), 8);
-        assert_eq!(raw_recommendation(4, 4, 150.0, 100.0, 0.1), 6);
-        assert_eq!(
-            raw_recommendation(3, 3, 101.0, 100.0, 0.1),
-            3,
-            "inside the band"
-        );
-        assert_eq!(
-            raw_recommendation(3, 3, 110.0, 100.0, 0.1),
-            3,
-            "edge of the band holds"
-        );
-        assert_eq!(raw_recommendation(3, 3, 111.0, 100.0, 0.1), 4, "ceil(3.33)");
-        assert_eq!(
-            raw_recommendation(3, 3, 90.0, 100.0, 0.1),
-            3,
-            "lower edge holds"
-        );
-        assert_eq!(raw_recommendation(10, 10, 50.0, 100.0, 0.1), 5);
-        assert_eq!(raw_recommendation(10, 10, 0.0, 100.0, 0.1), 0);
-        assert_eq!(raw_recommendation(5, 5, 120.0, 100.0, 0.0), 6);
-        // float noise: 3 × 1.2 / 1.2 must not become 4
-        assert_eq!(raw_recommendation(3, 3, 0.3 * 4.0, 0.3 * 3.0, 0.0), 4);
-        assert_eq!(
-            raw_recommendation(0, 0, 250.0, 100.0, 0.1),
-            3,
-            "from zero counts as one"
-        );
-        assert_eq!(raw_recommendation(2, 2, f64::INFINITY, 100.0, 0.1), 2);
+        // (current, base, value, target, tolerance, recommendation, why)
+        let cases = [
+            (4, 4, 200.0, 100.0, 0.1, 8, "twice the target"),
+            (4, 4, 150.0, 100.0, 0.1, 6, "1.5 times the target"),
+            (3, 3, 101.0, 100.0, 0.1, 3, "inside the band"),
+            (3, 3, 110.0, 100.0, 0.1, 3, "edge of the band holds"),
+            (3, 3, 111.0, 100.0, 0.1, 4, "ceil(3.33)"),
+            (3, 3, 90.0, 100.0, 0.1, 3, "lower edge holds"),
+            (10, 10, 50.0, 100.0, 0.1, 5, "half the target"),
+            (10, 10, 0.0, 100.0, 0.1, 0, "no load"),
+            (5, 5, 120.0, 100.0, 0.0, 6, "no tolerance"),
+            (
+                3,
+                3,
+                0.3 * 4.0,
+                0.3 * 3.0,
+                0.0,
+                4,
+                "float noise: 3 × 1.2 / 1.2 must not become 4",
+            ),
+            (0, 0, 250.0, 100.0, 0.1, 3, "from zero counts as one"),
+            (
+                2,
+                2,
+                f64::INFINITY,
+                100.0,
+                0.1,
+                2,
+                "an infinite figure holds",
+            ),
+        ];
+        for (current, base, value, target, tolerance, want, why) in cases {
+            assert_eq!(
+                raw_recommendation(current, base, value, target, tolerance),
+                want,
+                "{why}"
+            );
+        }
     }
 
     #[test]
     fn no_data_holds_and_blocks_scale_in() {
-        let (v, raw) = decide(
-            t(0),
-            &policy(100.0),
-            None,
-            5,
-            false,
-            5,
-            &TrackingState::default(),
-        );
+        let (v, raw) = first_vote(&policy(100.0), None, 5, false, 5);
         assert_eq!(v.desired, Some(5));
         assert!(v.blocks_scale_in);
         assert_eq!(raw, None);
@@ -287,15 +298,7 @@ mod tests {
 
     #[test]
     fn scale_out_is_immediate_without_window() {
-        let (v, _) = decide(
-            t(0),
-            &policy(100.0),
-            Some(300.0),
-            2,
-            false,
-            2,
-            &TrackingState::default(),
-        );
+        let (v, _) = first_vote(&policy(100.0), Some(300.0), 2, false, 2);
         assert_eq!(v.desired, Some(6));
         assert!(v.blocks_scale_in);
     }
@@ -352,30 +355,14 @@ mod tests {
     fn disable_scale_in_and_partial_hold() {
         let mut p = policy(100.0);
         p.scale_in_stabilization = Duration::ZERO;
-        let (v, _) = decide(
-            t(0),
-            &p,
-            Some(10.0),
-            10,
-            true,
-            10,
-            &TrackingState::default(),
-        );
+        let (v, _) = first_vote(&p, Some(10.0), 10, true, 10);
         assert_eq!(v.desired, Some(10));
         assert!(v.blocks_scale_in);
         // partial figures may still scale out
-        let (v, _) = decide(t(0), &p, Some(300.0), 2, true, 2, &TrackingState::default());
+        let (v, _) = first_vote(&p, Some(300.0), 2, true, 2);
         assert_eq!(v.desired, Some(6));
         p.disable_scale_in = true;
-        let (v, _) = decide(
-            t(0),
-            &p,
-            Some(10.0),
-            10,
-            false,
-            10,
-            &TrackingState::default(),
-        );
+        let (v, _) = first_vote(&p, Some(10.0), 10, false, 10);
         assert_eq!(v.desired, Some(10));
         assert!(v.blocks_scale_in);
     }
@@ -383,15 +370,7 @@ mod tests {
     #[test]
     fn a_fresh_state_does_not_scale_in() {
         let p = policy(100.0);
-        let (v, _) = decide(
-            t(0),
-            &p,
-            Some(10.0),
-            10,
-            false,
-            10,
-            &TrackingState::default(),
-        );
+        let (v, _) = first_vote(&p, Some(10.0), 10, false, 10);
         assert_eq!(v.desired, Some(10));
         assert!(v.blocks_scale_in);
     }
@@ -416,15 +395,7 @@ mod tests {
         assert_eq!(raw_recommendation(10, 1, 500.0, 100.0, 0.1), 5);
         // All healthy, within the band: no change.
         assert_eq!(raw_recommendation(10, 10, 105.0, 100.0, 0.1), 10);
-        let (v, _) = decide(
-            t(0),
-            &policy(100.0),
-            Some(1000.0),
-            1,
-            false,
-            10,
-            &TrackingState::default(),
-        );
+        let (v, _) = first_vote(&policy(100.0), Some(1000.0), 1, false, 10);
         assert_eq!(v.desired, Some(10));
         assert!(v.reason.contains("on 1 healthy"), "{}", v.reason);
     }

@@ -8,11 +8,15 @@ use chrono::{DateTime, Utc};
 
 use super::*;
 
-fn t(s: i64) -> DateTime<Utc> {
+/// `s` seconds after 1_700_000_000 (2023-11-14), a multiple of 5 and 20 (not 60): ticks at
+/// t(5k) end 5 s step periods.
+pub(crate) fn t(s: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap()
 }
 
-fn tt(name: &str, target: f64) -> TargetTracking {
+/// A target tracking policy on requests per target per second: 10 % tolerance, scale-in
+/// stabilized over 300 s, cooldowns of 60 s (out) and 300 s (in).
+pub(crate) fn tt(name: &str, target: f64) -> TargetTracking {
     TargetTracking {
         name: name.into(),
         metric: ScalingMetric::RequestsPerTarget(Per::Second),
