@@ -1,71 +1,45 @@
 //! How each algorithm spreads requests.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use berth_tests::config::{weighted_targets_toml, Group, Listener};
 use berth_tests::net::listen_addr;
-use berth_tests::{bounded, static_group, Backend, Berth, Http, Load};
+use berth_tests::{bounded, web_to_static_group, Backend, Berth, Http, Load};
 
 const LIMIT: Duration = Duration::from_secs(90);
 const HEALTHY: Duration = Duration::from_secs(20);
 
+/// Starts berth on `cfg` (a listener `web` on `web` in front of group `g`) and waits for the
+/// group's targets `addrs` to be healthy; returns berth and the listener's base URL.
+async fn start_config(web: SocketAddr, cfg: &str, addrs: &[SocketAddr]) -> (Berth, String) {
+    let berth = Berth::start(cfg).await;
+    berth.wait_healthy("g", addrs, HEALTHY).await;
+    (berth, format!("http://{web}"))
+}
+
 /// Starts berth with one listener forwarding to group "g" of `backends` with `extra` group lines.
 async fn start(backends: &[&Backend], extra: &str) -> (Berth, String) {
     let web = listen_addr();
-    let cfg = format!(
-        r#"
-[[listeners]]
-name = "web"
-bind = "{web}"
-[listeners.default_action]
-forward = [{{ target_group = "g" }}]
-
-{}"#,
-        static_group("g", backends, extra)
-    );
-    let berth = Berth::start(&cfg).await;
     let addrs: Vec<_> = backends.iter().map(|b| b.addr()).collect();
-    berth.wait_healthy("g", &addrs, HEALTHY).await;
-    (berth, format!("http://{web}"))
+    start_config(web, &web_to_static_group(web, backends, extra), &addrs).await
 }
 
-fn weighted(backends: &[(&Backend, u32)]) -> String {
-    let items: Vec<String> = backends
-        .iter()
-        .map(|(b, w)| format!("{{ address = \"{}\", weight = {w} }}", b.addr()))
-        .collect();
-    format!("[{}]", items.join(", "))
-}
-
-/// Like [`start`] with per-target weights.
+/// Like [`start`] with per-target weights and `algorithm`, and berth's default deregistration
+/// delay.
 async fn start_weighted(backends: &[(&Backend, u32)], algorithm: &str) -> (Berth, String) {
     let web = listen_addr();
-    let cfg = format!(
-        r#"
-[[listeners]]
-name = "web"
-bind = "{web}"
-[listeners.default_action]
-forward = [{{ target_group = "g" }}]
-
-[[target_groups]]
-name = "g"
-algorithm = "{algorithm}"
-[target_groups.health_check]
-{hc}
-[target_groups.source]
-kind = "static"
-targets = {targets}
-"#,
-        hc = berth_tests::FAST_HEALTH_CHECK,
-        targets = weighted(backends)
-    );
-    let berth = Berth::start(&cfg).await;
+    let group = Group::new("g")
+        .key(&format!("algorithm = \"{algorithm}\""))
+        .fast_health_check()
+        .targets(&weighted_targets_toml(backends));
+    let cfg = format!("{}{group}", Listener::web(web, "g"));
     let addrs: Vec<_> = backends.iter().map(|(b, _)| b.addr()).collect();
-    berth.wait_healthy("g", &addrs, HEALTHY).await;
-    (berth, format!("http://{web}"))
+    start_config(web, &cfg, &addrs).await
 }
 
+/// Sends `n` requests to `base` one after another; counts the answers by backend.
 async fn send(base: &str, n: usize) -> BTreeMap<String, u64> {
     let http = Http::new();
     let mut out = BTreeMap::new();
@@ -98,12 +72,18 @@ async fn round_robin_is_even() {
     .await
 }
 
+/// Sends 400 requests through group `g` of targets a (weight 1) and b (weight 3) balanced by
+/// `algorithm`; counts the answers by backend.
+async fn send_to_weights_1_3(algorithm: &str) -> BTreeMap<String, u64> {
+    let (a, b) = (Backend::spawn("a").await, Backend::spawn("b").await);
+    let (_berth, base) = start_weighted(&[(&a, 1), (&b, 3)], algorithm).await;
+    send(&base, 400).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_honours_weights() {
     bounded(LIMIT, async {
-        let (a, b) = (Backend::spawn("a").await, Backend::spawn("b").await);
-        let (_berth, base) = start_weighted(&[(&a, 1), (&b, 3)], "round_robin").await;
-        let counts = send(&base, 400).await;
+        let counts = send_to_weights_1_3("round_robin").await;
         let nb = counts.get("b").copied().unwrap_or(0);
         assert!(
             (280..=320).contains(&nb),
@@ -116,9 +96,7 @@ async fn round_robin_honours_weights() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weighted_random_honours_weights() {
     bounded(LIMIT, async {
-        let (a, b) = (Backend::spawn("a").await, Backend::spawn("b").await);
-        let (_berth, base) = start_weighted(&[(&a, 1), (&b, 3)], "weighted_random").await;
-        let counts = send(&base, 400).await;
+        let counts = send_to_weights_1_3("weighted_random").await;
         let na = counts.get("a").copied().unwrap_or(0);
         // Binomial(400, 0.25): mean 100, sd ~8.7; ±4.5 sd.
         assert!(
@@ -158,6 +136,32 @@ async fn least_outstanding_prefers_the_idle_target() {
     .await
 }
 
+/// Sends `rounds` rounds of one request per value of `keys` in `header`, asserting that each
+/// value is answered by one backend every time; returns that backend for each value.
+async fn owners(
+    base: &str,
+    rounds: usize,
+    header: &str,
+    keys: &[String],
+) -> BTreeMap<String, String> {
+    let http = Http::new();
+    let mut owners: BTreeMap<String, String> = BTreeMap::new();
+    for round in 0..rounds {
+        for key in keys {
+            let r = http
+                .get_with(&format!("{base}/"), &[(header, key)])
+                .await
+                .expect("request");
+            assert_eq!(r.status, 200);
+            let owner = owners
+                .entry(key.clone())
+                .or_insert_with(|| r.backend().to_string());
+            assert_eq!(owner, r.backend(), "round {round}: {key} moved");
+        }
+    }
+    owners
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consistent_hash_on_header() {
     bounded(LIMIT, async {
@@ -171,22 +175,8 @@ async fn consistent_hash_on_header() {
             "algorithm = \"consistent_hash\"\nhash_on = { header = \"x-user\" }",
         )
         .await;
-        let http = Http::new();
-        let mut owners: BTreeMap<String, String> = BTreeMap::new();
-        for round in 0..4 {
-            for u in 0..60 {
-                let user = format!("user-{u}");
-                let r = http
-                    .get_with(&format!("{base}/"), &[("x-user", &user)])
-                    .await
-                    .expect("request");
-                assert_eq!(r.status, 200);
-                let owner = owners
-                    .entry(user.clone())
-                    .or_insert_with(|| r.backend().to_string());
-                assert_eq!(owner, r.backend(), "round {round}: {user} moved");
-            }
-        }
+        let users: Vec<String> = (0..60).map(|u| format!("user-{u}")).collect();
+        let owners = owners(&base, 4, "x-user", &users).await;
         let used: BTreeSet<&String> = owners.values().collect();
         assert_eq!(
             used.len(),
@@ -214,21 +204,8 @@ async fn consistent_hash_on_cookie() {
             "algorithm = \"consistent_hash\"\nhash_on = { cookie = \"session\" }",
         )
         .await;
-        let http = Http::new();
-        let mut owners: BTreeMap<String, String> = BTreeMap::new();
-        for _ in 0..3 {
-            for u in 0..30 {
-                let cookie = format!("other=1; session=s{u}");
-                let r = http
-                    .get_with(&format!("{base}/"), &[("cookie", &cookie)])
-                    .await
-                    .expect("request");
-                let owner = owners
-                    .entry(cookie.clone())
-                    .or_insert_with(|| r.backend().to_string());
-                assert_eq!(owner, r.backend(), "{cookie} moved");
-            }
-        }
+        let cookies: Vec<String> = (0..30).map(|u| format!("other=1; session=s{u}")).collect();
+        let owners = owners(&base, 3, "cookie", &cookies).await;
         let used: BTreeSet<&String> = owners.values().collect();
         assert_eq!(used.len(), 2, "30 keys over 2 targets: {owners:?}");
     })

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use berth_tests::config::Group;
 use berth_tests::moto::{
     ContainerDef, FaultKind, Health, Moto, NetworkMode, TaskDefinition, TaskSpec,
 };
@@ -272,20 +273,14 @@ async fn api_failures_keep_the_last_good_targets_and_calls_stay_few() {
             .await
             .unwrap();
         // A second target group on the same cluster shares the poller (one ListTasks a cycle).
-        let extra = r#"
-[[target_groups]]
-name = "api-by-family"
-[target_groups.health_check]
-enabled = false
-[target_groups.source]
-kind = "ecs"
-cluster = "f"
-family = "api"
-container = "app"
-port = 18080
-poll_interval = "500ms"
-"#;
-        let (berth, url) = start_berth(&moto, &ecs_config("f", "service = \"api\"", extra)).await;
+        let extra = Group::new("api-by-family")
+            .table("health_check", "enabled = false")
+            .source(
+                "kind = \"ecs\"\ncluster = \"f\"\nfamily = \"api\"\ncontainer = \"app\"\n\
+                 port = 18080\npoll_interval = \"500ms\"",
+            )
+            .to_string();
+        let (berth, url) = start_berth(&moto, &ecs_config("f", "service = \"api\"", &extra)).await;
         berth
             .wait_healthy("api", &[bs[0].addr(), bs[1].addr()], Duration::from_secs(10))
             .await;

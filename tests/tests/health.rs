@@ -1,38 +1,41 @@
 //! Active health checks, fail-open, passive ejection and retries.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use berth_tests::config::{Group, Listener};
 use berth_tests::net::listen_addr;
 use berth_tests::{bounded, wait_until, Backend, Berth, Http, Load};
 
 const LIMIT: Duration = Duration::from_secs(90);
 const HEALTHY: Duration = Duration::from_secs(20);
 
-fn config(web: std::net::SocketAddr, backends: &[&Backend], healthy_threshold: u32) -> String {
-    format!(
-        r#"
-[[listeners]]
-name = "web"
-bind = "{web}"
-[listeners.default_action]
-forward = [{{ target_group = "g" }}]
+/// Group `g` of `backends`: a 1 s deregistration delay and checks of `/health` every second,
+/// healthy after `healthy_threshold` successes, unhealthy after 2 failures.
+fn group(backends: &[&Backend], healthy_threshold: u32) -> Group {
+    let check = format!(
+        "interval = \"1s\"\ntimeout = \"500ms\"\nhealthy_threshold = {healthy_threshold}\n\
+         unhealthy_threshold = 2\npath = \"/health\"\nmatcher = \"200-399\""
+    );
+    Group::new("g")
+        .deregistration_delay("1s")
+        .table("health_check", &check)
+        .backends(backends)
+}
 
-[[target_groups]]
-name = "g"
-deregistration_delay = "1s"
-[target_groups.health_check]
-interval = "1s"
-timeout = "500ms"
-healthy_threshold = {healthy_threshold}
-unhealthy_threshold = 2
-path = "/health"
-matcher = "200-399"
-[target_groups.source]
-kind = "static"
-targets = {}
-"#,
-        berth_tests::targets_toml(backends)
-    )
+/// Listener `web` on `web` in front of `group`.
+fn config(web: SocketAddr, group: Group) -> String {
+    format!("{}{group}", Listener::web(web, "g"))
+}
+
+/// Berth in front of [`group`] of `backends` (healthy after 2 checks), once all are healthy;
+/// returns it and its listener's address.
+async fn start_healthy(backends: &[&Backend]) -> (Berth, SocketAddr) {
+    let web = listen_addr();
+    let berth = Berth::start(&config(web, group(backends, 2))).await;
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr()).collect();
+    berth.wait_healthy("g", &addrs, HEALTHY).await;
+    (berth, web)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,7 +44,7 @@ async fn initial_then_healthy() {
         let a = Backend::spawn("a").await;
         let web = listen_addr();
         // Five successes at 1 s intervals: about 4 s in `initial`.
-        let berth = Berth::start(&config(web, &[&a], 5)).await;
+        let berth = Berth::start(&config(web, group(&[&a], 5))).await;
         let states = berth.target_states("g").await;
         assert_eq!(
             states.get(&a.addr().to_string()).map(String::as_str),
@@ -91,11 +94,7 @@ async fn initial_then_healthy() {
 async fn unhealthy_target_gets_no_traffic() {
     bounded(LIMIT, async {
         let (a, b) = (Backend::spawn("a").await, Backend::spawn("b").await);
-        let web = listen_addr();
-        let berth = Berth::start(&config(web, &[&a, &b], 2)).await;
-        berth
-            .wait_healthy("g", &[a.addr(), b.addr()], HEALTHY)
-            .await;
+        let (berth, web) = start_healthy(&[&a, &b]).await;
         b.set_healthy(false);
         berth
             .wait_target("g", b.addr(), Some("unhealthy"), HEALTHY)
@@ -144,11 +143,7 @@ async fn unhealthy_target_gets_no_traffic() {
 async fn all_unhealthy_fails_open() {
     bounded(LIMIT, async {
         let (a, b) = (Backend::spawn("a").await, Backend::spawn("b").await);
-        let web = listen_addr();
-        let berth = Berth::start(&config(web, &[&a, &b], 2)).await;
-        berth
-            .wait_healthy("g", &[a.addr(), b.addr()], HEALTHY)
-            .await;
+        let (berth, web) = start_healthy(&[&a, &b]).await;
         a.set_healthy(false);
         b.set_healthy(false);
         berth
@@ -187,11 +182,7 @@ async fn killed_backend_under_load_loses_no_request() {
         let a = Backend::spawn("a").await;
         let b = Backend::spawn("b").await;
         let mut c = Backend::spawn("c").await;
-        let web = listen_addr();
-        let berth = Berth::start(&config(web, &[&a, &b, &c], 2)).await;
-        berth
-            .wait_healthy("g", &[a.addr(), b.addr(), c.addr()], HEALTHY)
-            .await;
+        let (berth, web) = start_healthy(&[&a, &b, &c]).await;
         let load = Load::start(&format!("http://{web}/"), 8);
         load.wait_ok(300, Duration::from_secs(20)).await;
         assert!(c.requests() > 0, "c got traffic before the kill");
@@ -250,31 +241,18 @@ async fn connect_failures_eject_passively() {
         let web = listen_addr();
         // Active checks every 5 s (two failures to go unhealthy): within the ~2 s this test
         // takes after the kill, only passive ejection can notice the dead target.
-        let cfg = format!(
-            r#"
-[[listeners]]
-name = "web"
-bind = "{web}"
-[listeners.default_action]
-forward = [{{ target_group = "g" }}]
-
-[[target_groups]]
-name = "g"
-[target_groups.health_check]
-interval = "5s"
-timeout = "2s"
-healthy_threshold = 2
-unhealthy_threshold = 2
-path = "/health"
-[target_groups.outlier]
-consecutive_connect_failures = 2
-base_ejection_time = "60s"
-[target_groups.source]
-kind = "static"
-targets = {}
-"#,
-            berth_tests::targets_toml(&[&a, &b])
-        );
+        let group = Group::new("g")
+            .table(
+                "health_check",
+                "interval = \"5s\"\ntimeout = \"2s\"\nhealthy_threshold = 2\nunhealthy_threshold = 2\n\
+                 path = \"/health\"",
+            )
+            .table(
+                "outlier",
+                "consecutive_connect_failures = 2\nbase_ejection_time = \"60s\"",
+            )
+            .backends(&[&a, &b]);
+        let cfg = config(web, group);
         let berth = Berth::start(&cfg).await;
         berth
             .wait_healthy("g", &[a.addr(), b.addr()], Duration::from_secs(20))
@@ -322,10 +300,7 @@ async fn hung_target_times_out_and_fails_its_checks() {
     bounded(LIMIT, async {
         let a = Backend::spawn("a").await;
         let web = listen_addr();
-        let cfg = config(web, &[&a], 2).replace(
-            "[target_groups.health_check]",
-            "[target_groups.timeouts]\nread = \"1s\"\n[target_groups.health_check]",
-        );
+        let cfg = config(web, group(&[&a], 2).table("timeouts", "read = \"1s\""));
         let berth = Berth::start(&cfg).await;
         berth.wait_healthy("g", &[a.addr()], HEALTHY).await;
         a.set_hang(true);

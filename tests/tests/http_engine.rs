@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use berth_tests::config::{forward, Group, Listener};
 use berth_tests::net::listen_addr;
 use berth_tests::{bounded, static_group, Backend, Berth};
 use bytes::Bytes;
@@ -18,33 +19,18 @@ const HEALTHY: Duration = Duration::from_secs(20);
 /// A listener with `/a` → group a, `/b` → group b, `/fixed` → a fixed response, and a 4 KiB
 /// header limit; `extra` goes into the listener table.
 fn config(web: SocketAddr, a: &Backend, b: &Backend, extra: &str) -> String {
+    let listener = Listener::web(web, "a")
+        .key("max_header_bytes = 4096")
+        .key(extra)
+        .rule(1, r#"{ path_prefix = ["/a"] }"#, &forward("a"))
+        .rule(2, r#"{ path_prefix = ["/b"] }"#, &forward("b"))
+        .rule(
+            3,
+            r#"{ path_prefix = ["/fixed"] }"#,
+            r#"{ fixed_response = { status = 200, body = "f" } }"#,
+        );
     format!(
-        r#"
-[[listeners]]
-name = "web"
-bind = "{web}"
-max_header_bytes = 4096
-{extra}
-
-[[listeners.rules]]
-priority = 1
-conditions = [{{ path_prefix = ["/a"] }}]
-action = {{ forward = [{{ target_group = "a" }}] }}
-
-[[listeners.rules]]
-priority = 2
-conditions = [{{ path_prefix = ["/b"] }}]
-action = {{ forward = [{{ target_group = "b" }}] }}
-
-[[listeners.rules]]
-priority = 3
-conditions = [{{ path_prefix = ["/fixed"] }}]
-action = {{ fixed_response = {{ status = 200, body = "f" }} }}
-
-[listeners.default_action]
-forward = [{{ target_group = "a" }}]
-
-{}{}"#,
+        "{listener}{}{}",
         static_group("a", &[a], ""),
         static_group("b", &[b], "")
     )
@@ -308,26 +294,16 @@ async fn requests_no_target_received_are_resent_whatever_their_method() {
         let web = listen_addr();
         // No health checks (targets are healthy once registered) and no passive ejection: the
         // refusing target stays in rotation for the whole test.
-        let cfg = format!(
-            r#"
-[[listeners]]
-name = "web"
-bind = "{web}"
-[listeners.default_action]
-forward = [{{ target_group = "g" }}]
-
-[[target_groups]]
-name = "g"
-algorithm = "round_robin"
-health_check = {{ enabled = false }}
-outlier = {{ enabled = false }}
-retry = {{ attempts = 0 }}
-[target_groups.source]
-kind = "static"
-targets = [{{ address = "{}" }}, {{ address = "{dead}" }}]
-"#,
-            a.addr()
-        );
+        let group = Group::new("g")
+            .key("algorithm = \"round_robin\"")
+            .key("health_check = { enabled = false }")
+            .key("outlier = { enabled = false }")
+            .key("retry = { attempts = 0 }")
+            .targets(&format!(
+                "[{{ address = \"{}\" }}, {{ address = \"{dead}\" }}]",
+                a.addr()
+            ));
+        let cfg = format!("{}{group}", Listener::web(web, "g"));
         let berth = Berth::start(&cfg).await;
         let body = "x".repeat(10 * 1024);
         for (i, method) in ["POST", "PUT", "PATCH", "DELETE", "POST", "GET"]

@@ -3,26 +3,21 @@
 use std::time::Duration;
 
 use berth_tests::berth::check;
+use berth_tests::config::{rule, Group, Listener};
 use berth_tests::net::listen_addr;
-use berth_tests::{bounded, static_group, wait_until, Backend, Berth, Http, Load};
+use berth_tests::{
+    bounded, static_group, targets_toml, wait_until, which, Backend, Berth, Http, Load,
+};
 
 const LIMIT: Duration = Duration::from_secs(90);
 const HEALTHY: Duration = Duration::from_secs(20);
 
+/// `[proxy]` with a 5 s grace period, then listener `web` on `web` with `extra_rules`,
+/// forwarding everything else to group `g`.
 fn listener(web: std::net::SocketAddr, extra_rules: &str) -> String {
     format!(
-        r#"
-[proxy]
-grace_period = "5s"
-
-[[listeners]]
-name = "web"
-bind = "{web}"
-{extra_rules}
-[listeners.default_action]
-forward = [{{ target_group = "g" }}]
-
-"#
+        "\n[proxy]\ngrace_period = \"5s\"\n{}",
+        Listener::web(web, "g").tables(extra_rules)
     )
 }
 
@@ -83,12 +78,11 @@ async fn config_change_applies_and_bad_reload_keeps_old_config() {
         assert_eq!(http.get(&url).await.unwrap().backend(), "a");
 
         // A valid change, picked up by the file watch (no signal).
-        let rule = r#"
-[[listeners.rules]]
-priority = 1
-conditions = [{ path_exact = ["/new"] }]
-action = { fixed_response = { status = 200, body = "v2" } }
-"#;
+        let rule = &rule(
+            1,
+            r#"{ path_exact = ["/new"] }"#,
+            r#"{ fixed_response = { status = 200, body = "v2" } }"#,
+        );
         berth.write_config(&(listener(web, rule) + &group));
         wait_until(
             Duration::from_secs(10),
@@ -146,20 +140,12 @@ async fn file_source_add_and_drain() {
         let cfg = listener(web, "").replace(
             "grace_period = \"5s\"\n",
             "grace_period = \"5s\"\nwatch_interval = \"200ms\"\n",
-        ) + &format!(
-            r#"
-[[target_groups]]
-name = "g"
-deregistration_delay = "10s"
-[target_groups.health_check]
-{}
-[target_groups.source]
-kind = "file"
-path = "targets.toml"
-"#,
-            berth_tests::FAST_HEALTH_CHECK
-        );
-        let targets = |bs: &[&Backend]| format!("targets = {}\n", berth_tests::targets_toml(bs));
+        ) + &Group::new("g")
+            .deregistration_delay("10s")
+            .fast_health_check()
+            .source("kind = \"file\"\npath = \"targets.toml\"")
+            .to_string();
+        let targets = |bs: &[&Backend]| format!("targets = {}\n", targets_toml(bs));
         let berth = Berth::start_with_files(&cfg, &[("targets.toml", &targets(&[&a]))]).await;
         berth.wait_healthy("g", &[a.addr()], HEALTHY).await;
         let http = Http::new();
@@ -318,21 +304,10 @@ async fn sigint_exits_fast() {
 #[test]
 fn check_good_and_bad_configs() {
     let web = listen_addr();
-    let good = format!(
-        r#"
-[[listeners]]
-name = "web"
-bind = "{web}"
-[listeners.default_action]
-forward = [{{ target_group = "g" }}]
-
-[[target_groups]]
-name = "g"
-[target_groups.source]
-kind = "static"
-targets = [{{ address = "127.0.0.2:9000" }}]
-"#
-    );
+    let good = Listener::web(web, "g").to_string()
+        + &Group::new("g")
+            .targets(r#"[{ address = "127.0.0.2:9000" }]"#)
+            .to_string();
     let out = check(&good, &[]);
     assert_eq!(out.code, 0, "good config: {out:?}");
     let text = format!("{}{}", out.stdout, out.stderr);
@@ -473,12 +448,4 @@ async fn metrics_pass_promtool() {
         );
     })
     .await
-}
-
-fn which(name: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    })
 }

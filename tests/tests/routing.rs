@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use berth_tests::client::{raw_request, raw_status};
+use berth_tests::config::{forward, Group, Listener};
 use berth_tests::net::listen_addr;
-use berth_tests::{bounded, static_group, Backend, Berth, Http};
+use berth_tests::{bounded, static_group, web_to_static_group, Backend, Berth, Http};
 use http::Method;
 
 /// (description, path, request headers, expected backend)
@@ -26,93 +27,30 @@ async fn rules_matrix() {
             backends.insert(n, Backend::spawn(n).await);
         }
         let web = listen_addr();
-        let mut cfg = format!(
-            r#"
-[[listeners]]
-name = "web"
-bind = "{web}"
-
-# Written out of priority order on purpose: the proxy must sort by priority.
-[[listeners.rules]]
-priority = 100
-conditions = [{{ path_prefix = ["/prio"] }}]
-action = {{ fixed_response = {{ status = 200, body = "p100" }} }}
-
-[[listeners.rules]]
-priority = 6
-conditions = [{{ path_prefix = ["/prio"] }}]
-action = {{ forward = [{{ target_group = "prio" }}] }}
-
-[[listeners.rules]]
-priority = 5
-conditions = [{{ path_prefix = ["/prio"] }}, {{ method = ["GET"] }}]
-action = {{ fixed_response = {{ status = 200, content_type = "text/plain", body = "p5" }} }}
-
-[[listeners.rules]]
-priority = 10
-conditions = [{{ host = ["*.wild.test"] }}]
-action = {{ forward = [{{ target_group = "host" }}] }}
-
-[[listeners.rules]]
-priority = 15
-conditions = [{{ path_prefix = ["/and"] }}, {{ method = ["PUT"] }}]
-action = {{ fixed_response = {{ status = 202, body = "and" }} }}
-
-[[listeners.rules]]
-priority = 20
-conditions = [{{ path_exact = ["/exact"] }}]
-action = {{ forward = [{{ target_group = "exact" }}] }}
-
-[[listeners.rules]]
-priority = 30
-conditions = [{{ path_prefix = ["/prefix/"] }}]
-action = {{ forward = [{{ target_group = "prefix" }}] }}
-
-[[listeners.rules]]
-priority = 40
-conditions = [{{ path_glob = ["/glob/*/end"] }}]
-action = {{ forward = [{{ target_group = "glob" }}] }}
-
-[[listeners.rules]]
-priority = 50
-conditions = [{{ header = "x-route", values = ["blue*"] }}]
-action = {{ forward = [{{ target_group = "header" }}] }}
-
-[[listeners.rules]]
-priority = 60
-conditions = [{{ method = ["DELETE"] }}]
-action = {{ forward = [{{ target_group = "method" }}] }}
-
-[[listeners.rules]]
-priority = 70
-conditions = [{{ query = "v", values = ["2"] }}]
-action = {{ forward = [{{ target_group = "query" }}] }}
-
-[[listeners.rules]]
-priority = 80
-conditions = [{{ source_cidr = ["127.0.0.99/32"] }}]
-action = {{ forward = [{{ target_group = "cidr" }}] }}
-
-[[listeners.rules]]
-priority = 90
-conditions = [{{ path_prefix = ["/fixed"] }}]
-action = {{ fixed_response = {{ status = 418, content_type = "text/plain", body = "teapot" }} }}
-
-[[listeners.rules]]
-priority = 91
-conditions = [{{ path_prefix = ["/redir"] }}]
-action = {{ redirect = {{ status = 302, protocol = "https", host = "new.test", port = 8443 }} }}
-
-[[listeners.rules]]
-priority = 92
-conditions = [{{ path_exact = ["/moved"] }}]
-action = {{ redirect = {{ path = "/new", query = "q=1" }} }}
-
-[listeners.default_action]
-forward = [{{ target_group = "default" }}]
-
-"#
-        );
+        // Written out of priority order on purpose: the proxy must sort by priority.
+        let rules: &[(u32, &str, &str)] = &[
+            (100, r#"{ path_prefix = ["/prio"] }"#, r#"{ fixed_response = { status = 200, body = "p100" } }"#),
+            (6, r#"{ path_prefix = ["/prio"] }"#, &forward("prio")),
+            (5, r#"{ path_prefix = ["/prio"] }, { method = ["GET"] }"#, r#"{ fixed_response = { status = 200, content_type = "text/plain", body = "p5" } }"#),
+            (10, r#"{ host = ["*.wild.test"] }"#, &forward("host")),
+            (15, r#"{ path_prefix = ["/and"] }, { method = ["PUT"] }"#, r#"{ fixed_response = { status = 202, body = "and" } }"#),
+            (20, r#"{ path_exact = ["/exact"] }"#, &forward("exact")),
+            (30, r#"{ path_prefix = ["/prefix/"] }"#, &forward("prefix")),
+            (40, r#"{ path_glob = ["/glob/*/end"] }"#, &forward("glob")),
+            (50, r#"{ header = "x-route", values = ["blue*"] }"#, &forward("header")),
+            (60, r#"{ method = ["DELETE"] }"#, &forward("method")),
+            (70, r#"{ query = "v", values = ["2"] }"#, &forward("query")),
+            (80, r#"{ source_cidr = ["127.0.0.99/32"] }"#, &forward("cidr")),
+            (90, r#"{ path_prefix = ["/fixed"] }"#, r#"{ fixed_response = { status = 418, content_type = "text/plain", body = "teapot" } }"#),
+            (91, r#"{ path_prefix = ["/redir"] }"#, r#"{ redirect = { status = 302, protocol = "https", host = "new.test", port = 8443 } }"#),
+            (92, r#"{ path_exact = ["/moved"] }"#, r#"{ redirect = { path = "/new", query = "q=1" } }"#),
+        ];
+        let listener = rules
+            .iter()
+            .fold(Listener::web(web, "default"), |l, (priority, conditions, action)| {
+                l.rule(*priority, conditions, action)
+            });
+        let mut cfg = listener.to_string();
         for (n, b) in &backends {
             cfg.push_str(&static_group(n, &[b], ""));
         }
@@ -276,18 +214,12 @@ async fn weighted_forward_across_two_groups() {
         let a = Backend::spawn("a").await;
         let b = Backend::spawn("b").await;
         let web = listen_addr();
-        let cfg = format!(
-            r#"
-[[listeners]]
-name = "web"
-bind = "{web}"
-[listeners.default_action]
-forward = [{{ target_group = "ga", weight = 1 }}, {{ target_group = "gb", weight = 3 }}]
-
-{}{}"#,
-            static_group("ga", &[&a], ""),
-            static_group("gb", &[&b], "")
+        let listener = Listener::new("web", web).default_action(
+            r#"forward = [{ target_group = "ga", weight = 1 }, { target_group = "gb", weight = 3 }]"#,
         );
+        let cfg = listener.to_string()
+            + &static_group("ga", &[&a], "")
+            + &static_group("gb", &[&b], "");
         let berth = Berth::start(&cfg).await;
         berth.wait_healthy("ga", &[a.addr()], HEALTHY).await;
         berth.wait_healthy("gb", &[b.addr()], HEALTHY).await;
@@ -315,30 +247,13 @@ async fn proxy_generated_errors() {
     bounded(LIMIT, async {
         let a = Backend::spawn("a").await;
         let web = listen_addr();
-        let cfg = format!(
-            r#"
-[[listeners]]
-name = "web"
-bind = "{web}"
-max_header_bytes = 4096
-
-[[listeners.rules]]
-priority = 1
-conditions = [{{ path_prefix = ["/empty"] }}]
-action = {{ forward = [{{ target_group = "empty" }}] }}
-
-[listeners.default_action]
-forward = [{{ target_group = "a" }}]
-
-{}
-[[target_groups]]
-name = "empty"
-[target_groups.source]
-kind = "file"
-path = "empty-targets.toml"
-"#,
-            static_group("a", &[&a], "")
+        let listener = Listener::web(web, "a").key("max_header_bytes = 4096").rule(
+            1,
+            r#"{ path_prefix = ["/empty"] }"#,
+            &forward("empty"),
         );
+        let empty = Group::new("empty").source("kind = \"file\"\npath = \"empty-targets.toml\"");
+        let cfg = format!("{listener}{}{empty}", static_group("a", &[&a], ""));
         let berth =
             Berth::start_with_files(&cfg, &[("empty-targets.toml", "targets = []\n")]).await;
         berth.wait_healthy("a", &[a.addr()], HEALTHY).await;
@@ -395,17 +310,8 @@ async fn forwarded_headers_and_request_id() {
         let a = Backend::spawn("a").await;
         let web = listen_addr();
         let cfg = format!(
-            r#"
-[proxy]
-trusted_proxies = ["127.0.0.200/32"]
-
-[[listeners]]
-name = "web"
-bind = "{web}"
-[listeners.default_action]
-forward = [{{ target_group = "a" }}]
-
-{}"#,
+            "[proxy]\ntrusted_proxies = [\"127.0.0.200/32\"]\n{}{}",
+            Listener::web(web, "a"),
             static_group("a", &[&a], "")
         );
         let berth = Berth::start(&cfg).await;
@@ -471,20 +377,10 @@ async fn stickiness_cookie() {
             Backend::spawn("s3").await,
         ];
         let web = listen_addr();
-        let cfg = format!(
-            r#"
-[[listeners]]
-name = "web"
-bind = "{web}"
-[listeners.default_action]
-forward = [{{ target_group = "g" }}]
-
-{}"#,
-            static_group(
-                "g",
-                &[&bs[0], &bs[1], &bs[2]],
-                "stickiness = { enabled = true, duration = \"1h\" }"
-            )
+        let cfg = web_to_static_group(
+            web,
+            &[&bs[0], &bs[1], &bs[2]],
+            "stickiness = { enabled = true, duration = \"1h\" }",
         );
         let berth = Berth::start(&cfg).await;
         berth

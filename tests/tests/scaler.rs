@@ -5,55 +5,44 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use berth_tests::config::ScalerToml;
 use berth_tests::moto::{FaultKind, Moto, NetworkMode, TaskDefinition};
 use berth_tests::scaler::Scaler;
 use berth_tests::{bounded, net, wait_until, Backend, Berth, Load};
 
 const PORT: u16 = 18090;
 
-/// The scaler's config: the proxy's (for target groups) plus `[scaler]`.
-fn scaler_config(
-    listen: SocketAddr,
-    proxy_admin: SocketAddr,
-    scaler: &str,
-    service_extra: &str,
-) -> String {
-    format!(
-        r#"{}
-[scaler]
-metrics_url = "http://{proxy_admin}/metrics"
-interval = "1s"
-admin_bind = "@ADMIN@"
-namespace = "berth-e2e"
-replica = "replica-1"
-storage_resolution = 1
-{scaler}
-
-[[scaler.services]]
-cluster = "prod"
-service = "api"
-target_group = "api"
-min_capacity = 1
-max_capacity = 3
-{service_extra}
-
-[[scaler.services.target_tracking]]
-name = "rps"
-metric = "requests_per_target"
-per = "second"
-target = 5
-scale_in_stabilization = "300s"
-"#,
-        berth_tests::ecs_api_config(listen)
-    )
+/// The scaler's config: the proxy's (for target groups), then `[scaler]` with `settings`,
+/// holding 5 requests per target per second with 1 to 3 tasks.
+fn scaler_config(listen: SocketAddr, proxy_admin: SocketAddr, settings: &str) -> String {
+    let scaler = ScalerToml {
+        proxy_admin,
+        namespace: "berth-e2e",
+        replica: "replica-1",
+        settings,
+        max_capacity: 3,
+        target: 5.0,
+        policy_extra: r#"scale_in_stabilization = "300s""#,
+    };
+    format!("{}{scaler}", berth_tests::ecs_api_config(listen))
 }
 
+/// moto as ECS and CloudWatch with service `prod/api` (tasks follow its desired count, up to
+/// three task backends), and a proxy discovering the service on `listen`.
 struct World {
     moto: Moto,
     berth: Berth,
     backends: Vec<Backend>,
     url: String,
     listen: SocketAddr,
+}
+
+impl World {
+    /// A scaler with [`scaler_config`] and `settings`, on this world's moto and proxy.
+    async fn start_scaler(&self, settings: &str) -> Scaler {
+        let config = scaler_config(self.listen, self.berth.admin(), settings);
+        Scaler::start(&config, &self.moto.aws_env()).await
+    }
 }
 
 async fn world() -> World {
@@ -98,16 +87,7 @@ async fn load_step_raises_desired_count_and_publishes_alb_metrics() {
             .inject_fault("UpdateService", FaultKind::Throttle, 2)
             .await
             .unwrap();
-        let scaler = Scaler::start(
-            &scaler_config(
-                w.listen,
-                w.berth.admin(),
-                "dry_run = false\npublish = true\naggregate = \"cloudwatch\"\naggregate_window = \"10s\"",
-                "",
-            ),
-            &w.moto.aws_env(),
-        )
-        .await;
+        let scaler = w.start_scaler("dry_run = false\npublish = true\naggregate = \"cloudwatch\"\naggregate_window = \"10s\"").await;
         // Two quiet ticks: no scale-out without load.
         wait_until(
             Duration::from_secs(20),
@@ -252,11 +232,7 @@ async fn dry_run_never_calls_update_service() {
     berth_tests::moto::require();
     bounded(Duration::from_secs(120), async {
         let w = world().await;
-        let scaler = Scaler::start(
-            &scaler_config(w.listen, w.berth.admin(), "dry_run = true", ""),
-            &w.moto.aws_env(),
-        )
-        .await;
+        let scaler = w.start_scaler("dry_run = true").await;
         let load = Load::start(&w.url, 4);
         wait_until(
             Duration::from_secs(30),
@@ -295,16 +271,11 @@ async fn cloudwatch_down_does_not_block_decisions() {
             .inject_fault("GetMetricData", FaultKind::Error500, 100_000)
             .await
             .unwrap();
-        let scaler = Scaler::start(
-            &scaler_config(
-                w.listen,
-                w.berth.admin(),
+        let scaler = w
+            .start_scaler(
                 "dry_run = false\npublish = true\naggregate = \"cloudwatch\"\npublish_buffer = 50",
-                "",
-            ),
-            &w.moto.aws_env(),
-        )
-        .await;
+            )
+            .await;
         let step = Instant::now();
         let load = Load::start(&w.url, 4);
         wait_until(
@@ -355,11 +326,8 @@ async fn dry_run_count_needs_no_aws() {
     bounded(Duration::from_secs(90), async {
         let b = Backend::start("task", net::target_ip()).await;
         let listen = net::listen_addr();
-        let proxy = format!(
-            "[[listeners]]\nname = \"web\"\nbind = \"{listen}\"\n[listeners.default_action]\n\
-             forward = [{{ target_group = \"api\" }}]\n\n{}",
-            berth_tests::static_group("api", &[&b], "")
-        );
+        let proxy = berth_tests::config::Listener::web(listen, "api").to_string()
+            + &berth_tests::static_group("api", &[&b], "");
         let berth = Berth::start(&proxy).await;
         berth
             .wait_healthy("api", &[b.addr()], Duration::from_secs(10))

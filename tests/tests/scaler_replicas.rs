@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use berth_tests::config::ScalerToml;
 use berth_tests::moto::{Moto, NetworkMode, TaskDefinition};
 use berth_tests::scaler::Scaler;
 use berth_tests::{bounded, net, wait_until, Backend, Berth, Http};
@@ -19,35 +20,24 @@ const TARGET: f64 = 10.0;
 const SHARES: [u32; 3] = [25, 20, 10];
 const MAX: u32 = 8;
 
-fn scaler_config(listen: SocketAddr, proxy_admin: SocketAddr, i: usize, scaler: &str) -> String {
-    format!(
-        r#"{}
-[scaler]
-metrics_url = "http://{proxy_admin}/metrics"
-interval = "1s"
-admin_bind = "@ADMIN@"
-namespace = "berth-replicas"
-replica = "replica-{i}"
-storage_resolution = 1
-{scaler}
-
-[[scaler.services]]
-cluster = "prod"
-service = "api"
-target_group = "api"
-min_capacity = 1
-max_capacity = {MAX}
-
-[[scaler.services.target_tracking]]
-name = "rps"
-metric = "requests_per_target"
-per = "second"
-target = {TARGET}
-"#,
-        berth_tests::ecs_api_config(listen)
-    )
+/// Replica `i`'s config: the proxy's (for target groups), then `[scaler]` with `settings`,
+/// holding [`TARGET`] requests per target per second with 1 to [`MAX`] tasks.
+fn scaler_config(listen: SocketAddr, proxy_admin: SocketAddr, i: usize, settings: &str) -> String {
+    let replica = format!("replica-{i}");
+    let scaler = ScalerToml {
+        proxy_admin,
+        namespace: "berth-replicas",
+        replica: &replica,
+        settings,
+        max_capacity: MAX,
+        target: TARGET,
+        policy_extra: "",
+    };
+    format!("{}{scaler}", berth_tests::ecs_api_config(listen))
 }
 
+/// moto as ECS and CloudWatch with service `prod/api`, the proxies discovering it (each with
+/// its listener address) and the task backends.
 struct World {
     moto: Moto,
     proxies: Vec<(Berth, SocketAddr)>,

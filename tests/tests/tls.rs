@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use berth_tests::config::Listener;
 use berth_tests::net::listen_addr;
 use berth_tests::tls::{tls_get, TestCa};
 use berth_tests::{bounded, static_group, Backend, Berth};
@@ -16,13 +17,10 @@ async fn sni_selects_certificate_and_alpn_negotiates_h2() {
         let cert_a = ca.issue(&["a.test"]);
         let cert_b = ca.issue(&["*.b.test", "b.test"]);
         let web = listen_addr();
-        let cfg = format!(
-            r#"
-[[listeners]]
-name = "tls"
-bind = "{web}"
-protocol = "https"
-
+        let listener = Listener::new("tls", web)
+            .key("protocol = \"https\"")
+            .forward_to("g");
+        let certificates = r#"
 [[listeners.certificates]]
 cert = "a.crt"
 key = "a.key"
@@ -32,11 +30,10 @@ server_names = ["a.test"]
 cert = "b.crt"
 key = "b.key"
 server_names = ["*.b.test", "b.test"]
-
-[listeners.default_action]
-forward = [{{ target_group = "g" }}]
-
-{}"#,
+"#;
+        let cfg = format!(
+            "{}{}",
+            listener.tables(certificates),
             static_group("g", &[&a], "")
         );
         let files = [
