@@ -143,21 +143,9 @@ impl Checker<'_> {
                     None
                 }
             };
-            let port = match r.port {
-                None => None,
-                Some(n) if (1..=65535).contains(&n) => Some(n as u16),
-                Some(_) => {
-                    self.error(&format!("{rp}.port"), "must be between 1 and 65535");
-                    None
-                }
-            };
+            let port = self.port(r.port, &format!("{rp}.port"));
             if let Some(path) = &r.path {
-                if !path.starts_with('/') {
-                    self.error(
-                        &format!("{rp}.path"),
-                        format!("path {path:?} must start with \"/\""),
-                    );
-                }
+                self.absolute_path(path, &format!("{rp}.path"));
             }
             if let Some(host) = &r.host {
                 if host.trim().is_empty() {

@@ -5,10 +5,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 
 use super::serde_errors::{append_key, clean_serde_message, join, path_string};
-use super::values::parse_duration;
+use super::values::{parse_cidr, parse_duration};
 use crate::error::{ConfigError, ConfigErrors};
 use crate::lines::Lines;
 
@@ -197,6 +198,42 @@ impl<'a> Checker<'a> {
                 None
             }
         }
+    }
+
+    /// A port number, 1..=65535.
+    pub(super) fn port(&mut self, v: Option<i64>, path: &str) -> Option<u16> {
+        match v {
+            None => None,
+            Some(n) if (1..=65535).contains(&n) => Some(n as u16),
+            Some(_) => {
+                self.error(path, "must be between 1 and 65535");
+                None
+            }
+        }
+    }
+
+    /// Records an error unless the URL path `s` starts with `/`; true when it does.
+    pub(super) fn absolute_path(&mut self, s: &str, path: &str) -> bool {
+        let ok = s.starts_with('/');
+        if !ok {
+            self.error(path, format!("path {s:?} must start with \"/\""));
+        }
+        ok
+    }
+
+    /// The CIDRs of `list` that parse; each one that does not is an error at `path[i]`.
+    pub(super) fn cidrs(&mut self, list: &[String], path: &str) -> Vec<IpNet> {
+        let mut out = Vec::new();
+        for (i, s) in list.iter().enumerate() {
+            match parse_cidr(s) {
+                Some(net) => out.push(net),
+                None => self.error(
+                    &format!("{path}[{i}]"),
+                    format!("invalid CIDR {s:?} (expected e.g. \"10.0.0.0/8\" or an IP address)"),
+                ),
+            }
+        }
+        out
     }
 
     /// Records `must not be empty` for an empty list; true when the list has elements.

@@ -1,6 +1,6 @@
 //! Rule conditions: host, path, header, query, method, source CIDR and VPC endpoint.
 
-use super::values::{compile, escape_wildcard, parse_cidr};
+use super::values::{compile, escape_wildcard};
 use super::Checker;
 use crate::model::Condition;
 use crate::raw::RawCondition;
@@ -181,18 +181,7 @@ impl Checker<'_> {
             if !self.non_empty(list, &sp) {
                 return None;
             }
-            let mut out = Vec::new();
-            for (i, s) in list.iter().enumerate() {
-                match parse_cidr(s) {
-                    Some(net) => out.push(net),
-                    None => self.error(
-                        &format!("{sp}[{i}]"),
-                        format!(
-                            "invalid CIDR {s:?} (expected e.g. \"10.0.0.0/8\" or an IP address)"
-                        ),
-                    ),
-                }
-            }
+            let out = self.cidrs(list, &sp);
             return (out.len() == list.len()).then_some(Condition::SourceCidr(out));
         }
         if let Some(list) = &c.vpc_endpoint {
@@ -214,13 +203,7 @@ impl Checker<'_> {
         }
         let mut ok = true;
         for (i, s) in list.iter().enumerate() {
-            if !s.starts_with('/') {
-                self.error(
-                    &format!("{path}[{i}]"),
-                    format!("path {s:?} must start with \"/\""),
-                );
-                ok = false;
-            }
+            ok &= self.absolute_path(s, &format!("{path}[{i}]"));
         }
         ok.then(|| list.to_vec())
     }

@@ -22,20 +22,8 @@ impl Checker<'_> {
             }
         };
         let path = h.path.clone().unwrap_or_else(|| "/".to_owned());
-        if !path.starts_with('/') {
-            self.error(
-                &format!("{p}.path"),
-                format!("path {path:?} must start with \"/\""),
-            );
-        }
-        let port = match h.port {
-            None => None,
-            Some(n) if (1..=65535).contains(&n) => Some(n as u16),
-            Some(_) => {
-                self.error(&format!("{p}.port"), "must be between 1 and 65535");
-                None
-            }
-        };
+        self.absolute_path(&path, &format!("{p}.path"));
+        let port = self.port(h.port, &format!("{p}.port"));
         let matcher = match &h.matcher {
             None => Matcher(vec![(200, 200)]),
             Some(m) => parse_matcher(m).unwrap_or_else(|e| {

@@ -144,6 +144,19 @@ impl Checker<'_> {
         }
     }
 
+    /// Records an error at `{p}.min_capacity` when both capacities are known and the minimum
+    /// exceeds the maximum.
+    pub(super) fn min_not_above_max(&mut self, p: &str, min: Option<u32>, max: Option<u32>) {
+        if let (Some(lo), Some(hi)) = (min, max) {
+            if lo > hi {
+                self.error(
+                    &format!("{p}.min_capacity"),
+                    format!("min_capacity {lo} is greater than max_capacity {hi}"),
+                );
+            }
+        }
+    }
+
     /// One `[[scaler.services]]` element.
     pub(super) fn scaled_service(
         &mut self,
@@ -177,14 +190,7 @@ impl Checker<'_> {
         if s.max_capacity.is_none() {
             self.error(&format!("{p}.max_capacity"), "required");
         }
-        if let (Some(lo), Some(hi)) = (min, max) {
-            if lo > hi {
-                self.error(
-                    &format!("{p}.min_capacity"),
-                    format!("min_capacity {lo} is greater than max_capacity {hi}"),
-                );
-            }
-        }
+        self.min_not_above_max(p, min, max);
         let dry_run_count = self.capacity(s.dry_run_count, &format!("{p}.dry_run_count"));
         if dry_run_count.is_some() && !dry_run {
             self.error(
@@ -194,29 +200,30 @@ impl Checker<'_> {
         }
 
         let mut names = HashSet::new();
-        let mut target_tracking = Vec::new();
-        for (i, t) in s.target_tracking.iter().enumerate() {
-            let tp = format!("{p}.target_tracking[{i}]");
-            if let Some(policy) = self.target_tracking(&tp, t, i, &mut names) {
-                target_tracking.push(policy);
-            }
-        }
-
-        let mut step = Vec::new();
-        for (i, t) in s.step.iter().enumerate() {
-            let tp = format!("{p}.step[{i}]");
-            if let Some(policy) = self.step_policy(&tp, t, i, &mut names) {
-                step.push(policy);
-            }
-        }
-
-        let mut scheduled = Vec::new();
-        for (i, a) in s.scheduled.iter().enumerate() {
-            let ap = format!("{p}.scheduled[{i}]");
-            if let Some(action) = self.scheduled_action(&ap, a, i, &mut names) {
-                scheduled.push(action);
-            }
-        }
+        let target_tracking = self.policies(
+            p,
+            "target_tracking",
+            &s.target_tracking,
+            &mut names,
+            |t| &t.name,
+            Self::target_tracking,
+        );
+        let step = self.policies(
+            p,
+            "step",
+            &s.step,
+            &mut names,
+            |t| &t.name,
+            Self::step_policy,
+        );
+        let scheduled = self.policies(
+            p,
+            "scheduled",
+            &s.scheduled,
+            &mut names,
+            |a| &a.name,
+            Self::scheduled_action,
+        );
 
         Some(ScaledService {
             cluster: cluster?,

@@ -8,6 +8,34 @@ use crate::model::*;
 use crate::raw::*;
 
 impl Checker<'_> {
+    /// The checked policies of one kind (`kind` is `target_tracking`, `step` or `scheduled`)
+    /// of the service at `service`: element `i` is at `{service}.{kind}[i]` and is named
+    /// `kind[i]` unless it names itself; `names` holds the names of all the service's policies.
+    pub(super) fn policies<R, P>(
+        &mut self,
+        service: &str,
+        kind: &str,
+        raw: &[R],
+        names: &mut HashSet<String>,
+        name_of: fn(&R) -> &Option<String>,
+        check: fn(&mut Self, &str, &R, String) -> Option<P>,
+    ) -> Vec<P> {
+        let mut out = Vec::new();
+        for (i, r) in raw.iter().enumerate() {
+            let path = format!("{service}.{kind}[{i}]");
+            let name = self.policy_name(
+                name_of(r),
+                &format!("{path}.name"),
+                format!("{kind}[{i}]"),
+                names,
+            );
+            if let Some(policy) = check(self, &path, r, name) {
+                out.push(policy);
+            }
+        }
+        out
+    }
+
     /// A policy's name: unique within the service, default `kind[i]`.
     pub(super) fn policy_name(
         &mut self,
@@ -97,15 +125,13 @@ impl Checker<'_> {
         })
     }
 
-    /// One `[[scaler.services.step]]` element.
+    /// One `[[scaler.services.step]]` element at `tp`, already named.
     pub(super) fn step_policy(
         &mut self,
         tp: &str,
         t: &RawStepPolicy,
-        i: usize,
-        names: &mut HashSet<String>,
+        name: String,
     ) -> Option<StepPolicy> {
-        let name = self.policy_name(&t.name, &format!("{tp}.name"), format!("step[{i}]"), names);
         let metric = self.scaling_metric(
             tp,
             &t.metric,
@@ -288,20 +314,13 @@ impl Checker<'_> {
         })
     }
 
-    /// One `[[scaler.services.target_tracking]]` element at `tp`, the `i`th.
+    /// One `[[scaler.services.target_tracking]]` element at `tp`, already named.
     pub(super) fn target_tracking(
         &mut self,
         tp: &str,
         t: &RawTargetTracking,
-        i: usize,
-        names: &mut HashSet<String>,
+        name: String,
     ) -> Option<TargetTracking> {
-        let name = self.policy_name(
-            &t.name,
-            &format!("{tp}.name"),
-            format!("target_tracking[{i}]"),
-            names,
-        );
         let metric = self.scaling_metric(
             tp,
             &t.metric,
@@ -381,20 +400,13 @@ impl Checker<'_> {
         })
     }
 
-    /// One `[[scaler.services.scheduled]]` element at `ap`, the `i`th.
+    /// One `[[scaler.services.scheduled]]` element at `ap`, already named.
     pub(super) fn scheduled_action(
         &mut self,
         ap: &str,
         a: &RawScheduledAction,
-        i: usize,
-        names: &mut HashSet<String>,
+        name: String,
     ) -> Option<ScheduledAction> {
-        let name = self.policy_name(
-            &a.name,
-            &format!("{ap}.name"),
-            format!("scheduled[{i}]"),
-            names,
-        );
         let timezone = match a.timezone.as_deref() {
             None => chrono_tz::UTC,
             Some(tz) => match tz.trim().parse::<chrono_tz::Tz>() {
@@ -423,14 +435,7 @@ impl Checker<'_> {
         if a.min_capacity.is_none() && a.max_capacity.is_none() {
             self.error(ap, "needs min_capacity, max_capacity or both");
         }
-        if let (Some(lo), Some(hi)) = (amin, amax) {
-            if lo > hi {
-                self.error(
-                    &format!("{ap}.min_capacity"),
-                    format!("min_capacity {lo} is greater than max_capacity {hi}"),
-                );
-            }
-        }
+        self.min_not_above_max(ap, amin, amax);
         let (expression, schedule) = schedule?;
         Some(ScheduledAction {
             name,

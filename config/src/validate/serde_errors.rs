@@ -82,20 +82,11 @@ pub(super) fn clean_serde_message(msg: &str) -> (String, Option<String>) {
         };
         return (msg, key);
     }
-    if let Some(rest) = msg.strip_prefix("invalid type: ") {
-        if let Some((found, expected)) = rest.split_once(", expected ") {
-            return (
-                format!(
-                    "expected {}, found {}",
-                    describe_expected(expected),
-                    describe_found(found)
-                ),
-                None,
-            );
-        }
-    }
-    if let Some(rest) = msg.strip_prefix("invalid value: ") {
-        if let Some((found, expected)) = rest.split_once(", expected ") {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        let found_expected = msg
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split_once(", expected "));
+        if let Some((found, expected)) = found_expected {
             return (
                 format!(
                     "expected {}, found {}",

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::values::{parse_cidr, secs};
+use super::values::secs;
 use super::Checker;
 use crate::model::{AdminSettings, LogFormat, LogSettings, ProxyProtocolIn, ProxySettings};
 use crate::raw::{RawAdmin, RawLog, RawProxy, RawProxyProtocol};
@@ -20,16 +20,10 @@ impl Checker<'_> {
             1,
             1_000_000,
         ) as usize;
-        let mut trusted_proxies = Vec::new();
-        for (i, c) in p.trusted_proxies.iter().flatten().enumerate() {
-            match parse_cidr(c) {
-                Some(net) => trusted_proxies.push(net),
-                None => self.error(
-                    &format!("proxy.trusted_proxies[{i}]"),
-                    format!("invalid CIDR {c:?} (expected e.g. \"10.0.0.0/8\" or an IP address)"),
-                ),
-            }
-        }
+        let trusted_proxies = match &p.trusted_proxies {
+            None => Vec::new(),
+            Some(list) => self.cidrs(list, "proxy.trusted_proxies"),
+        };
         let request_id_header = match &p.request_id_header {
             None => "x-request-id".to_owned(),
             Some(h) => self
@@ -103,19 +97,7 @@ impl Checker<'_> {
                 );
                 Vec::new()
             }
-            Some(list) => {
-                let mut out = Vec::new();
-                for (i, s) in list.iter().enumerate() {
-                    match parse_cidr(s) {
-                        Some(n) => out.push(n),
-                        None => self.error(
-                            &format!("{ppp}.trusted_cidrs[{i}]"),
-                            format!("invalid CIDR {s:?} (expected e.g. \"10.0.0.0/8\" or an IP address)"),
-                        ),
-                    }
-                }
-                out
-            }
+            Some(list) => self.cidrs(list, &format!("{ppp}.trusted_cidrs")),
         };
         let header_timeout = self.duration_in(
             &pp.header_timeout,
