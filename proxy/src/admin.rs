@@ -9,22 +9,22 @@
 //! in time, refusals counted in `berth_proxy_protocol_rejected_total{listener="admin"}`), any
 //! other connection is served as plain HTTP (Prometheus, the ECS container health check).
 
-use std::convert::Infallible;
 use std::io::Cursor;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
+use berth_common::admin_server::{self, reply, AdminResponse};
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, Request, StatusCode};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+
+/// Binds the admin address.
+pub use berth_common::admin_server::bind;
 
 use crate::runtime::Shared;
 use crate::target::TargetState;
@@ -145,28 +145,15 @@ pub fn targets_view(shared: &Shared) -> TargetsView {
     TargetsView { target_groups }
 }
 
-fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body.into()));
-    *r.status_mut() = status;
-    if let Ok(v) = content_type.parse() {
-        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
-    }
-    r
-}
-
 async fn handle(
     req: Request<Incoming>,
     shared: Arc<Shared>,
     prom: PrometheusHandle,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> AdminResponse {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return Ok(reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "GET only\n",
-        ));
+        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n");
     }
-    Ok(match req.uri().path() {
+    match req.uri().path() {
         "/metrics" => {
             for g in shared.snapshot.load().groups.values() {
                 g.publish_gauges();
@@ -213,27 +200,15 @@ async fn handle(
             "text/plain",
             "not found: try /metrics, /healthz, /targets, /sd/prometheus\n",
         ),
-    })
+    }
 }
 
 /// Serves the admin endpoints on an already-bound listener until the task is dropped.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, prom: PrometheusHandle) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "admin accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        tokio::spawn(serve_connection(
-            stream,
-            peer,
-            Arc::clone(&shared),
-            prom.clone(),
-        ));
-    }
+    admin_server::accept_loop(listener, std::future::pending(), |stream, peer| {
+        serve_connection(stream, peer, Arc::clone(&shared), prom.clone())
+    })
+    .await;
 }
 
 /// One admin connection: its optional PROXY header (when `[admin.proxy_protocol]` is set, read
@@ -277,16 +252,10 @@ async fn serve_http<IO>(io: IO, shared: Arc<Shared>, prom: PrometheusHandle)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = hyper::service::service_fn(move |req| handle(req, Arc::clone(&shared), prom.clone()));
-    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), svc);
-    if let Err(e) = conn.await {
-        tracing::debug!(error = %e, "admin connection ended with an error");
-    }
-}
-
-/// Binds the admin address (an error names it).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+    admin_server::serve_http1(io, move |req| {
+        handle(req, Arc::clone(&shared), prom.clone())
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! Metric names and recorders: the one source of truth for what berth exports. The scaler reads
-//! these names too. Labels are bounded: listener, target group, target address (targets are
+//! Metric names and recorders: the one source of truth for what berth exports. The names the
+//! scaler reads are defined in [`berth_common::proxy_metric_names`] and re-exported here, so
+//! both sides use the same constants. Labels are bounded: listener, target group, target address (targets are
 //! configured or discovered, never client-supplied), status class and fixed reason strings —
 //! never a raw path or a client address.
 
@@ -8,31 +9,22 @@ use std::hash::Hash;
 use std::sync::{OnceLock, RwLock};
 
 use metrics::{Counter, Gauge, Histogram};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 
-/// Requests answered, by `listener`, `target_group` (empty for proxy-generated answers with no
-/// group), `class` (`2xx`..`5xx`) and `origin` (`target` or `proxy`).
-/// ALB: `RequestCount`, `HTTPCode_Target_{2,3,4,5}XX_Count` (origin=target) and
-/// `HTTPCode_ELB_{3,4,5}XX_Count` (origin=proxy).
-pub const REQUESTS: &str = "berth_requests_total";
+pub use berth_common::proxy_metric_names::{
+    ACTIVE_CONNECTIONS, REQUESTS, TARGETS, TARGET_RESPONSE_SECONDS,
+};
+
 /// Proxy-generated responses by `listener` and `reason` (`no_healthy_target`,
 /// `header_too_large`, `fixed_response`, `redirect`, `upstream_connect`, `upstream_timeout`,
 /// `upstream_error`, `bad_request`, `request_timeout`, `internal`).
 pub const PROXY_RESPONSES: &str = "berth_proxy_responses_total";
-/// Time from sending the request to a target until its response header arrived, by
-/// `target_group`. ALB: `TargetResponseTime`.
-pub const TARGET_RESPONSE_SECONDS: &str = "berth_target_response_seconds";
 /// Whole request duration as the client saw it, by `listener`.
 pub const REQUEST_SECONDS: &str = "berth_request_duration_seconds";
 /// Requests sent to each target, by `target_group` and `target`. ALB: `RequestCountPerTarget`.
 pub const TARGET_REQUESTS: &str = "berth_target_requests_total";
-/// Targets by `target_group` and `state` (`initial`, `healthy`, `unhealthy`, `draining`).
-/// ALB: `HealthyHostCount`, `UnHealthyHostCount`.
-pub const TARGETS: &str = "berth_targets";
 /// 1 when every target of a `target_group` is unhealthy and it fails open (routes to all).
 pub const FAIL_OPEN: &str = "berth_target_group_fail_open";
-/// Client connections open now, by `listener`. ALB: `ActiveConnectionCount`.
-pub const ACTIVE_CONNECTIONS: &str = "berth_active_connections";
 /// Client connections closed before any request, by `listener` and `reason`
 /// (`connection_limit`, `header_timeout`, `tls_handshake`). ALB: `RejectedConnectionCount`.
 pub const REJECTED_CONNECTIONS: &str = "berth_rejected_connections_total";
@@ -70,8 +62,7 @@ pub const CONFIG_LAST_RELOAD: &str = "berth_config_last_reload_success_timestamp
 pub const DISCOVERY_UPDATES: &str = "berth_discovery_updates_total";
 /// Seconds since the last successful refresh of a `target_group`'s source.
 pub const DISCOVERY_AGE: &str = "berth_discovery_last_success_age_seconds";
-/// AWS API calls by `operation` and `outcome` (`success`, `throttled`, `error`).
-pub const ECS_API_CALLS: &str = "berth_aws_api_calls_total";
+pub use berth_common::aws_calls::AWS_API_CALLS;
 /// ECS tasks seen in each `cluster` by last `state` (`PENDING`, `RUNNING`, ...).
 pub const ECS_TASKS: &str = "berth_ecs_tasks";
 
@@ -100,23 +91,10 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-
-/// Installs the global Prometheus recorder once and returns its handle for `/metrics`.
+/// Installs the global Prometheus recorder once, histograms with [`LATENCY_BUCKETS`] (see
+/// [`berth_common::prometheus::install`]), and returns its handle for `/metrics`.
 pub fn install() -> PrometheusHandle {
-    HANDLE
-        .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets(LATENCY_BUCKETS)
-                .unwrap_or_else(|_| PrometheusBuilder::new());
-            let recorder = builder.build_recorder();
-            let handle = recorder.handle();
-            // A second install (tests in one process) keeps the first recorder.
-            let _ = metrics::set_global_recorder(recorder);
-            describe();
-            handle
-        })
-        .clone()
+    berth_common::prometheus::install(LATENCY_BUCKETS, describe)
 }
 
 fn describe() {
@@ -183,7 +161,7 @@ fn describe() {
         Unit::Seconds,
         "Seconds since the last successful target source refresh."
     );
-    describe_counter!(ECS_API_CALLS, "AWS API calls by operation and outcome.");
+    berth_common::aws_calls::describe();
     describe_gauge!(ECS_TASKS, "ECS tasks seen by last status.");
     describe_gauge!(L4_ACTIVE_FLOWS, "Open TCP flows.");
     describe_counter!(L4_NEW_FLOWS, "Accepted TCP flows.");

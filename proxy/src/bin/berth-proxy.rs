@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use berth_config::model::LogFormat;
+use berth_common::logs::LogArgs;
 use berth_proxy::runtime::ConfigSource;
 use clap::Parser;
 
@@ -18,9 +18,8 @@ struct Cli {
     /// Validate the configuration, print every error, and exit.
     #[arg(long)]
     check: bool,
-    /// Log format, overriding `[log].format`.
-    #[arg(long, value_parser = ["text", "json"])]
-    log_format: Option<String>,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 fn main() -> ExitCode {
@@ -48,11 +47,7 @@ fn main() -> ExitCode {
         println!("{}", config.summary());
         return ExitCode::SUCCESS;
     }
-    let json = match cli.log_format.as_deref() {
-        Some(f) => f == "json",
-        None => config.log.format == LogFormat::Json,
-    };
-    init_logs(&config.log.level, json);
+    berth_common::logs::init(&config.log, &cli.log);
     match berth_proxy::server::run(config, source).context("berth-proxy failed to start") {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -60,19 +55,5 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn init_logs(level: &str, json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }

@@ -1,59 +1,30 @@
 //! Every AWS call berth's discovery makes, behind one trait ([`EcsApi`]) returning berth's own
 //! types. This is the only file that names AWS SDK types.
 //!
-//! Region, credentials and endpoint come from the SDK's default chain (`AWS_REGION`,
-//! `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_ECS`, task role, ...). Throttling and 5xx answers are
-//! retried by the SDK's standard retry strategy: exponential backoff with full jitter.
+//! The clients come from [`berth_common::sdk_config::load`] (the default chain, the SDK's
+//! standard retries, berth's timeouts); every call is counted in
+//! `berth_aws_api_calls_total{operation,outcome}` ([`berth_common::aws_calls`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_ecs::error::ProvideErrorMetadata;
-
-use crate::metrics as m;
-
-/// A failed AWS call.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{operation} failed{}: {message}", code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default())]
-pub struct ApiError {
-    /// The operation, e.g. `ListTasks`.
-    pub operation: &'static str,
-    /// The AWS error code, when there is one.
-    pub code: Option<String>,
-    /// What went wrong.
-    pub message: String,
-}
-
-impl ApiError {
-    /// Whether AWS throttled the call.
-    pub fn is_throttling(&self) -> bool {
-        matches!(
-            self.code.as_deref(),
-            Some(
-                "ThrottlingException"
-                    | "Throttling"
-                    | "RequestLimitExceeded"
-                    | "TooManyRequestsException"
-            )
-        )
-    }
-}
+use berth_common::aws_calls::counted;
+use berth_common::aws_error::AwsError;
 
 /// A network binding of a container (bridge / host networking).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Binding {
-    /// Container port.
+    /// The port the container listens on (the ECS source's `port`, resolved to a number).
     pub container_port: Option<u16>,
-    /// Host port (dynamic ports included).
+    /// The port on the instance traffic is sent to (the one ECS chose for a dynamic mapping).
     pub host_port: Option<u16>,
 }
 
 /// A container of a running task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskContainer {
-    /// Container name.
+    /// The name from the task definition, matched against the ECS source's `container`.
     pub name: String,
     /// `HEALTHY`, `UNHEALTHY` or `UNKNOWN`.
     pub health_status: Option<String>,
@@ -64,9 +35,9 @@ pub struct TaskContainer {
 /// An ECS task as berth needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Task {
-    /// Task ARN.
+    /// The task's ARN, which names it in logs and in the service-discovery output.
     pub arn: String,
-    /// Task definition ARN.
+    /// The revision the task runs, looked up (and cached) for its ports and health check.
     pub task_definition_arn: String,
     /// `PROVISIONING`, `PENDING`, `RUNNING`, `STOPPING`, `STOPPED`, ...
     pub last_status: String,
@@ -76,50 +47,51 @@ pub struct Task {
     pub group: Option<String>,
     /// `FARGATE`, `EC2`, `EXTERNAL`.
     pub launch_type: Option<String>,
-    /// Availability zone.
+    /// E.g. `us-east-1a`; a label in the service-discovery output.
     pub availability_zone: Option<String>,
-    /// Container instance (EC2 launch type).
+    /// The EC2 container instance it runs on (EC2 launch type): resolved to the instance's
+    /// private IP for bridge and host networking.
     pub container_instance_arn: Option<String>,
     /// Private IPv4 of the task's ENI (awsvpc).
     pub eni_private_ip: Option<IpAddr>,
-    /// Containers.
+    /// Every container of the task with its health and bindings.
     pub containers: Vec<TaskContainer>,
 }
 
 /// A port mapping of a container definition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortMapping {
-    /// Container port.
+    /// The port the container listens on.
     pub container_port: Option<u16>,
-    /// Host port (0 or absent: dynamic).
+    /// The instance port (0 or absent: dynamic).
     pub host_port: Option<u16>,
-    /// Mapping name.
+    /// The mapping's name, which the ECS source's `port` may give instead of a number.
     pub name: Option<String>,
 }
 
-/// A container definition.
+/// A container definition: what discovery needs to pick a task's container and port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerDef {
-    /// Name.
+    /// The name tasks' containers carry ([`TaskContainer::name`]).
     pub name: String,
-    /// Whether it declares a health check.
+    /// Whether it declares a health check (then its `health_status` is meaningful).
     pub has_health_check: bool,
-    /// Port mappings.
+    /// Its declared ports.
     pub port_mappings: Vec<PortMapping>,
 }
 
 /// A task definition revision (immutable).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskDefinition {
-    /// ARN.
+    /// `arn:aws:ecs:<region>:<account>:task-definition/<family>:<revision>`.
     pub arn: String,
-    /// Family.
+    /// The name shared by every revision.
     pub family: String,
-    /// Revision.
+    /// The revision number within the family.
     pub revision: i32,
-    /// `awsvpc`, `bridge`, `host`, `none`.
+    /// `awsvpc` (address: the task's ENI), `bridge` or `host` (address: the instance), `none`.
     pub network_mode: Option<String>,
-    /// Containers.
+    /// The container definitions, in the definition's order.
     pub containers: Vec<ContainerDef>,
 }
 
@@ -127,20 +99,20 @@ pub struct TaskDefinition {
 #[async_trait]
 pub trait EcsApi: Send + Sync + std::fmt::Debug {
     /// ARNs of the cluster's tasks whose desired status is RUNNING (all pages).
-    async fn list_running_tasks(&self, cluster: &str) -> Result<Vec<String>, ApiError>;
+    async fn list_running_tasks(&self, cluster: &str) -> Result<Vec<String>, AwsError>;
     /// Describes up to 100 tasks.
-    async fn describe_tasks(&self, cluster: &str, arns: &[String]) -> Result<Vec<Task>, ApiError>;
+    async fn describe_tasks(&self, cluster: &str, arns: &[String]) -> Result<Vec<Task>, AwsError>;
     /// Describes a task definition revision.
-    async fn describe_task_definition(&self, arn: &str) -> Result<TaskDefinition, ApiError>;
+    async fn describe_task_definition(&self, arn: &str) -> Result<TaskDefinition, AwsError>;
     /// EC2 instance ids of up to 100 container instances, by container instance ARN.
     async fn describe_container_instances(
         &self,
         cluster: &str,
         arns: &[String],
-    ) -> Result<HashMap<String, String>, ApiError>;
+    ) -> Result<HashMap<String, String>, AwsError>;
     /// Private IPv4 addresses of EC2 instances, by instance id.
     async fn describe_instances(&self, ids: &[String])
-        -> Result<HashMap<String, IpAddr>, ApiError>;
+        -> Result<HashMap<String, IpAddr>, AwsError>;
 }
 
 /// The real ECS and EC2 APIs through the AWS SDK.
@@ -151,57 +123,15 @@ pub struct AwsEcs {
 }
 
 impl AwsEcs {
-    /// Loads region, credentials and endpoints from the default chain.
+    /// ECS and EC2 clients from [`berth_common::sdk_config::load`]: region, credentials and
+    /// endpoints from the default chain.
     pub async fn from_env() -> AwsEcs {
-        let retry = aws_config::retry::RetryConfig::standard()
-            .with_max_attempts(4)
-            .with_initial_backoff(Duration::from_millis(100))
-            .with_max_backoff(Duration::from_secs(5));
-        let timeouts = aws_config::timeout::TimeoutConfig::builder()
-            .operation_attempt_timeout(Duration::from_secs(5))
-            .operation_timeout(Duration::from_secs(20))
-            .build();
-        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .retry_config(retry)
-            .timeout_config(timeouts)
-            .load()
-            .await;
+        let conf = berth_common::sdk_config::load().await;
         AwsEcs {
             ecs: aws_sdk_ecs::Client::new(&conf),
             ec2: aws_sdk_ec2::Client::new(&conf),
         }
     }
-}
-
-fn api_error<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
-    operation: &'static str,
-    e: &aws_sdk_ecs::error::SdkError<E, aws_sdk_ecs::config::http::HttpResponse>,
-) -> ApiError {
-    let (code, message) = match e.as_service_error() {
-        Some(se) => (
-            se.code().map(str::to_string),
-            se.message()
-                .map(str::to_string)
-                .unwrap_or_else(|| se.to_string()),
-        ),
-        None => (None, aws_sdk_ecs::error::DisplayErrorContext(e).to_string()),
-    };
-    ApiError {
-        operation,
-        code,
-        message,
-    }
-}
-
-/// Counts one call by operation and outcome.
-fn count<T>(operation: &'static str, r: &Result<T, ApiError>) {
-    let outcome = match r {
-        Ok(_) => "success",
-        Err(e) if e.is_throttling() => "throttled",
-        Err(_) => "error",
-    };
-    metrics::counter!(m::ECS_API_CALLS, "operation" => operation, "outcome" => outcome)
-        .increment(1);
 }
 
 fn port(v: Option<i32>) -> Option<u16> {
@@ -248,22 +178,21 @@ fn to_task(t: aws_sdk_ecs::types::Task) -> Option<Task> {
 
 #[async_trait]
 impl EcsApi for AwsEcs {
-    async fn list_running_tasks(&self, cluster: &str) -> Result<Vec<String>, ApiError> {
+    async fn list_running_tasks(&self, cluster: &str) -> Result<Vec<String>, AwsError> {
         let mut arns = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let r = self
-                .ecs
-                .list_tasks()
-                .cluster(cluster)
-                .desired_status(aws_sdk_ecs::types::DesiredStatus::Running)
-                .max_results(100)
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(|e| api_error("ListTasks", &e));
-            count("ListTasks", &r);
-            let page = r?;
+            let page = counted(
+                "ListTasks",
+                self.ecs
+                    .list_tasks()
+                    .cluster(cluster)
+                    .desired_status(aws_sdk_ecs::types::DesiredStatus::Running)
+                    .max_results(100)
+                    .set_next_token(token.take())
+                    .send()
+                    .await,
+            )?;
             arns.extend(page.task_arns().iter().cloned());
             match page.next_token() {
                 Some(t) if !t.is_empty() => token = Some(t.to_string()),
@@ -273,17 +202,17 @@ impl EcsApi for AwsEcs {
         Ok(arns)
     }
 
-    async fn describe_tasks(&self, cluster: &str, arns: &[String]) -> Result<Vec<Task>, ApiError> {
-        let r = self
-            .ecs
-            .describe_tasks()
-            .cluster(cluster)
-            .set_tasks(Some(arns.to_vec()))
-            .send()
-            .await
-            .map_err(|e| api_error("DescribeTasks", &e));
-        count("DescribeTasks", &r);
-        Ok(r?
+    async fn describe_tasks(&self, cluster: &str, arns: &[String]) -> Result<Vec<Task>, AwsError> {
+        let answer = counted(
+            "DescribeTasks",
+            self.ecs
+                .describe_tasks()
+                .cluster(cluster)
+                .set_tasks(Some(arns.to_vec()))
+                .send()
+                .await,
+        )?;
+        Ok(answer
             .tasks
             .unwrap_or_default()
             .into_iter()
@@ -291,16 +220,16 @@ impl EcsApi for AwsEcs {
             .collect())
     }
 
-    async fn describe_task_definition(&self, arn: &str) -> Result<TaskDefinition, ApiError> {
-        let r = self
-            .ecs
-            .describe_task_definition()
-            .task_definition(arn)
-            .send()
-            .await
-            .map_err(|e| api_error("DescribeTaskDefinition", &e));
-        count("DescribeTaskDefinition", &r);
-        let td = r?.task_definition.ok_or_else(|| ApiError {
+    async fn describe_task_definition(&self, arn: &str) -> Result<TaskDefinition, AwsError> {
+        let answer = counted(
+            "DescribeTaskDefinition",
+            self.ecs
+                .describe_task_definition()
+                .task_definition(arn)
+                .send()
+                .await,
+        )?;
+        let td = answer.task_definition.ok_or_else(|| AwsError {
             operation: "DescribeTaskDefinition",
             code: None,
             message: format!("no task definition in the answer for {arn}"),
@@ -334,17 +263,17 @@ impl EcsApi for AwsEcs {
         &self,
         cluster: &str,
         arns: &[String],
-    ) -> Result<HashMap<String, String>, ApiError> {
-        let r = self
-            .ecs
-            .describe_container_instances()
-            .cluster(cluster)
-            .set_container_instances(Some(arns.to_vec()))
-            .send()
-            .await
-            .map_err(|e| api_error("DescribeContainerInstances", &e));
-        count("DescribeContainerInstances", &r);
-        Ok(r?
+    ) -> Result<HashMap<String, String>, AwsError> {
+        let answer = counted(
+            "DescribeContainerInstances",
+            self.ecs
+                .describe_container_instances()
+                .cluster(cluster)
+                .set_container_instances(Some(arns.to_vec()))
+                .send()
+                .await,
+        )?;
+        Ok(answer
             .container_instances()
             .iter()
             .filter_map(|ci| {
@@ -359,16 +288,16 @@ impl EcsApi for AwsEcs {
     async fn describe_instances(
         &self,
         ids: &[String],
-    ) -> Result<HashMap<String, IpAddr>, ApiError> {
-        let r = self
-            .ec2
-            .describe_instances()
-            .set_instance_ids(Some(ids.to_vec()))
-            .send()
-            .await
-            .map_err(|e| api_error("DescribeInstances", &e));
-        count("DescribeInstances", &r);
-        Ok(r?
+    ) -> Result<HashMap<String, IpAddr>, AwsError> {
+        let answer = counted(
+            "DescribeInstances",
+            self.ec2
+                .describe_instances()
+                .set_instance_ids(Some(ids.to_vec()))
+                .send()
+                .await,
+        )?;
+        Ok(answer
             .reservations()
             .iter()
             .flat_map(|res| res.instances())

@@ -5,8 +5,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use berth_common::aws_error::AwsError;
+
 use super::resolve::{cluster_name, ClusterSnapshot, KnownTask};
-use crate::discovery::ecs_api::{ApiError, EcsApi, TaskDefinition};
+use crate::discovery::ecs_api::{EcsApi, TaskDefinition};
 use crate::metrics as m;
 
 /// Largest batch `DescribeTasks` / `DescribeContainerInstances` accept.
@@ -24,7 +26,7 @@ pub struct ClusterPoller {
     state: tokio::sync::Mutex<PollState>,
     snapshot: arc_swap::ArcSwapOption<ClusterSnapshot>,
     /// The last poll's error, if it failed (read without waiting for a poll in progress).
-    last_error: Mutex<Option<ApiError>>,
+    last_error: Mutex<Option<AwsError>>,
     /// Counts finished poll attempts; target groups wait on it for the next snapshot.
     attempts: tokio::sync::watch::Sender<u64>,
     /// The poll interval each target group asks for, by a key of the group's discovery.
@@ -127,7 +129,7 @@ impl ClusterPoller {
 
     /// Polls now and returns the latest snapshot (the last good one when this poll failed).
     /// Errors only when no poll ever succeeded.
-    pub async fn refresh(&self) -> Result<Arc<ClusterSnapshot>, ApiError> {
+    pub async fn refresh(&self) -> Result<Arc<ClusterSnapshot>, AwsError> {
         let mut st = self.state.lock().await;
         let full = st.last_full.is_none_or(|t| t.elapsed() >= REDESCRIBE_ALL);
         match self.poll(full).await {
@@ -151,17 +153,17 @@ impl ClusterPoller {
 
     /// The latest snapshot; waits for the first poll to finish when none has yet (never for a
     /// poll in progress once one has).
-    pub async fn latest(&self) -> Result<Arc<ClusterSnapshot>, ApiError> {
+    pub async fn latest(&self) -> Result<Arc<ClusterSnapshot>, AwsError> {
         let mut rx = self.attempts.subscribe();
         let _ = rx.wait_for(|n| *n > 0).await;
         self.latest_now()
     }
 
-    fn latest_now(&self) -> Result<Arc<ClusterSnapshot>, ApiError> {
+    fn latest_now(&self) -> Result<Arc<ClusterSnapshot>, AwsError> {
         match (self.snapshot.load_full(), lock(&self.last_error).as_ref()) {
             (Some(s), _) => Ok(s),
             (None, Some(e)) => Err(e.clone()),
-            (None, None) => Err(ApiError {
+            (None, None) => Err(AwsError {
                 operation: "ListTasks",
                 code: None,
                 message: "no poll completed yet".into(),
@@ -175,7 +177,7 @@ impl ClusterPoller {
     }
 
     /// One poll cycle; builds a whole new snapshot or fails as a whole.
-    async fn poll(&self, redescribe_all: bool) -> Result<ClusterSnapshot, ApiError> {
+    async fn poll(&self, redescribe_all: bool) -> Result<ClusterSnapshot, AwsError> {
         let prev = self.snapshot.load_full();
         let empty = ClusterSnapshot::default();
         let prev = prev.as_deref().unwrap_or(&empty);
@@ -333,10 +335,10 @@ mod tests {
 
     #[async_trait]
     impl EcsApi for Fake {
-        async fn list_running_tasks(&self, _c: &str) -> Result<Vec<String>, ApiError> {
+        async fn list_running_tasks(&self, _c: &str) -> Result<Vec<String>, AwsError> {
             self.list_calls.fetch_add(1, Ordering::SeqCst);
             if *self.fail.lock().unwrap() {
-                return Err(ApiError {
+                return Err(AwsError {
                     operation: "ListTasks",
                     code: Some("ThrottlingException".into()),
                     message: "Rate exceeded".into(),
@@ -350,7 +352,7 @@ mod tests {
                 .map(|t| t.arn.clone())
                 .collect())
         }
-        async fn describe_tasks(&self, _c: &str, arns: &[String]) -> Result<Vec<Task>, ApiError> {
+        async fn describe_tasks(&self, _c: &str, arns: &[String]) -> Result<Vec<Task>, AwsError> {
             self.describe_calls.fetch_add(1, Ordering::SeqCst);
             assert!(arns.len() <= BATCH);
             Ok(self
@@ -362,7 +364,7 @@ mod tests {
                 .cloned()
                 .collect())
         }
-        async fn describe_task_definition(&self, _arn: &str) -> Result<TaskDefinition, ApiError> {
+        async fn describe_task_definition(&self, _arn: &str) -> Result<TaskDefinition, AwsError> {
             self.td_calls.fetch_add(1, Ordering::SeqCst);
             Ok(td("awsvpc", self.health_check))
         }
@@ -370,13 +372,13 @@ mod tests {
             &self,
             _c: &str,
             _arns: &[String],
-        ) -> Result<HashMap<String, String>, ApiError> {
+        ) -> Result<HashMap<String, String>, AwsError> {
             Ok(HashMap::new())
         }
         async fn describe_instances(
             &self,
             _ids: &[String],
-        ) -> Result<HashMap<String, IpAddr>, ApiError> {
+        ) -> Result<HashMap<String, IpAddr>, AwsError> {
             Ok(HashMap::new())
         }
     }
