@@ -1,0 +1,48 @@
+//! The validated configuration model. Built only by [`crate::validate`]; every value in it has
+//! been checked, so the proxy never re-validates. Defaults follow AWS ALB's where ALB has one.
+
+mod listener;
+mod scaler;
+mod settings;
+mod target_group;
+
+pub use listener::*;
+pub use scaler::*;
+pub use settings::*;
+pub use target_group::*;
+
+/// A whole, valid configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Process settings.
+    pub proxy: ProxySettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// Admin listener.
+    pub admin: AdminSettings,
+    /// Scaler settings.
+    pub scaler: ScalerSettings,
+    /// Listeners, in file order.
+    pub listeners: Vec<Listener>,
+    /// Target groups, in file order; names are unique.
+    pub target_groups: Vec<TargetGroup>,
+}
+
+impl Config {
+    /// The target group with this name.
+    pub fn target_group(&self, name: &str) -> Option<&TargetGroup> {
+        self.target_groups.iter().find(|t| t.name == name)
+    }
+
+    /// One line describing the configuration, printed by `--check`.
+    pub fn summary(&self) -> String {
+        let rules: usize = self.listeners.iter().map(|l| l.rules.len()).sum();
+        format!(
+            "config ok: {} listener(s), {} rule(s), {} target group(s), admin on {}",
+            self.listeners.len(),
+            rules,
+            self.target_groups.len(),
+            self.admin.bind
+        )
+    }
+}

@@ -1,0 +1,54 @@
+//! Process-wide settings of the proxy: `[proxy]`, `[log]` and `[admin]`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::ProxyProtocolIn;
+
+/// `[proxy]`.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Worker threads per listener (default 1).
+    pub threads: usize,
+    /// SIGTERM drain time (default 30 s).
+    pub grace_period: Duration,
+    /// Idle keep-alive connections kept per target (default 128).
+    pub upstream_keepalive_pool: usize,
+    /// Peers whose forwarding headers are trusted.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Request id header name, lower case (default `x-request-id`).
+    pub request_id_header: String,
+    /// Poll interval of config and target files (default 1 s).
+    pub watch_interval: Duration,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable text.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// Format.
+    pub format: LogFormat,
+    /// `tracing` filter directive.
+    pub level: String,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// Bind address (default `127.0.0.1:9901`).
+    pub bind: SocketAddr,
+    /// Optional PROXY header acceptance (`[admin.proxy_protocol]`): a connection from a trusted
+    /// peer may start with a PROXY v1/v2 header, any other connection is plain HTTP; a header
+    /// from an untrusted peer is refused. `allowed_vpc_endpoints` is always empty here.
+    pub proxy_protocol: Option<ProxyProtocolIn>,
+}
