@@ -9,7 +9,8 @@
 //!   raw-TCP helper for malformed requests and a TLS client.
 //! - [`log`]: events from berth's JSON log.
 //! - [`load::Load`]: a load generator counting failed requests.
-//! - [`moto::Moto`]: the moto AWS emulator for ECS discovery tests.
+//! - [`moto::Moto`]: the moto AWS emulator for ECS discovery tests; [`api_service`]: moto with
+//!   the ECS service the scaler tests scale, and proxies in front of it.
 //! - [`scaler::Scaler`]: a `berth-scaler` process.
 //! - [`tcp`]: a TCP echo target and PROXY v2 helpers for the L4 tests.
 //! - [`net`]: loopback address allocation; [`wait`]: polling a condition with a deadline.
@@ -18,6 +19,7 @@
 
 #![warn(missing_docs)]
 
+pub mod api_service;
 pub mod backend;
 pub mod berth;
 pub mod client;

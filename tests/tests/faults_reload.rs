@@ -156,6 +156,8 @@ fn connection_gone(e: &anyhow::Error) -> bool {
     })
 }
 
+/// What the keep-alive clients of the restart test saw: answered requests, re-sends after a
+/// closed or refused connection, and every other failure.
 #[derive(Default)]
 struct RestartStats {
     ok: AtomicU64,

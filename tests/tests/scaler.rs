@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use berth_tests::config::ScalerToml;
-use berth_tests::moto::{FaultKind, Moto, NetworkMode, TaskDefinition};
+use berth_tests::moto::{FaultKind, Moto};
 use berth_tests::scaler::Scaler;
-use berth_tests::{bounded, net, wait_until, Backend, Berth, Load};
+use berth_tests::{api_service, bounded, net, wait_until, Backend, Berth, Load};
 
 const PORT: u16 = 18090;
 
@@ -45,29 +45,12 @@ impl World {
     }
 }
 
+/// Service `prod/api` with three task backends, and a proxy in front of it.
 async fn world() -> World {
-    let moto = Moto::launch().await.expect("moto");
-    moto.create_cluster("prod").await.unwrap();
-    moto.register_task_definition(&TaskDefinition::single("api", NetworkMode::Awsvpc, PORT))
+    let (moto, backends) = api_service::launch(PORT, 3)
         .await
-        .unwrap();
-    moto.create_service("prod", "api", "api", 1).await.unwrap();
-    let mut backends = Vec::new();
-    for i in 0..3 {
-        backends.push(
-            Backend::start_on(&format!("task{i}"), SocketAddr::new(net::target_ip(), PORT)).await,
-        );
-    }
-    let ips: Vec<_> = backends.iter().map(|b| b.addr().ip()).collect();
-    moto.auto_reconcile("prod", "api", &ips, Duration::from_millis(200))
-        .await
-        .unwrap();
-    let listen = net::listen_addr();
-    let berth =
-        Berth::start_with_env(&berth_tests::ecs_api_config(listen), &[], &moto.aws_env()).await;
-    berth
-        .wait_healthy("api", &[backends[0].addr()], Duration::from_secs(15))
-        .await;
+        .expect("moto with prod/api");
+    let (berth, listen) = api_service::start_proxy(&moto, &backends[0]).await;
     World {
         url: format!("http://{listen}/"),
         moto,

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_tests::config::ScalerToml;
-use berth_tests::moto::{Moto, NetworkMode, TaskDefinition};
+use berth_tests::moto::Moto;
 use berth_tests::scaler::Scaler;
-use berth_tests::{bounded, net, wait_until, Backend, Berth, Http};
+use berth_tests::{api_service, bounded, wait_until, Backend, Berth, Http};
 
 const PORT: u16 = 18091;
 /// Requests per target per second the policy holds.
@@ -56,32 +56,14 @@ impl World {
     }
 }
 
+/// Service `prod/api` with [`MAX`] task backends, and `replicas` proxies in front of it.
 async fn world(replicas: usize) -> World {
-    let moto = Moto::launch().await.expect("moto");
-    moto.create_cluster("prod").await.unwrap();
-    moto.register_task_definition(&TaskDefinition::single("api", NetworkMode::Awsvpc, PORT))
+    let (moto, backends) = api_service::launch(PORT, MAX)
         .await
-        .unwrap();
-    moto.create_service("prod", "api", "api", 1).await.unwrap();
-    let mut backends = Vec::new();
-    for i in 0..MAX {
-        backends.push(
-            Backend::start_on(&format!("task{i}"), SocketAddr::new(net::target_ip(), PORT)).await,
-        );
-    }
-    let ips: Vec<_> = backends.iter().map(|b| b.addr().ip()).collect();
-    moto.auto_reconcile("prod", "api", &ips, Duration::from_millis(200))
-        .await
-        .unwrap();
+        .expect("moto with prod/api");
     let mut proxies = Vec::new();
     for _ in 0..replicas {
-        let listen = net::listen_addr();
-        let berth =
-            Berth::start_with_env(&berth_tests::ecs_api_config(listen), &[], &moto.aws_env()).await;
-        berth
-            .wait_healthy("api", &[backends[0].addr()], Duration::from_secs(15))
-            .await;
-        proxies.push((berth, listen));
+        proxies.push(api_service::start_proxy(&moto, &backends[0]).await);
     }
     World {
         moto,
