@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::health::{HealthState, Status};
+use crate::health::{CheckRun, HealthState, Status, Thresholds, Transition};
 
 /// A monotonic clock in milliseconds since the first call, cheap to store in atomics.
 pub fn now_ms() -> u64 {
@@ -62,9 +62,10 @@ pub struct Target {
     /// Stable id used in stickiness cookies (hex of a hash of the address).
     pub sticky_id: String,
     weight: AtomicU32,
+    /// The health status ([`Status`] as a byte): its one home, read on every pick.
     status: AtomicU8,
-    /// Health state machine, touched only by the active checker.
-    pub(crate) health: Mutex<HealthState>,
+    /// The run of active check results behind `status` (see [`Target::record_check`]).
+    check_run: Mutex<CheckRun>,
     /// Requests in flight to this target.
     pub outstanding: AtomicU32,
     healthy_since_ms: AtomicU64,
@@ -76,7 +77,7 @@ pub struct Target {
     consecutive_connect_failures: AtomicU32,
     requests: std::sync::OnceLock<metrics::Counter>,
     /// Idle keep-alive HTTP connections to this target; they close when the target is dropped.
-    pub pool: crate::l7::upstream::Pool,
+    pub pool: crate::upstream::Pool,
 }
 
 impl Target {
@@ -104,7 +105,7 @@ impl Target {
             sticky_id,
             weight: AtomicU32::new(weight.max(1)),
             status: AtomicU8::new(status as u8),
-            health: Mutex::new(HealthState::new(status)),
+            check_run: Mutex::new(CheckRun::default()),
             outstanding: AtomicU32::new(0),
             healthy_since_ms: AtomicU64::new(0),
             draining: AtomicBool::new(false),
@@ -143,6 +144,25 @@ impl Target {
         if s == Status::Healthy && old != Status::Healthy as u8 {
             self.healthy_since_ms.store(now_ms(), Ordering::Relaxed);
         }
+    }
+
+    /// Feeds one active check result through the health state machine ([`HealthState`]) and
+    /// stores the new status; returns the transition, if any.
+    pub fn record_check(&self, ok: bool, th: Thresholds) -> Option<Transition> {
+        let mut run = match self.check_run.lock() {
+            Ok(r) => r,
+            Err(p) => p.into_inner(),
+        };
+        let now = HealthState {
+            status: self.status(),
+            run: *run,
+        };
+        let (next, tr) = now.observe(ok, th);
+        *run = next.run;
+        if let Some(tr) = tr {
+            self.set_status(tr.to);
+        }
+        tr
     }
 
     /// When it last became healthy (ms clock), 0 if never.

@@ -1,17 +1,12 @@
 //! Active health checks: HTTP (`GET path`, status against a matcher) or TCP (connect), each
-//! bounded by the check timeout; results feed the pure state machine of each target.
+//! bounded by the check timeout. The group loop ([`crate::group_loop`]) runs them and feeds
+//! each result to its target's state machine.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use berth_config::model::{HealthCheck, HealthProtocol};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-use super::Thresholds;
-use crate::group::Group;
-use crate::metrics as m;
-use crate::target::Target;
 
 /// Largest health check response head read, in bytes.
 const MAX_HEAD: usize = 16 * 1024;
@@ -70,58 +65,6 @@ async fn probe(addr: SocketAddr, hc: &HealthCheck) -> Result<(), String> {
             Ok(httparse::Status::Partial) => return Err("response head too large".into()),
             Err(e) => return Err(format!("invalid response: {e}")),
         }
-    }
-}
-
-/// Checks every non-draining target of `group` once, concurrently, and applies the results.
-pub async fn check_group(group: &Arc<Group>) {
-    let cfg = group.config.load_full();
-    let hc = &cfg.health_check;
-    if !hc.enabled {
-        return;
-    }
-    let th = Thresholds {
-        healthy: hc.healthy_threshold,
-        unhealthy: hc.unhealthy_threshold,
-    };
-    let set = group.targets.load_full();
-    let mut tasks = tokio::task::JoinSet::new();
-    for t in set.list.iter().filter(|t| !t.is_draining()) {
-        let t = Arc::clone(t);
-        let hc = hc.clone();
-        tasks.spawn(async move {
-            let r = check(t.address, &hc).await;
-            (t, r)
-        });
-    }
-    while let Some(done) = tasks.join_next().await {
-        let Ok((t, r)) = done else { continue };
-        apply(group, &t, r, th);
-    }
-}
-
-fn apply(group: &Group, t: &Target, r: Result<(), String>, th: Thresholds) {
-    let ok = r.is_ok();
-    metrics::counter!(m::HEALTH_CHECKS, "target_group" => group.name.clone(), "result" => if ok { "success" } else { "failure" })
-        .increment(1);
-    let Ok(mut state) = t.health.lock() else {
-        return;
-    };
-    let (next, tr) = state.observe(ok, th);
-    *state = next;
-    drop(state);
-    if let Some(tr) = tr {
-        t.set_status(tr.to);
-        match &r {
-            Ok(()) => {
-                tracing::info!(target_group = %group.name, target = %t.label, from = ?tr.from, to = ?tr.to, "health changed")
-            }
-            Err(why) => {
-                tracing::warn!(target_group = %group.name, target = %t.label, from = ?tr.from, to = ?tr.to, reason = %why, "health changed")
-            }
-        }
-    } else if let Err(why) = &r {
-        tracing::debug!(target_group = %group.name, target = %t.label, reason = %why, "health check failed");
     }
 }
 

@@ -40,19 +40,28 @@ pub struct Thresholds {
 /// A change of status caused by one observation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transition {
-    /// Before.
+    /// The status before the observation.
     pub from: Status,
-    /// After.
+    /// The status it led to.
     pub to: Status,
 }
 
-/// The health state of one target: its status and the current run of results.
+/// The current run of check results of one target: how many passed, or failed, in a row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckRun {
+    successes: u32,
+    failures: u32,
+}
+
+/// The health state of one target: its status and the current run of results. A target keeps
+/// its status in one atomic (read on every pick) and its run beside it; this value joins the
+/// two for one step of the state machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HealthState {
     /// Current status.
     pub status: Status,
-    successes: u32,
-    failures: u32,
+    /// The run of results that led to it.
+    pub run: CheckRun,
 }
 
 impl HealthState {
@@ -60,8 +69,7 @@ impl HealthState {
     pub fn new(status: Status) -> Self {
         HealthState {
             status,
-            successes: 0,
-            failures: 0,
+            run: CheckRun::default(),
         }
     }
 
@@ -71,9 +79,9 @@ impl HealthState {
     /// `unhealthy` failures in a row (as ALB); healthy and unhealthy flip on the same runs.
     pub fn observe(self, ok: bool, th: Thresholds) -> (HealthState, Option<Transition>) {
         let (successes, failures) = if ok {
-            (self.successes.saturating_add(1), 0)
+            (self.run.successes.saturating_add(1), 0)
         } else {
-            (0, self.failures.saturating_add(1))
+            (0, self.run.failures.saturating_add(1))
         };
         let to = match self.status {
             Status::Healthy if failures >= th.unhealthy.max(1) => Status::Unhealthy,
@@ -85,8 +93,10 @@ impl HealthState {
         };
         let next = HealthState {
             status: to,
-            successes,
-            failures,
+            run: CheckRun {
+                successes,
+                failures,
+            },
         };
         let tr = (to != self.status).then_some(Transition {
             from: self.status,

@@ -1,5 +1,5 @@
-//! The TCP proxy (NLB role) of one tcp/tls listener, fed by the engine's workers
-//! ([`crate::workers`]). Each connection may start with a PROXY header (from trusted peers only), is optionally TLS-terminated, then
+//! The TCP proxy (NLB role) of one tcp/tls listener, fed by the engine's worker
+//! threads. Each connection may start with a PROXY header (from trusted peers only), is optionally TLS-terminated, then
 //! relayed to a target chosen by the group's balancer, with a connect timeout, retries on
 //! connect failure, an idle timeout, half-close in both directions, and an end when a draining
 //! target's deregistration delay is over.
@@ -18,8 +18,8 @@ use tokio::net::TcpStream;
 use crate::conn::limit::{Admitted, ConnectionLimit};
 use crate::conn::proxy_header::accept_proxy_header;
 use crate::conn::proxy_protocol;
+use crate::forward::{forward_groups, pick_group};
 use crate::group::{Group, SelectInput};
-use crate::l7::rules::{self, forward_groups};
 use crate::metrics as m;
 use crate::runtime::Shared;
 use crate::target::{fnv1a, now_ms, InFlight, Target};
@@ -129,7 +129,7 @@ impl TcpProxy {
         let destination = info.as_ref().and_then(|i| i.destination).or(local);
 
         let Some(group) = forward_groups(&listener.default_action)
-            .map(rules::pick_group)
+            .map(pick_group)
             .and_then(|g| snap.groups.get(g))
         else {
             return;

@@ -1,5 +1,5 @@
-//! An HTTP listener: serves each client connection accepted by the engine's workers
-//! ([`crate::workers`]) with hyper — TLS (rustls) on https listeners, HTTP/1.1, and HTTP/2 by
+//! An HTTP listener: serves each client connection accepted by the engine's worker
+//! threads with hyper — TLS (rustls) on https listeners, HTTP/1.1, and HTTP/2 by
 //! ALPN or prior knowledge (h2c) where the listener enables it. Per connection it applies what
 //! hyper leaves to the server:
 //!

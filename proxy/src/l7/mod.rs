@@ -1,8 +1,8 @@
 //! HTTP (L7): the engine on hyper. [`listener`] serves the client connections the workers
-//! ([`crate::workers`]) accept (TLS, HTTP/1.1 and HTTP/2); [`proxy`] answers each request through listener
-//! [`rules`] and target groups; [`upstream`] holds the per-target connection pools, kept tidy by
-//! [`pools`]; [`body`] streams responses back; [`conn`] is what a client connection's requests
-//! share.
+//! accept (TLS, HTTP/1.1 and HTTP/2); [`proxy`] answers each request through listener
+//! [`rules`] and target groups, over the per-target connection pools of [`crate::upstream`],
+//! kept tidy by [`pools`]; [`body`] streams responses back; [`conn`] is what a client
+//! connection's requests share.
 
 pub mod body;
 pub mod conn;
@@ -10,4 +10,3 @@ pub mod listener;
 pub mod pools;
 pub mod proxy;
 pub mod rules;
-pub mod upstream;

@@ -17,11 +17,11 @@ use hyper::body::{Body, Incoming};
 use super::body::{DownBody, OnEnd};
 use super::conn::{ClientConn, RequestGuard};
 use super::rules::{self, RequestView};
-use super::upstream::{self, ConnectError, Sender, UpBody};
 use crate::group::{Group, SelectInput};
 use crate::metrics as m;
 use crate::runtime::Snapshot;
 use crate::target::{fnv1a, now_ms, InFlight, Target};
+use crate::upstream::{self, ConnectError, Sender, UpBody};
 
 /// The header carrying the PrivateLink VPC endpoint ID to targets.
 pub const VPCE_HEADER: &str = "x-berth-vpce-id";
@@ -222,7 +222,7 @@ pub async fn handle(conn: Arc<ClientConn>, req: Request<Incoming>) -> Response<D
                 Err(_) => x.error(500, "internal", "bad redirect location\n"),
             }
         }
-        Action::Forward(groups) => match snap.groups.get(rules::pick_group(groups)) {
+        Action::Forward(groups) => match snap.groups.get(crate::forward::pick_group(groups)) {
             Some(g) => {
                 let g = Arc::clone(g);
                 let idle = listener.idle_timeout;

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use berth_config::model::{Action, Condition, Listener, WeightedGroup};
+use berth_config::model::{Action, Condition, Listener};
 use http::HeaderMap;
 
 /// The parts of a request that rules look at.
@@ -45,33 +45,6 @@ pub fn route<'a>(listener: &'a Listener, req: &RequestView<'_>) -> &'a Action {
         .find(|r| r.conditions.iter().all(|c| matches(c, req)))
         .map(|r| &r.action)
         .unwrap_or(&listener.default_action)
-}
-
-/// The weighted target groups of a forward action.
-pub fn forward_groups(action: &Action) -> Option<&[WeightedGroup]> {
-    match action {
-        Action::Forward(groups) => Some(groups),
-        _ => None,
-    }
-}
-
-/// Picks one of a forward action's target groups at random by weight (L7 per request, L4 per
-/// flow). Validation guarantees at least one group and a positive weight sum; an empty list
-/// yields an empty name, which no group has.
-pub fn pick_group(groups: &[WeightedGroup]) -> &str {
-    let total: u32 = groups.iter().map(|g| g.weight).sum();
-    let mut pos = if total > 1 {
-        fastrand::u32(0..total)
-    } else {
-        0
-    };
-    for g in groups {
-        if pos < g.weight {
-            return &g.target_group;
-        }
-        pos -= g.weight;
-    }
-    groups.first().map_or("", |g| g.target_group.as_str())
 }
 
 /// Whether one condition holds.

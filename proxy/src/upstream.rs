@@ -1,7 +1,7 @@
 //! Upstream HTTP/1.1 connections: the request body berth sends, connecting to a target, and the
 //! per-target pool of idle keep-alive connections.
 //!
-//! Each [`Target`](crate::target::Target) owns one [`Pool`]: idle connections go back to it when
+//! Each target owns one [`Pool`]: idle connections go back to it when
 //! a response has been read to its end, are reused newest first, expire after the target
 //! group's `timeouts.idle`, and close when the target is reaped (the pool is dropped with it)
 //! or starts draining (the engine's sweeper empties it).
