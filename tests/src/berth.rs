@@ -169,7 +169,7 @@ impl Berth {
         }
     }
 
-    /// The config file path.
+    /// Where the running config is: `berth.toml` in [`Berth::dir`].
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("berth.toml")
     }
@@ -196,7 +196,8 @@ impl Berth {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
-    /// The admin address.
+    /// The admin listener's address (`/healthz`, `/metrics`, `/targets`), a free loopback port
+    /// chosen at start.
     pub fn admin(&self) -> SocketAddr {
         self.admin
     }
@@ -315,7 +316,7 @@ impl Berth {
         .await
     }
 
-    /// The process id.
+    /// The berth-proxy process id, for signals and /proc (0 when it never started).
     pub fn pid(&self) -> i32 {
         self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
     }
@@ -413,9 +414,9 @@ impl Drop for Berth {
 pub struct CheckOutput {
     /// Exit code (-1 if killed by a signal).
     pub code: i32,
-    /// Standard output.
+    /// What `--check` printed on stdout (lossy UTF-8).
     pub stdout: String,
-    /// Standard error.
+    /// What `--check` printed on stderr: the validation errors, each with its key path.
     pub stderr: String,
 }
 

@@ -4,13 +4,12 @@
 //! berth runs a config that touches every family: requests of every class, fixed responses,
 //! retries and a spent retry budget (targets on closed ports), passive ejections, a target
 //! group failing open, a file source, an ECS source polled from moto (AWS call counters, ECS
-//! task gauges), and a rejected then accepted reload.
+//! task gauges), a rejected then accepted reload, and a TCP listener taking PROXY headers
+//! (flows relayed and reset by their target, connects refused, a malformed header rejected).
 //!
-//! Names a berth-proxy scrape of this config cannot show are in [`NOT_FROM_PROXY`]: berth-scaler's
-//! own metrics (it serves them on its admin port) and the L4 metrics (TCP listeners are being
-//! built). Only those are exempt from the live check, and they must still be string constants in
-//! proxy/src/metrics.rs or scaler/src/metrics.rs; any other name used by the rules or dashboard
-//! must be in the scrape.
+//! Only berth-scaler's own metrics ([`NOT_FROM_PROXY`]; it serves them on its admin port) are
+//! exempt from the live check, and they must still be string constants in
+//! scaler/src/metrics.rs; any other name used by the rules or dashboard must be in the scrape.
 
 mod deploy_common;
 
@@ -20,10 +19,9 @@ use std::time::Duration;
 
 use berth_tests::wait::try_wait_for;
 use berth_tests::{bounded, net, static_group, targets_toml, Backend, Berth, Http};
-use deploy_common::moto::{Moto, NetworkMode, TaskDefinition, TaskSpec};
 use deploy_common::*;
 
-/// Metric names the rules/dashboard use that a berth-proxy scrape cannot show today.
+/// Metric names the rules/dashboard use that only berth-scaler's scrape shows.
 const NOT_FROM_PROXY: &[&str] = &[
     // berth-scaler's /metrics (port 9902), scraped by the `berth-scaler` job.
     "berth_scaler_desired_count",
@@ -34,14 +32,6 @@ const NOT_FROM_PROXY: &[&str] = &[
     "berth_scaler_last_decision_age_seconds",
     "berth_scaler_metrics_dropped_total",
     "berth_scaler_scrape_errors_total",
-    // L4 (TCP listeners, PROXY protocol): being built.
-    "berth_l4_active_flows",
-    "berth_l4_new_flows_total",
-    "berth_l4_bytes_total",
-    "berth_l4_target_connect_errors_total",
-    "berth_l4_resets_total",
-    "berth_l4_refused_total",
-    "berth_proxy_protocol_rejected_total",
 ];
 
 fn used_names() -> Vec<(String, String)> {
@@ -55,10 +45,20 @@ fn used_names() -> Vec<(String, String)> {
     out
 }
 
-/// A target that takes each request and closes the connection without an answer: the
-/// request may have been seen, so only the retry policy (idempotent methods, budget) sends it
-/// again (a refused connect would be re-sent outside the policy and count no retry).
-async fn hang_up_target() -> SocketAddr {
+/// How [`closing_target`] ends each connection.
+#[derive(Clone, Copy)]
+enum Close {
+    /// A FIN: for HTTP, the request may have been seen, so only the retry policy (idempotent
+    /// methods, budget) sends it again (a refused connect would be re-sent outside the policy
+    /// and count no retry).
+    HangUp,
+    /// An RST (zero linger): a TCP listener's flow ends by a reset.
+    Reset,
+}
+
+/// A target that reads each connection's first bytes and closes it without an answer, as
+/// `close` says.
+async fn closing_target(close: Close) -> SocketAddr {
     use tokio::io::AsyncReadExt;
     let l = tokio::net::TcpListener::bind(SocketAddr::new(net::target_ip(), 0))
         .await
@@ -69,10 +69,46 @@ async fn hang_up_target() -> SocketAddr {
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 let _ = s.read(&mut buf).await;
+                if let Close::Reset = close {
+                    let _ = s.set_zero_linger();
+                }
             });
         }
     });
     addr
+}
+
+/// Traffic for the TCP listener at `listen` (PROXY headers required, targets: a refused port
+/// and a [`Close::Reset`] target): flows with a v1 header whose target resets them (some after
+/// a refused connect), and one connection whose header is malformed.
+async fn tcp_flows(listen: SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let header = b"PROXY TCP4 127.0.0.9 127.0.0.1 5555 80\r\n";
+    // Round robin over two targets: half of the flows try the refused port first.
+    for _ in 0..4 {
+        let mut s = tokio::net::TcpStream::connect(listen)
+            .await
+            .expect("connect to the TCP listener");
+        s.write_all(header).await.expect("send the PROXY header");
+        s.write_all(b"ping").await.expect("send a payload");
+        // Half-closed: berth relays the payload and the end, then sees the target's reset.
+        s.shutdown().await.expect("half-close");
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer).await;
+        assert!(answer.is_empty(), "the target answers nothing: {answer:?}");
+    }
+    let mut s = tokio::net::TcpStream::connect(listen)
+        .await
+        .expect("connect to the TCP listener");
+    s.write_all(b"hello\r\n")
+        .await
+        .expect("send a malformed header");
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer).await;
+    assert!(
+        answer.is_empty(),
+        "a malformed header is refused: {answer:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,14 +120,14 @@ async fn rule_and_dashboard_metric_names_exist_in_a_live_scrape() {
         let allow: BTreeSet<&str> = NOT_FROM_PROXY.iter().copied().collect();
         for n in &allow {
             assert!(
-                n.starts_with("berth_scaler_") || n.starts_with("berth_l4_") || n.starts_with("berth_proxy_protocol_"),
-                "the allow-list is only for scaler and L4 names: {n}"
+                n.starts_with("berth_scaler_"),
+                "the allow-list is only for the scaler's names: {n}"
             );
             assert!(used.iter().any(|(u, _)| u == n), "allow-listed {n} is used nowhere: drop it");
         }
 
-        // The exempt names must still be defined in the code (proxy/src/metrics.rs for L4,
-        // scaler/src/metrics.rs for the scaler), so renaming one there fails here too.
+        // The exempt names must still be defined in the code (scaler/src/metrics.rs), so
+        // renaming one there fails here too.
         let mut defined = BTreeSet::new();
         for f in ["proxy/src/metrics.rs", "scaler/src/metrics.rs"] {
             let text = std::fs::read_to_string(repo().join(f)).unwrap_or_default();
@@ -109,72 +145,59 @@ async fn rule_and_dashboard_metric_names_exist_in_a_live_scrape() {
         );
 
         // ECS in moto: one service task on a loopback backend.
-        let moto = Moto::launch().await.expect("moto");
-        for (k, v) in moto.aws_env() {
-            // Inherited by the berth-proxy child; this binary has one test.
-            std::env::set_var(k, v);
-        }
         let task_backend = Backend::spawn("task").await;
-        moto.create_cluster("prod").await.unwrap();
-        moto.register_task_definition(&TaskDefinition::single(
-            "api",
-            NetworkMode::Awsvpc,
-            task_backend.addr().port(),
-        ))
-        .await
-        .unwrap();
-        moto.create_service("prod", "api", "api", 1).await.unwrap();
-        moto.create_tasks(&TaskSpec::awsvpc("prod", "api", &[task_backend.addr().ip()]).service("api"))
-            .await
-            .unwrap();
+        let moto = moto_with_one_task(&task_backend).await;
 
         let app = Backend::spawn("app").await;
         let live = Backend::spawn("live").await;
         let live2 = Backend::spawn("live2").await;
         let sick = Backend::spawn("sick").await;
         sick.set_healthy(false);
-        let (dead, dead2) = (hang_up_target().await, hang_up_target().await);
+        let (dead, dead2) = (
+            closing_target(Close::HangUp).await,
+            closing_target(Close::HangUp).await,
+        );
+        let resetting = closing_target(Close::Reset).await;
         // Bound and released at once: connections are refused (connect errors, re-sends).
         let refused = net::free_port(net::target_ip());
-        let listen = net::listen_addr();
+        let (listen, tcp_listen) = (net::listen_addr(), net::listen_addr());
+        // Priority 1: a fixed response; then one path prefix per target group.
+        let mut rules = String::from(
+            "[[listeners.rules]]\npriority = 1\nconditions = [{ path_prefix = [\"/fixed\"] }]\n\
+             action = { fixed_response = { status = 200, body = \"fixed\" } }\n\n",
+        );
+        let prefixes = [
+            ("/retry", "flaky"),
+            ("/nobudget", "nobudget"),
+            ("/sick", "sick"),
+            ("/file", "files"),
+            ("/ecs", "ecs"),
+        ];
+        for (priority, (prefix, group)) in (2..).zip(prefixes) {
+            rules.push_str(&format!(
+                "[[listeners.rules]]\npriority = {priority}\n\
+                 conditions = [{{ path_prefix = [\"{prefix}\"] }}]\n\
+                 action = {{ forward = [{{ target_group = \"{group}\" }}] }}\n\n"
+            ));
+        }
         let config = format!(
             r#"
 [[listeners]]
 name = "web"
 bind = "{listen}"
 
-[[listeners.rules]]
-priority = 1
-conditions = [{{ path_prefix = ["/fixed"] }}]
-action = {{ fixed_response = {{ status = 200, body = "fixed" }} }}
-
-[[listeners.rules]]
-priority = 2
-conditions = [{{ path_prefix = ["/retry"] }}]
-action = {{ forward = [{{ target_group = "flaky" }}] }}
-
-[[listeners.rules]]
-priority = 3
-conditions = [{{ path_prefix = ["/nobudget"] }}]
-action = {{ forward = [{{ target_group = "nobudget" }}] }}
-
-[[listeners.rules]]
-priority = 4
-conditions = [{{ path_prefix = ["/sick"] }}]
-action = {{ forward = [{{ target_group = "sick" }}] }}
-
-[[listeners.rules]]
-priority = 5
-conditions = [{{ path_prefix = ["/file"] }}]
-action = {{ forward = [{{ target_group = "files" }}] }}
-
-[[listeners.rules]]
-priority = 6
-conditions = [{{ path_prefix = ["/ecs"] }}]
-action = {{ forward = [{{ target_group = "ecs" }}] }}
-
+{rules}
 [listeners.default_action]
 forward = [{{ target_group = "app" }}]
+
+[[listeners]]
+name = "tcp"
+bind = "{tcp_listen}"
+protocol = "tcp"
+[listeners.proxy_protocol]
+trusted_cidrs = ["127.0.0.1/32"]
+[listeners.default_action]
+forward = [{{ target_group = "tcp" }}]
 
 {app_group}
 {sick_group}
@@ -193,21 +216,17 @@ health_check = {{ enabled = false }}
 source = {{ kind = "static", targets = [{{ address = "{dead2}" }}, {{ address = "{live2}" }}] }}
 
 [[target_groups]]
+name = "tcp"
+outlier = {{ enabled = false }}
+health_check = {{ enabled = false }}
+source = {{ kind = "static", targets = [{{ address = "{refused}" }}, {{ address = "{resetting}" }}] }}
+
+[[target_groups]]
 name = "files"
 health_check = {{ enabled = false }}
 source = {{ kind = "file", path = "file-targets.toml" }}
 
-[[target_groups]]
-name = "ecs"
-health_check = {{ enabled = false }}
-[target_groups.source]
-kind = "ecs"
-cluster = "prod"
-service = "api"
-container = "app"
-port = "http"
-poll_interval = "500ms"
-"#,
+{ECS_API_GROUP}"#,
             app_group = static_group("app", &[&app], ""),
             sick_group = static_group("sick", &[&sick], ""),
             live = live.addr(),
@@ -235,6 +254,7 @@ poll_interval = "500ms"
             let _ = http.get(&format!("{base}/nobudget")).await;
         }
         // A rejected reload, then the good config again.
+        tcp_flows(tcp_listen).await;
         berth.write_config("this is [not toml");
         berth.reload();
         berth

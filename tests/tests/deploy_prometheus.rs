@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use berth_tests::wait::try_wait_for;
 use berth_tests::{bounded, net, static_group, Backend, Berth, Http};
-use deploy_common::moto::{Moto, NetworkMode, TaskDefinition, TaskSpec};
 use deploy_common::*;
 use serde_json::Value;
 
@@ -117,24 +116,8 @@ async fn prometheus_scrapes_berth_and_fires_no_healthy_targets() {
     bounded(Duration::from_secs(180), async {
         setup();
         // ECS in moto, so that /sd/prometheus has a task to offer.
-        let moto = Moto::launch().await.expect("moto");
-        for (k, v) in moto.aws_env() {
-            // Inherited by the berth-proxy child; this binary has one test.
-            std::env::set_var(k, v);
-        }
         let task = Backend::spawn("task").await;
-        moto.create_cluster("prod").await.unwrap();
-        moto.register_task_definition(&TaskDefinition::single(
-            "api",
-            NetworkMode::Awsvpc,
-            task.addr().port(),
-        ))
-        .await
-        .unwrap();
-        moto.create_service("prod", "api", "api", 1).await.unwrap();
-        moto.create_tasks(&TaskSpec::awsvpc("prod", "api", &[task.addr().ip()]).service("api"))
-            .await
-            .unwrap();
+        let moto = moto_with_one_task(&task).await;
 
         let mut b1 = Backend::spawn("b1").await;
         let mut b2 = Backend::spawn("b2").await;
@@ -148,17 +131,7 @@ bind = "{listen}"
 forward = [{{ target_group = "app" }}]
 
 {app}
-[[target_groups]]
-name = "ecs"
-health_check = {{ enabled = false }}
-[target_groups.source]
-kind = "ecs"
-cluster = "prod"
-service = "api"
-container = "app"
-port = "http"
-poll_interval = "500ms"
-"#,
+{ECS_API_GROUP}"#,
             app = static_group("app", &[&b1, &b2], ""),
         );
         let berth = Berth::start(&config).await;

@@ -7,15 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-/// The moto launcher of the harness (tests/src/moto.rs), included by path so these tests do not
-/// depend on whether the harness library exports it.
-#[allow(dead_code, unused_imports, missing_docs)]
-#[path = "../../src/moto.rs"]
-pub mod moto;
+use berth_tests::moto::{Moto, NetworkMode, TaskDefinition, TaskSpec};
+use berth_tests::Backend;
 
-/// The repository root.
+/// The repository root (`$BERTH_REPO`, else the parent of the berth-tests crate).
 pub fn repo() -> PathBuf {
-    moto::repo_root()
+    berth_tests::moto::repo_root()
 }
 
 /// `<repo>/deploy`.
@@ -99,6 +96,39 @@ pub fn json(path: &str) -> serde_json::Value {
     let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", p.display()))
 }
+
+/// The container `name` of an ECS task definition (JSON, camelCase keys); panics when absent.
+pub fn container<'a>(td: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    td["containerDefinitions"]
+        .as_array()
+        .expect("containerDefinitions is a list")
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("container {name} in the task definition"))
+}
+
+/// A JSON list of strings (a command, image names, ...); panics on anything else.
+pub fn strings(list: &serde_json::Value) -> Vec<&str> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("a list: {list}"))
+        .iter()
+        .map(|v| v.as_str().unwrap_or_else(|| panic!("a string: {v}")))
+        .collect()
+}
+
+/// The `[[target_groups]]` table `ecs` (health checks off, polled every 500 ms) that follows
+/// the service [`moto_with_one_task`] creates.
+pub const ECS_API_GROUP: &str = r#"[[target_groups]]
+name = "ecs"
+health_check = { enabled = false }
+[target_groups.source]
+kind = "ecs"
+cluster = "prod"
+service = "api"
+container = "app"
+port = "http"
+poll_interval = "500ms"
+"#;
 
 /// Files in `deploy/<dir>` whose names end with `suffix`, as paths relative to `deploy/`.
 pub fn files(dir: &str, suffix: &str) -> Vec<String> {
@@ -207,22 +237,36 @@ pub fn metric_names(expr: &str) -> (BTreeSet<String>, BTreeSet<String>) {
     (names, recorded)
 }
 
+/// ECS in moto for a test binary with one test: cluster `prod`, service `api` (task definition
+/// `api`, container `app`, port mapping `http` on `task`'s port) with one awsvpc task at
+/// `task`'s address. The moto environment ([`Moto::aws_env`]) is set in this process, so a
+/// berth-proxy started afterwards inherits it.
+pub async fn moto_with_one_task(task: &Backend) -> Moto {
+    let moto = Moto::launch().await.expect("moto");
+    for (k, v) in moto.aws_env() {
+        // Inherited by the berth-proxy child; each caller's binary has one test.
+        std::env::set_var(k, v);
+    }
+    moto.create_cluster("prod")
+        .await
+        .expect("create cluster prod");
+    let td = TaskDefinition::single("api", NetworkMode::Awsvpc, task.addr().port());
+    moto.register_task_definition(&td)
+        .await
+        .expect("register task definition api");
+    moto.create_service("prod", "api", "api", 1)
+        .await
+        .expect("create service api");
+    moto.create_tasks(&TaskSpec::awsvpc("prod", "api", &[task.addr().ip()]).service("api"))
+        .await
+        .expect("create the service's task");
+    moto
+}
+
 /// Whether `path` exists and is executable by someone.
 pub fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path)
         .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         .unwrap_or(false)
-}
-
-#[test]
-fn metric_names_skip_strings_and_recording_rules() {
-    let (n, r) = metric_names(
-        r#"sum by (le) (rate(berth_x_bucket{a="berth_not_me"}[5m:1m])) / target_group:berth_y:rate5m"#,
-    );
-    assert_eq!(n.into_iter().collect::<Vec<_>>(), vec!["berth_x_bucket"]);
-    assert_eq!(
-        r.into_iter().collect::<Vec<_>>(),
-        vec!["target_group:berth_y:rate5m"]
-    );
 }
