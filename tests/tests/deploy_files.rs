@@ -1,7 +1,8 @@
-//! The deploy artifacts, each checked by the real tool that consumes or lints it:
+//! The image and ECS deploy artifacts, each checked by the real tool that consumes or lints it:
 //! hadolint + dockerfile-parse (Dockerfile), botocore's ECS model (task and service definitions),
-//! `berth-proxy --check` (the ECS config), cfn-lint (CloudFormation), promtool (scrape config,
-//! rules, rule unit tests), plus the cross-references between them.
+//! `berth-proxy --check` (the ECS config), plus the cross-references between them and the
+//! application side (deploy/app). CloudFormation is checked in deploy_cloudformation.rs,
+//! Prometheus and Grafana in deploy_monitoring.rs.
 //!
 //! No container engine runs here, so the image is not built: the Dockerfile is linted and its
 //! structure asserted (see `dockerfile_*`).
@@ -59,12 +60,7 @@ fn dockerfile_is_multi_stage_non_root_and_stops_gracefully() {
         .find(|s| s["as"] == "builder")
         .expect("a stage named builder");
     let runtime = stages.last().unwrap();
-    let images: Vec<&str> = facts["parent_images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
+    let images = strings(&facts["parent_images"]);
     assert!(
         images[0].starts_with("rust:"),
         "builder from the rust image: {images:?}"
@@ -263,15 +259,6 @@ fn stop_delay_wrapper_delays_sigterm_and_keeps_the_exit_status() {
     );
 }
 
-fn container<'a>(td: &'a Value, name: &str) -> &'a Value {
-    td["containerDefinitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("container {name} in the task definition"))
-}
-
 fn grace_period_secs(config: &str) -> u64 {
     let line = config
         .lines()
@@ -312,8 +299,7 @@ fn ecs_definitions_are_consistent() {
     }
 
     // Health check on the admin /healthz port.
-    let hc = proxy["healthCheck"]["command"].as_array().unwrap();
-    let hc: Vec<&str> = hc.iter().map(|v| v.as_str().unwrap()).collect();
+    let hc = strings(&proxy["healthCheck"]["command"]);
     assert!(
         hc.iter().any(|a| a.ends_with(":9901/healthz")),
         "health check hits /healthz on the admin port: {hc:?}"
@@ -340,12 +326,7 @@ fn ecs_definitions_are_consistent() {
             .expect("BERTH_CONFIG_PATH")["value"]
             .as_str()
             .unwrap();
-        let cmd: Vec<&str> = c["command"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap())
-            .collect();
+        let cmd = strings(&c["command"]);
         assert_eq!(
             cmd.last(),
             Some(&path),
@@ -402,315 +383,5 @@ fn ecs_config_passes_berth_check() {
         "berth-proxy --check {} failed:\n{}",
         path.display(),
         text(&out)
-    );
-}
-
-#[test]
-fn cloudformation_task_definition_matches_the_json_one() {
-    let cfn = yaml(&["cloudformation/berth-service.yaml"], true);
-    let tpl = &cfn["cloudformation/berth-service.yaml"];
-    let td = json("ecs/task-definition.json");
-    let res = &tpl["Resources"]["TaskDefinition"]["Properties"];
-    assert_eq!(res["NetworkMode"], td["networkMode"]);
-    assert_eq!(res["Cpu"], td["cpu"]);
-    assert_eq!(res["Memory"], td["memory"]);
-    for c in res["ContainerDefinitions"].as_array().unwrap() {
-        let name = c["Name"].as_str().unwrap();
-        let j = container(&td, name);
-        assert_eq!(c["StopTimeout"], j["stopTimeout"], "{name} stopTimeout");
-        assert_eq!(c["Essential"], j["essential"], "{name} essential");
-        assert_eq!(c["Command"], j["command"], "{name} command");
-        assert_eq!(c["User"], j["user"], "{name} user");
-        assert_eq!(
-            c["HealthCheck"]["Command"], j["healthCheck"]["command"],
-            "{name} health check"
-        );
-        let ports = |v: &Value, k: &str| -> Vec<u64> {
-            v.as_array()
-                .unwrap()
-                .iter()
-                .map(|p| p[k].as_u64().unwrap())
-                .collect()
-        };
-        assert_eq!(
-            ports(&c["PortMappings"], "ContainerPort"),
-            ports(&j["portMappings"], "containerPort"),
-            "{name} ports"
-        );
-    }
-}
-
-// ---- CloudFormation ----------------------------------------------------------------------------
-
-#[test]
-fn cloudformation_templates_pass_cfn_lint() {
-    setup();
-    let templates = files("cloudformation", ".yaml");
-    assert!(templates.len() >= 2, "{templates:?}");
-    let out = run(Command::new(venv_bin("cfn-lint"))
-        .args(["--format", "parseable"])
-        .args(&templates));
-    assert!(
-        out.status.success(),
-        "cfn-lint found problems (exit {}):\n{}",
-        out.status,
-        text(&out)
-    );
-}
-
-#[test]
-fn nlb_privatelink_and_proxy_protocol_are_wired() {
-    let cfn = yaml(&["cloudformation/berth-service.yaml"], true);
-    let r = &cfn["cloudformation/berth-service.yaml"]["Resources"];
-    assert_eq!(r["LoadBalancer"]["Properties"]["Type"], "network");
-    let tg = &r["TargetGroup"]["Properties"];
-    assert_eq!(tg["Protocol"], "TCP");
-    assert_eq!(tg["TargetType"], "ip");
-    let attrs = tg["TargetGroupAttributes"].as_array().unwrap();
-    assert!(
-        attrs
-            .iter()
-            .any(|a| a["Key"] == "proxy_protocol_v2.enabled" && a["Value"] == "true"),
-        "target group sends PROXY v2: {attrs:?}"
-    );
-    assert_eq!(tg["HealthCheckPath"], "/healthz");
-    assert_eq!(r["Listener"]["Properties"]["Protocol"], "TCP");
-    assert_eq!(
-        r["EndpointService"]["Properties"]["NetworkLoadBalancerArns"][0]["Ref"],
-        "LoadBalancer"
-    );
-    assert_eq!(
-        r["EndpointServicePermissions"]["Properties"]["AllowedPrincipals"]["Ref"],
-        "AllowedPrincipals"
-    );
-    assert_eq!(r["LogGroup"]["Type"], "AWS::Logs::LogGroup");
-}
-
-/// The PROXY settings of whatever berth.toml binds on `port`: the admin port's or a listener's
-/// (`Err` names the port when nothing binds it).
-fn proxy_protocol_on(
-    config: &berth_config::Config,
-    port: u16,
-) -> Result<(String, Option<berth_config::model::ProxyProtocolIn>), String> {
-    if config.admin.bind.port() == port {
-        return Ok(("[admin]".into(), config.admin.proxy_protocol.clone()));
-    }
-    config
-        .listeners
-        .iter()
-        .find(|l| l.bind.port() == port)
-        .map(|l| (format!("listener {}", l.name), l.proxy_protocol.clone()))
-        .ok_or_else(|| format!("berth.toml binds nothing on port {port}"))
-}
-
-#[test]
-fn nlb_traffic_and_health_check_ports_accept_its_proxy_headers() {
-    let cfn = yaml(&["cloudformation/berth-service.yaml"], true);
-    let tg = &cfn["cloudformation/berth-service.yaml"]["Resources"]["TargetGroup"]["Properties"];
-    let path = deploy().join("ecs/berth.toml");
-    let config = berth_config::load(&path)
-        .unwrap_or_else(|e| panic!("{} does not load:\n{e}", path.display()));
-
-    let pp_v2 = tg["TargetGroupAttributes"]
-        .as_array()
-        .expect("TargetGroupAttributes")
-        .iter()
-        .any(|a| a["Key"] == "proxy_protocol_v2.enabled" && a["Value"] == "true");
-    assert!(pp_v2, "this test is about a target group sending PROXY v2");
-
-    let traffic_port = tg["Port"].as_u64().expect("TargetGroup Port") as u16;
-    // AWS's default HealthCheckPort is "traffic-port".
-    let hc_port = match tg["HealthCheckPort"].as_str().unwrap_or("traffic-port") {
-        "traffic-port" => traffic_port,
-        p => p
-            .parse()
-            .unwrap_or_else(|_| panic!("HealthCheckPort {p:?}")),
-    };
-
-    // Every connection to the traffic port starts with a header: the listener must take it.
-    let (what, traffic) =
-        proxy_protocol_on(&config, traffic_port).unwrap_or_else(|e| panic!("{e}"));
-    let traffic = traffic.unwrap_or_else(|| {
-        panic!("{what} on the target group's port {traffic_port} has no proxy_protocol")
-    });
-    assert!(!traffic.trusted_cidrs.is_empty());
-
-    // So does every health check (command LOCAL): the health-check port must accept PROXY
-    // headers from the same peers (the NLB), or every task fails its checks and ECS replaces
-    // it in a loop.
-    let (what, hc) = proxy_protocol_on(&config, hc_port).unwrap_or_else(|e| panic!("{e}"));
-    let hc = hc.unwrap_or_else(|| {
-        panic!(
-            "the NLB health-checks port {hc_port} ({what}) with a PROXY v2 header, but {what} \
-             has no proxy_protocol in berth.toml"
-        )
-    });
-    for net in &traffic.trusted_cidrs {
-        assert!(
-            hc.trusted_cidrs.iter().any(|h| h.contains(net)),
-            "the NLB's addresses {net} (trusted on port {traffic_port}) are not trusted by {what} \
-             on the health-check port {hc_port}: {:?}",
-            hc.trusted_cidrs
-        );
-    }
-    assert!(
-        hc.allowed_vpc_endpoints.is_empty(),
-        "health checks carry no VPC endpoint TLV"
-    );
-}
-
-// ---- Prometheus and Grafana ------------------------------------------------------------------
-
-#[test]
-fn prometheus_config_and_rules_pass_promtool() {
-    setup();
-    run_ok(
-        Command::new("promtool").args(["check", "config", "prometheus/prometheus.yml"]),
-        "promtool check config",
-    );
-    let rules = files("prometheus/rules", ".yml");
-    run_ok(
-        Command::new("promtool")
-            .args(["check", "rules"])
-            .args(&rules),
-        "promtool check rules",
-    );
-    let tests = files("prometheus/tests", ".test.yml");
-    assert!(!tests.is_empty());
-    let out = run_ok(
-        Command::new("promtool")
-            .args(["test", "rules"])
-            .args(&tests),
-        "promtool test rules",
-    );
-    assert!(!out.contains("FAILED"), "{out}");
-}
-
-#[test]
-fn every_alert_has_a_firing_unit_test() {
-    let rules = files("prometheus/rules", ".yml");
-    let refs: Vec<&str> = rules.iter().map(String::as_str).collect();
-    let docs = yaml(&refs, false);
-    let mut alerts = BTreeSet::new();
-    for doc in docs.as_object().unwrap().values() {
-        for g in doc["groups"].as_array().unwrap() {
-            for r in g["rules"].as_array().unwrap() {
-                if let Some(a) = r["alert"].as_str() {
-                    alerts.insert(a.to_string());
-                    assert!(
-                        r["annotations"]["runbook"].is_string()
-                            && r["annotations"]["summary"].is_string(),
-                        "{a}: summary and runbook annotations"
-                    );
-                }
-            }
-        }
-    }
-    let tests = files("prometheus/tests", ".test.yml");
-    let refs: Vec<&str> = tests.iter().map(String::as_str).collect();
-    let docs = yaml(&refs, false);
-    let mut firing = BTreeSet::new();
-    let mut quiet = BTreeSet::new();
-    for doc in docs.as_object().unwrap().values() {
-        for t in doc["tests"].as_array().unwrap() {
-            for a in t["alert_rule_test"].as_array().into_iter().flatten() {
-                let name = a["alertname"].as_str().unwrap().to_string();
-                if a["exp_alerts"].as_array().is_some_and(|v| !v.is_empty()) {
-                    firing.insert(name);
-                } else {
-                    quiet.insert(name);
-                }
-            }
-        }
-    }
-    let want: BTreeSet<String> = [
-        "BerthHigh5xxRatio",
-        "BerthTargetGroupNoHealthyTargets",
-        "BerthTargetGroupFailingOpen",
-        "BerthDiscoveryStale",
-        "BerthAwsApiErrors",
-        "BerthScalerPinnedAtMax",
-        "BerthConfigReloadFailing",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect();
-    assert_eq!(
-        alerts, want,
-        "the alert set changed: update this list and deploy/README.md"
-    );
-    assert_eq!(firing, alerts, "alerts without a unit test where they fire");
-    assert_eq!(
-        quiet, alerts,
-        "alerts without a unit test where they stay quiet"
-    );
-    let readme = std::fs::read_to_string(deploy().join("README.md")).unwrap();
-    for a in &alerts {
-        assert!(
-            readme.contains(&format!("### {a}")),
-            "deploy/README.md has a runbook for {a}"
-        );
-    }
-}
-
-#[test]
-fn recording_rules_used_by_rules_and_dashboard_exist() {
-    let (rules, recorded) = rule_exprs();
-    let mut missing = Vec::new();
-    for (where_, e) in rules.iter().chain(dashboard_exprs().iter()) {
-        for r in metric_names(e).1 {
-            if !recorded.contains(&r) {
-                missing.push(format!("{where_}: {r}"));
-            }
-        }
-    }
-    assert!(
-        missing.is_empty(),
-        "recording rules used but not defined:\n{}",
-        missing.join("\n")
-    );
-}
-
-#[test]
-fn grafana_dashboard_has_the_expected_panels() {
-    let d = json("grafana/berth.json");
-    assert!(d["uid"].is_string() && d["title"].is_string());
-    let titles: Vec<String> = d["panels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["title"].as_str().unwrap_or_default().to_lowercase())
-        .collect();
-    for want in [
-        "requests/s",
-        "5xx",
-        "response time",
-        "targets by state",
-        "active flows",
-        "scaling decisions",
-        "desired vs running",
-    ] {
-        assert!(
-            titles.iter().any(|t| t.contains(want)),
-            "a panel about {want:?}: {titles:?}"
-        );
-    }
-    let mut ids = BTreeSet::new();
-    for p in d["panels"].as_array().unwrap() {
-        assert!(ids.insert(p["id"].as_u64().unwrap()), "panel ids unique");
-        assert!(p["gridPos"]["w"].as_u64().unwrap() <= 24);
-        if p["type"] != "row" {
-            assert!(
-                !p["targets"].as_array().unwrap().is_empty(),
-                "{:?} has queries",
-                p["title"]
-            );
-        }
-    }
-    let exprs = dashboard_exprs();
-    let text: String = exprs.iter().map(|(_, e)| e.as_str()).collect();
-    assert!(
-        text.contains("histogram_quantile(0.99"),
-        "latency percentiles"
     );
 }
