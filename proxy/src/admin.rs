@@ -26,7 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 /// Binds the admin address.
 pub use berth_common::admin_server::bind;
 
-use crate::runtime::Shared;
+use crate::runtime::ProxyState;
 use crate::target::TargetState;
 
 /// The `listener` label of the admin port's PROXY header refusals.
@@ -120,8 +120,8 @@ pub struct TargetView {
 }
 
 /// The current targets of every group, in configuration order.
-pub fn targets_view(shared: &Shared) -> TargetsView {
-    let snap = shared.snapshot.load();
+pub fn targets_view(shared: &ProxyState) -> TargetsView {
+    let snap = shared.current.load();
     let target_groups = snap
         .config
         .target_groups
@@ -147,7 +147,7 @@ pub fn targets_view(shared: &Shared) -> TargetsView {
 
 async fn handle(
     req: Request<Incoming>,
-    shared: Arc<Shared>,
+    shared: Arc<ProxyState>,
     prom: PrometheusHandle,
 ) -> AdminResponse {
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -155,7 +155,7 @@ async fn handle(
     }
     match req.uri().path() {
         "/metrics" => {
-            for g in shared.snapshot.load().groups.values() {
+            for g in shared.current.load().groups.values() {
                 g.publish_gauges();
             }
             reply(StatusCode::OK, "text/plain; version=0.0.4", prom.render())
@@ -168,7 +168,7 @@ async fn handle(
             }
         }
         "/sd/prometheus" => {
-            let snap = shared.snapshot.load();
+            let snap = shared.current.load();
             let sources: Vec<(String, berth_config::model::EcsSource)> = snap
                 .config
                 .target_groups
@@ -204,7 +204,7 @@ async fn handle(
 }
 
 /// Serves the admin endpoints on an already-bound listener until the task is dropped.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, prom: PrometheusHandle) {
+pub async fn serve(listener: TcpListener, shared: Arc<ProxyState>, prom: PrometheusHandle) {
     admin_server::accept_loop(listener, std::future::pending(), |stream, peer| {
         serve_connection(stream, peer, Arc::clone(&shared), prom.clone())
     })
@@ -216,10 +216,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, prom: PrometheusH
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Arc<ProxyState>,
     prom: PrometheusHandle,
 ) {
-    let settings = shared.snapshot.load().config.admin.proxy_protocol.clone();
+    let settings = shared.current.load().config.admin.proxy_protocol.clone();
     let Some(pp) = settings else {
         return serve_http(stream, shared, prom).await;
     };
@@ -248,7 +248,7 @@ async fn serve_connection(
 }
 
 /// Serves HTTP/1.1 admin requests on `io` until the connection ends.
-async fn serve_http<IO>(io: IO, shared: Arc<Shared>, prom: PrometheusHandle)
+async fn serve_http<IO>(io: IO, shared: Arc<ProxyState>, prom: PrometheusHandle)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

@@ -1,6 +1,6 @@
 //! berth proxy: an L7 load balancer for Amazon ECS services, built on pingora.
 //!
-//! Data flow: configuration ([`runtime::Shared`], swapped on reload) → listeners ([`l7`]) →
+//! Data flow: configuration ([`runtime::ProxyState`], swapped on reload) → listeners ([`l7`]) →
 //! rules → target group ([`group::Group`]) → balancer ([`balance`]) → target; targets come
 //! from [`discovery`] sources and are checked by [`health`]. [`admin`] serves `/metrics`,
 //! `/healthz` and `/targets`.
@@ -19,6 +19,7 @@ pub mod heap;
 pub mod l4;
 pub mod l7;
 pub mod metrics;
+pub mod readiness;
 pub mod runtime;
 pub mod server;
 pub mod target;

@@ -1,4 +1,4 @@
-//! The running state: the current configuration snapshot (swapped atomically on reload), the
+//! The running state: the current configuration generation (swapped atomically on reload), the
 //! target groups that outlive reloads, and the start of each group's loop ([`crate::group_loop`]).
 
 use std::collections::HashMap;
@@ -39,7 +39,7 @@ impl ConfigSource {
 /// One immutable view of the configuration and its target groups; requests hold it for
 /// their whole life, so a reload never changes a request in flight.
 #[derive(Debug)]
-pub struct Snapshot {
+pub struct Generation {
     /// The configuration.
     pub config: Arc<Config>,
     /// Running target groups by name.
@@ -48,7 +48,7 @@ pub struct Snapshot {
     pub generation: u64,
 }
 
-impl Snapshot {
+impl Generation {
     /// The listener configuration with this name.
     pub fn listener(&self, name: &str) -> Option<&berth_config::model::Listener> {
         self.config.listeners.iter().find(|l| l.name == name)
@@ -57,9 +57,9 @@ impl Snapshot {
 
 /// State shared by the listeners, the admin endpoint and the background loops.
 #[derive(Debug)]
-pub struct Shared {
-    /// The current snapshot.
-    pub snapshot: ArcSwap<Snapshot>,
+pub struct ProxyState {
+    /// The configuration generation new requests and connections use.
+    pub current: ArcSwap<Generation>,
     /// Where reloads read from.
     pub source: ConfigSource,
     /// Groups by name; kept across reloads so targets keep their health and counters.
@@ -71,14 +71,14 @@ pub struct Shared {
     reload_lock: tokio::sync::Mutex<()>,
 }
 
-impl Shared {
+impl ProxyState {
     /// Builds the first snapshot from a valid configuration; ECS sources poll through `ecs`.
-    pub fn new(config: Config, source: ConfigSource, ecs: Arc<EcsHub>) -> Arc<Shared> {
+    pub fn new(config: Config, source: ConfigSource, ecs: Arc<EcsHub>) -> Arc<ProxyState> {
         let mut groups = HashMap::new();
-        let snapshot = build_snapshot(&mut groups, config, 0);
+        let first = build_generation(&mut groups, config, 0);
         record_reload_success();
-        Arc::new(Shared {
-            snapshot: ArcSwap::from_pointee(snapshot),
+        Arc::new(ProxyState {
+            current: ArcSwap::from_pointee(first),
             source,
             groups: Mutex::new(groups),
             ready: AtomicBool::new(false),
@@ -105,21 +105,21 @@ impl Shared {
                 )]))
             });
         let result = loaded.and_then(|new| {
-            let old = self.snapshot.load();
+            let old = self.current.load();
             restart_only_changes(&old.config, &new).map(|()| new)
         });
         match result {
             Ok(config) => {
-                let generation = self.snapshot.load().generation + 1;
-                let snapshot = {
+                let generation = self.current.load().generation + 1;
+                let next = {
                     let mut groups = match self.groups.lock() {
                         Ok(g) => g,
                         Err(p) => p.into_inner(),
                     };
-                    build_snapshot(&mut groups, config, generation)
+                    build_generation(&mut groups, config, generation)
                 };
-                let new_groups: Vec<Arc<Group>> = snapshot.groups.values().cloned().collect();
-                self.snapshot.store(Arc::new(snapshot));
+                let new_groups: Vec<Arc<Group>> = next.groups.values().cloned().collect();
+                self.current.store(Arc::new(next));
                 for g in new_groups {
                     // Running loops look at their (possibly changed) configuration at once.
                     g.wake.notify_one();
@@ -149,7 +149,7 @@ impl Shared {
     /// Starts the background loop of every group that has none yet (call inside the control
     /// runtime).
     pub fn start_loops(self: &Arc<Self>) {
-        let groups: Vec<Arc<Group>> = self.snapshot.load().groups.values().cloned().collect();
+        let groups: Vec<Arc<Group>> = self.current.load().groups.values().cloned().collect();
         for g in groups {
             self.ensure_loop(g);
         }
@@ -160,7 +160,7 @@ impl Shared {
             return;
         }
         let shared = Arc::clone(self);
-        let watch_interval = move || shared.snapshot.load().config.proxy.watch_interval;
+        let watch_interval = move || shared.current.load().config.proxy.watch_interval;
         tokio::spawn(group_loop::run(
             group,
             Arc::clone(&self.ecs),
@@ -169,12 +169,46 @@ impl Shared {
     }
 }
 
-/// Builds a snapshot, reusing groups that keep their name and retiring the others.
-fn build_snapshot(
+/// Reloads on SIGHUP and when the configuration file changes (polled).
+pub async fn watch_reloads(shared: Arc<ProxyState>, mut hangup: tokio::signal::unix::Signal) {
+    let path = match &shared.source {
+        ConfigSource::File(p) => Some(p.clone()),
+        ConfigSource::Embedded => None,
+    };
+    let stamp = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
+    };
+    let mut last = path.as_deref().and_then(stamp);
+    loop {
+        let interval = shared.current.load().config.proxy.watch_interval;
+        tokio::select! {
+            _ = hangup.recv() => {
+                let _ = shared.reload("SIGHUP").await;
+                last = path.as_deref().and_then(stamp);
+            }
+            _ = tokio::time::sleep(interval) => {
+                if let Some(p) = path.as_deref() {
+                    let now = stamp(p);
+                    if now != last {
+                        last = now;
+                        if now.is_some() {
+                            let _ = shared.reload("file change").await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Builds a configuration generation, reusing groups that keep their name and retiring the others.
+fn build_generation(
     groups: &mut HashMap<String, Arc<Group>>,
     config: Config,
     generation: u64,
-) -> Snapshot {
+) -> Generation {
     let mut next = HashMap::new();
     for tg in &config.target_groups {
         let g = match groups.remove(&tg.name) {
@@ -200,7 +234,7 @@ fn build_snapshot(
         old.wake.notify_one();
     }
     groups.extend(next.iter().map(|(k, v)| (k.clone(), Arc::clone(v))));
-    Snapshot {
+    Generation {
         config: Arc::new(config),
         groups: next,
         generation,

@@ -3,9 +3,7 @@
 //! that runs the admin endpoint, target groups' loops and configuration reloads.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use berth_config::model::ListenerProtocol;
 use berth_config::Config;
@@ -15,7 +13,7 @@ use pingora::server::Server;
 use crate::discovery::ecs::EcsHub;
 use crate::l4::tcp::TcpProxy;
 use crate::l7::listener::HttpListener;
-use crate::runtime::{ConfigSource, Shared};
+use crate::runtime::{ConfigSource, ProxyState};
 use crate::tls::Alpn;
 use crate::workers::{App, Endpoint, ShutdownRelay};
 use pingora::services::background::background_service;
@@ -69,7 +67,7 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
             source,
         })?;
     }
-    let shared = Shared::new(config.clone(), source, Arc::new(EcsHub::new()));
+    let shared = ProxyState::new(config.clone(), source, Arc::new(EcsHub::new()));
 
     let control = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -94,9 +92,9 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
         });
     }
     control.spawn(crate::admin::serve(admin, Arc::clone(&shared), prom));
-    control.spawn(watch_reloads(Arc::clone(&shared), hangup));
+    control.spawn(crate::runtime::watch_reloads(Arc::clone(&shared), hangup));
     control.spawn(crate::l7::pools::run(Arc::clone(&shared)));
-    control.spawn(wait_ready(
+    control.spawn(crate::readiness::wait_ready(
         Arc::clone(&shared),
         config.listeners.iter().map(|l| l.bind).collect(),
     ));
@@ -125,15 +123,16 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
         admin = %config.admin.bind,
         "berth proxy starting"
     );
-    // The control runtime lives as long as the process.
-    std::mem::forget(control);
+    // `control` stays owned here: `run_forever` ends the process without returning, so the
+    // control runtime (admin, reloads, group loops) serves until the very end.
+    let _control = control;
     server.run_forever()
 }
 
 /// What serves one listener, with its TLS set up.
 fn endpoint(
     l: &berth_config::model::Listener,
-    shared: &Arc<Shared>,
+    shared: &Arc<ProxyState>,
 ) -> Result<Endpoint, StartError> {
     let tls = |alpn| {
         crate::tls::acceptor(&l.certificates, alpn).map_err(|source| StartError::Tls {
@@ -171,127 +170,4 @@ fn endpoint(
         }
     };
     Ok(Endpoint { app, addr: l.bind })
-}
-
-/// How long pingora may take to put every listener in LISTEN state.
-const LISTEN_DEADLINE: Duration = Duration::from_secs(30);
-
-/// Marks the process ready once every listener's socket is listening. Reads the kernel's socket
-/// table rather than connecting, so the probe is not a client (it would count as a failed
-/// PROXY header or a flow).
-async fn wait_ready(shared: Arc<Shared>, binds: Vec<SocketAddr>) {
-    let started = std::time::Instant::now();
-    loop {
-        let listening = listening_sockets();
-        if binds.iter().all(|b| listening.contains(b)) {
-            break;
-        }
-        if started.elapsed() > LISTEN_DEADLINE {
-            // A listener that never reaches LISTEN (a port taken between berth's check and
-            // its bind): a berth that serves only its admin port must not linger.
-            let missing: Vec<String> = binds
-                .iter()
-                .filter(|b| !listening.contains(b))
-                .map(ToString::to_string)
-                .collect();
-            tracing::error!(missing = ?missing, "listeners did not start listening; exiting");
-            eprintln!("berth-proxy: listeners {missing:?} did not start listening within {LISTEN_DEADLINE:?}; exiting");
-            std::process::exit(1);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    shared.ready.store(true, Ordering::SeqCst);
-    tracing::info!("all listeners accept connections; ready");
-}
-
-/// Addresses of TCP sockets in LISTEN state, from /proc/net/tcp and /proc/net/tcp6.
-fn listening_sockets() -> Vec<SocketAddr> {
-    let mut out = Vec::new();
-    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(file) else {
-            continue;
-        };
-        out.extend(text.lines().skip(1).filter_map(parse_proc_net_line));
-    }
-    out
-}
-
-/// One line of /proc/net/tcp{,6}: the local address when the state is LISTEN (0A).
-fn parse_proc_net_line(line: &str) -> Option<SocketAddr> {
-    let mut fields = line.split_whitespace();
-    let local = fields.nth(1)?;
-    let state = fields.nth(1)?;
-    if state != "0A" {
-        return None;
-    }
-    let (ip_hex, port_hex) = local.split_once(':')?;
-    let port = u16::from_str_radix(port_hex, 16).ok()?;
-    let ip: std::net::IpAddr = match ip_hex.len() {
-        8 => {
-            let v = u32::from_str_radix(ip_hex, 16).ok()?;
-            std::net::Ipv4Addr::from(v.swap_bytes()).into()
-        }
-        32 => {
-            let mut bytes = [0u8; 16];
-            for (i, chunk) in bytes.chunks_mut(4).enumerate() {
-                let word = u32::from_str_radix(ip_hex.get(i * 8..i * 8 + 8)?, 16).ok()?;
-                chunk.copy_from_slice(&word.swap_bytes().to_be_bytes());
-            }
-            std::net::Ipv6Addr::from(bytes).into()
-        }
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, port))
-}
-
-/// Reloads on SIGHUP and when the configuration file changes (polled).
-async fn watch_reloads(shared: Arc<Shared>, mut hangup: tokio::signal::unix::Signal) {
-    let path = match &shared.source {
-        ConfigSource::File(p) => Some(p.clone()),
-        ConfigSource::Embedded => None,
-    };
-    let stamp = |p: &std::path::Path| {
-        std::fs::metadata(p)
-            .ok()
-            .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
-    };
-    let mut last = path.as_deref().and_then(stamp);
-    loop {
-        let interval = shared.snapshot.load().config.proxy.watch_interval;
-        tokio::select! {
-            _ = hangup.recv() => {
-                let _ = shared.reload("SIGHUP").await;
-                last = path.as_deref().and_then(stamp);
-            }
-            _ = tokio::time::sleep(interval) => {
-                if let Some(p) = path.as_deref() {
-                    let now = stamp(p);
-                    if now != last {
-                        last = now;
-                        if now.is_some() {
-                            let _ = shared.reload("file change").await;
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_proc_net_tcp_listen_lines() {
-        let v4 = "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0";
-        assert_eq!(
-            parse_proc_net_line(v4),
-            Some("127.0.0.1:8080".parse().unwrap())
-        );
-        let est = v4.replace(" 0A ", " 01 ");
-        assert_eq!(parse_proc_net_line(&est), None);
-        let v6 = "   0: 00000000000000000000000001000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1";
-        assert_eq!(parse_proc_net_line(v6), Some("[::1]:80".parse().unwrap()));
-    }
 }

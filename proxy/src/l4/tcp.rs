@@ -21,7 +21,7 @@ use crate::conn::proxy_protocol;
 use crate::forward::{forward_groups, pick_group};
 use crate::group::{Group, SelectInput};
 use crate::metrics as m;
-use crate::runtime::Shared;
+use crate::runtime::ProxyState;
 use crate::target::{fnv1a, now_ms, InFlight, Target};
 
 /// Relay buffer per direction.
@@ -31,8 +31,8 @@ const BUF: usize = 16 * 1024;
 pub struct TcpProxy {
     /// Listener name.
     pub listener: String,
-    /// Shared state.
-    pub shared: Arc<Shared>,
+    /// ProxyState state.
+    pub shared: Arc<ProxyState>,
     /// TLS acceptor for `tls` listeners.
     pub tls: Option<pingora::tls::TlsAcceptor>,
     limit: ConnectionLimit,
@@ -74,7 +74,7 @@ impl TcpProxy {
     /// A proxy for listener `listener`.
     pub fn new(
         listener: String,
-        shared: Arc<Shared>,
+        shared: Arc<ProxyState>,
         tls: Option<pingora::tls::TlsAcceptor>,
     ) -> Self {
         TcpProxy {
@@ -102,7 +102,7 @@ impl Drop for ActiveGuard<'_> {
 impl TcpProxy {
     /// Relays one accepted connection until either side ends it.
     pub async fn handle(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr) {
-        let snap = self.shared.snapshot.load_full();
+        let snap = self.shared.current.load_full();
         let Some(listener) = snap.listener(&self.listener) else {
             return;
         };

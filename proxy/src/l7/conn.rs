@@ -9,7 +9,7 @@ use std::sync::Arc;
 use http::HeaderValue;
 
 use crate::metrics::ListenerMetrics;
-use crate::runtime::Shared;
+use crate::runtime::ProxyState;
 use crate::target::now_ms;
 
 /// One client connection.
@@ -19,8 +19,8 @@ pub struct ClientConn {
     pub listener: String,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     pub scheme: &'static str,
-    /// Shared state (configuration snapshot, groups).
-    pub shared: Arc<Shared>,
+    /// The running state (configuration generation, groups).
+    pub shared: Arc<ProxyState>,
     /// The listener's metric handles.
     pub metrics: Arc<ListenerMetrics>,
     /// The client: the peer, or the source of a verified PROXY header.
@@ -47,7 +47,7 @@ impl ClientConn {
     pub fn new(
         listener: String,
         scheme: &'static str,
-        shared: Arc<Shared>,
+        shared: Arc<ProxyState>,
         metrics: Arc<ListenerMetrics>,
         client_ip: Option<IpAddr>,
         server_port: Option<u16>,

@@ -40,7 +40,7 @@ use super::conn::{Activity, ClientConn, Step};
 use crate::conn::limit::ConnectionLimit;
 use crate::conn::proxy_header::accept_proxy_header;
 use crate::metrics::{self as m, ListenerMetrics};
-use crate::runtime::Shared;
+use crate::runtime::ProxyState;
 use crate::target::now_ms;
 
 /// How long an idle HTTP/2 connection may take to wind down after its GOAWAY.
@@ -68,7 +68,7 @@ enum Ended {
 pub struct HttpListener {
     name: String,
     scheme: &'static str,
-    shared: Arc<Shared>,
+    shared: Arc<ProxyState>,
     metrics: Arc<ListenerMetrics>,
     limit: ConnectionLimit,
     over_limit: Counter,
@@ -89,7 +89,7 @@ impl std::fmt::Debug for HttpListener {
 
 impl HttpListener {
     /// The app of listener `name`; with a TLS acceptor it is an https listener.
-    pub fn new(name: &str, shared: Arc<Shared>, tls: Option<TlsAcceptor>) -> HttpListener {
+    pub fn new(name: &str, shared: Arc<ProxyState>, tls: Option<TlsAcceptor>) -> HttpListener {
         let rejected = |reason: &'static str| metrics::counter!(m::REJECTED_CONNECTIONS, "listener" => name.to_string(), "reason" => reason);
         HttpListener {
             name: name.to_string(),
@@ -147,7 +147,7 @@ impl HttpListener {
         peer: SocketAddr,
         shutdown: ShutdownWatch,
     ) {
-        let snap = self.shared.snapshot.load_full();
+        let snap = self.shared.current.load_full();
         let Some(listener) = snap.listener(&self.name) else {
             return;
         };

@@ -6,15 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::metrics as m;
-use crate::runtime::Shared;
+use crate::runtime::ProxyState;
 use crate::target::now_ms;
 
 /// How often pools are swept.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Sweeps every target group's pools once.
-pub fn sweep(shared: &Shared) {
-    let snap = shared.snapshot.load();
+pub fn sweep(shared: &ProxyState) {
+    let snap = shared.current.load();
     let now = now_ms();
     for group in snap.groups.values() {
         let idle_ms = group.config.load().timeouts.idle.as_millis() as u64;
@@ -33,7 +33,7 @@ pub fn sweep(shared: &Shared) {
 
 /// Sweeps forever, every [`SWEEP_INTERVAL`], and gives memory freed by parked client
 /// connections back to the OS.
-pub async fn run(shared: Arc<Shared>) {
+pub async fn run(shared: Arc<ProxyState>) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

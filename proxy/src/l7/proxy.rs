@@ -19,7 +19,7 @@ use super::conn::{ClientConn, RequestGuard};
 use super::rules::{self, RequestView};
 use crate::group::{Group, SelectInput};
 use crate::metrics as m;
-use crate::runtime::Snapshot;
+use crate::runtime::Generation;
 use crate::target::{fnv1a, now_ms, InFlight, Target};
 use crate::upstream::{self, ConnectError, Sender, UpBody};
 
@@ -160,7 +160,7 @@ pub async fn handle(conn: Arc<ClientConn>, req: Request<Incoming>) -> Response<D
         inflight: None,
         reuse: None,
     };
-    let snap = conn.shared.snapshot.load_full();
+    let snap = conn.shared.current.load_full();
     let Some(listener) = snap.listener(&conn.listener) else {
         return x.error(503, "internal", "listener not configured\n");
     };
@@ -264,7 +264,7 @@ impl Replay {
 /// target where that is safe.
 async fn forward(
     mut x: Exchange,
-    snap: &Snapshot,
+    snap: &Generation,
     group: Arc<Group>,
     mut parts: http::request::Parts,
     body: Incoming,
@@ -676,7 +676,7 @@ const VPCE: HeaderName = HeaderName::from_static(VPCE_HEADER);
 /// Turns a client's request into the one sent to a target: HTTP/1.1 in origin form, no
 /// hop-by-hop headers, forwarding headers (kept from trusted peers only), a request id, and the
 /// VPC endpoint ID only from a verified PROXY header.
-fn prepare_upstream(parts: &mut http::request::Parts, conn: &ClientConn, snap: &Snapshot) {
+fn prepare_upstream(parts: &mut http::request::Parts, conn: &ClientConn, snap: &Generation) {
     let trusted = conn.client_ip.is_some_and(|ip| {
         snap.config
             .proxy
