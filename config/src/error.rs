@@ -14,7 +14,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    /// A new error.
+    /// An error at key `path` (empty for the whole file), found on `line` when known.
     pub fn new(path: impl Into<String>, message: impl Into<String>, line: Option<usize>) -> Self {
         Self {
             path: path.into(),

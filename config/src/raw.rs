@@ -363,15 +363,15 @@ pub struct RawFixedResponse {
 pub struct RawRedirect {
     /// 301 (default), 302, 303, 307 or 308.
     pub status: Option<i64>,
-    /// `"http"` or `"https"`.
+    /// New scheme, `"http"` or `"https"`.
     pub protocol: Option<String>,
-    /// Host.
+    /// New host name.
     pub host: Option<String>,
-    /// Port.
+    /// New port, 1..=65535.
     pub port: Option<i64>,
-    /// Path, starting with `/`.
+    /// New path, starting with `/`.
     pub path: Option<String>,
-    /// Query without `?`.
+    /// New query without `?`; `""` removes the request's query.
     pub query: Option<String>,
 }
 
@@ -379,20 +379,20 @@ pub struct RawRedirect {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTargetGroup {
-    /// Unique name.
+    /// Name that forward actions and the scaler refer to; unique among target groups.
     pub name: Option<String>,
     /// `round_robin` (default), `least_outstanding_requests`, `weighted_random`,
     /// `consistent_hash`.
     pub algorithm: Option<String>,
     /// For `consistent_hash`: what to hash.
     pub hash_on: Option<RawHashOn>,
-    /// Cookie stickiness.
+    /// Cookie stickiness: a client returns to the target named in the proxy's cookie.
     pub stickiness: Option<RawStickiness>,
     /// Time a draining target keeps its in-flight requests (default `"300s"`, as ALB).
     pub deregistration_delay: Option<String>,
     /// Time over which a new target's share ramps up (default `"0s"`: off; 30s..900s as ALB).
     pub slow_start: Option<String>,
-    /// Upstream timeouts.
+    /// Timeouts towards the targets.
     pub timeouts: Option<RawTimeouts>,
     /// Retries of idempotent requests.
     pub retry: Option<RawRetry>,
@@ -486,7 +486,7 @@ pub struct RawHealthCheck {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawOutlier {
-    /// On (default true).
+    /// Whether ejection is on (default true).
     pub enabled: Option<bool>,
     /// Consecutive 5xx responses that eject (default 5).
     pub consecutive_5xx: Option<i64>,
@@ -520,7 +520,7 @@ pub struct RawSource {
     pub container: Option<String>,
     /// For `ecs`: the container port (a number) or the name of its port mapping (a string).
     pub port: Option<RawPort>,
-    /// For `ecs`: how often to ask ECS (default `"2s"`).
+    /// For `ecs`: how often to ask ECS (default `"750ms"`).
     pub poll_interval: Option<String>,
 }
 
@@ -548,7 +548,7 @@ pub struct RawTarget {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTargetsFile {
-    /// The targets.
+    /// The targets; an empty list is valid (the group then has no target).
     #[serde(default)]
     pub targets: Vec<RawTarget>,
 }

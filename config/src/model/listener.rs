@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-/// Listener protocol.
+/// What a listener speaks to clients: HTTP (L7, with rules) or TCP (L4, forward only),
+/// each with or without TLS termination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListenerProtocol {
     /// Plain HTTP/1.1 (and h2c when `http2`).
@@ -32,40 +33,44 @@ impl ListenerProtocol {
     }
 }
 
-/// PROXY protocol acceptance on a listener.
+/// PROXY protocol (v1/v2) acceptance (`proxy_protocol` of a listener or of `[admin]`): the
+/// client address a header carries stands for the peer's, and its VPC endpoint ID is what
+/// `vpc_endpoint` conditions test.
 #[derive(Debug, Clone)]
 pub struct ProxyProtocolIn {
-    /// Peers allowed to send a header.
+    /// Peers (typically the load balancer's subnets) allowed to send a header.
     pub trusted_cidrs: Vec<IpNet>,
     /// Time allowed for the header (default 3 s).
     pub header_timeout: Duration,
-    /// Accepted VPC endpoint IDs; empty accepts any.
+    /// VPC endpoint IDs a header must carry for the connection to be served; empty accepts any
+    /// (always empty on the admin listener).
     pub allowed_vpc_endpoints: Vec<String>,
 }
 
 /// A TLS certificate of a listener.
 #[derive(Debug, Clone)]
 pub struct Certificate {
-    /// PEM chain path.
+    /// PEM file with the certificate chain, leaf first (resolved against the config's folder).
     pub cert: PathBuf,
-    /// PEM key path.
+    /// PEM file with the private key of the leaf certificate.
     pub key: PathBuf,
     /// SNI names, lower case; empty for the default certificate.
     pub server_names: Vec<String>,
 }
 
-/// `[[listeners]]`.
+/// `[[listeners]]`: one address the proxy accepts clients on, and what it does with them.
 #[derive(Debug, Clone)]
 pub struct Listener {
-    /// Unique name.
+    /// Name used in logs and metric labels; unique among listeners.
     pub name: String,
-    /// Bind address.
+    /// Address and port to listen on; unique among listeners.
     pub bind: SocketAddr,
-    /// Protocol.
+    /// HTTP, HTTPS, TCP or TLS (default HTTP).
     pub protocol: ListenerProtocol,
     /// Certificates (https only; the first is the default).
     pub certificates: Vec<Certificate>,
-    /// HTTP/2 from clients.
+    /// Whether clients may speak HTTP/2 (ALPN on https, prior-knowledge h2c on http); default
+    /// true on https, false on http.
     pub http2: bool,
     /// Request header read timeout (default 60 s).
     pub header_timeout: Duration,
@@ -85,14 +90,14 @@ pub struct Listener {
     pub default_action: Action,
 }
 
-/// A listener rule.
+/// A listener rule: when every condition matches, its action handles the request.
 #[derive(Debug, Clone)]
 pub struct Rule {
     /// Priority, unique within the listener; lower is tried first.
     pub priority: u32,
-    /// All must match.
+    /// Conditions that must all match; an empty list matches every request.
     pub conditions: Vec<Condition>,
-    /// Action on match.
+    /// What to do with a request the conditions match.
     pub action: Action,
 }
 
@@ -119,29 +124,29 @@ impl Wildcard {
     }
 }
 
-/// A rule condition.
+/// One test of a request; a condition with several values matches when any of them does.
 #[derive(Debug, Clone)]
 pub enum Condition {
     /// Host header (port stripped, lower-cased) matches any pattern.
     Host(Vec<Wildcard>),
-    /// Path equals any.
+    /// The request path equals one of these exactly.
     PathExact(Vec<String>),
-    /// Path starts with any.
+    /// The request path starts with one of these.
     PathPrefix(Vec<String>),
-    /// Path matches any glob.
+    /// The request path matches one of these globs (`*` within a segment, `**` across).
     PathGlob(Vec<Wildcard>),
     /// Header `name` (lower case) has a value matching any pattern.
     Header {
         /// Header name, lower case.
         name: String,
-        /// Value patterns.
+        /// Patterns for the header's value, `*` and `?` wildcards, ASCII case ignored.
         values: Vec<Wildcard>,
     },
     /// Query parameter `name` has a value matching any pattern.
     Query {
-        /// Parameter name.
+        /// Query parameter name, compared exactly.
         name: String,
-        /// Value patterns.
+        /// Patterns for the parameter's value, `*` and `?` wildcards, ASCII case ignored.
         values: Vec<Wildcard>,
     },
     /// Method is any of these (upper case).
@@ -152,14 +157,14 @@ pub enum Condition {
     VpcEndpoint(Vec<String>),
 }
 
-/// A rule or default action.
+/// What a listener does with a request: a rule's action or the listener's default.
 #[derive(Debug, Clone)]
 pub enum Action {
     /// Forward to weighted target groups (weights sum > 0).
     Forward(Vec<WeightedGroup>),
-    /// Fixed response.
+    /// Answer with a fixed status and body, without contacting a target.
     FixedResponse(FixedResponse),
-    /// Redirect.
+    /// Answer with a redirect to a URL built from the request.
     Redirect(Redirect),
 }
 
@@ -168,34 +173,35 @@ pub enum Action {
 pub struct WeightedGroup {
     /// Target group name (exists in the config).
     pub target_group: String,
-    /// Weight 0..=999.
+    /// Relative share of requests, 0..=999 (0 sends none, e.g. while a new version waits).
     pub weight: u32,
 }
 
-/// A fixed response.
+/// A response the proxy writes itself (`fixed_response`).
 #[derive(Debug, Clone)]
 pub struct FixedResponse {
-    /// Status.
+    /// HTTP status code, 200..=599.
     pub status: u16,
-    /// Content type.
+    /// `Content-Type` header value (default `text/plain`).
     pub content_type: String,
     /// Body (≤ 1024 bytes).
     pub body: String,
 }
 
-/// A redirect; `None` parts keep the request's.
+/// A redirect (`redirect`); each `None` part keeps the request's own, except that a changed
+/// protocol drops the request's port.
 #[derive(Debug, Clone)]
 pub struct Redirect {
-    /// 301, 302, 303, 307 or 308.
+    /// Status code: 301 (default), 302, 303, 307 or 308.
     pub status: u16,
-    /// `http` or `https`.
+    /// New scheme, `http` or `https`.
     pub protocol: Option<String>,
-    /// Host.
+    /// New host name.
     pub host: Option<String>,
-    /// Port.
+    /// New port; the default port of the scheme is left out of the URL.
     pub port: Option<u16>,
-    /// Path.
+    /// New path, starting with `/`.
     pub path: Option<String>,
-    /// Query.
+    /// New query string without `?`; empty removes the request's query.
     pub query: Option<String>,
 }

@@ -14,13 +14,13 @@ pub use target_group::*;
 /// A whole, valid configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Process settings.
+    /// `[proxy]`: threads, drain time, upstream pools, trusted proxies, request ids.
     pub proxy: ProxySettings,
-    /// Logging.
+    /// `[log]`: format and filter.
     pub log: LogSettings,
-    /// Admin listener.
+    /// `[admin]`: where metrics, health and targets are served.
     pub admin: AdminSettings,
-    /// Scaler settings.
+    /// `[scaler]`: read by `berth-scaler` only; the proxy ignores it.
     pub scaler: ScalerSettings,
     /// Listeners, in file order.
     pub listeners: Vec<Listener>,

@@ -4,14 +4,15 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// `[scaler]`.
+/// `[scaler]`: read by `berth-scaler` only.
 #[derive(Debug, Clone)]
 pub struct ScalerSettings {
-    /// Proxy metrics URL.
+    /// The proxy's Prometheus `/metrics` URL the figures are scraped from
+    /// (default `http://127.0.0.1:9901/metrics`).
     pub metrics_url: String,
-    /// Tick interval (default 5 s).
+    /// Time between two scrapes and decisions (default 5 s).
     pub interval: Duration,
-    /// Never call ECS (default true).
+    /// Compute and log decisions without changing any desired count in ECS (default true).
     pub dry_run: bool,
     /// Scaler admin bind address (default `127.0.0.1:9902`).
     pub admin_bind: SocketAddr,
@@ -57,36 +58,36 @@ pub enum Aggregate {
 pub struct ScaledService {
     /// Cluster name or ARN.
     pub cluster: String,
-    /// Service name.
+    /// ECS service whose desired count is set.
     pub service: String,
     /// Target group whose figures drive the policies (exists in the config).
     pub target_group: String,
-    /// Lowest desired count.
+    /// Lowest desired count a decision may set.
     pub min_capacity: u32,
-    /// Highest desired count (≥ `min_capacity`).
+    /// Highest desired count a decision may set (≥ `min_capacity`).
     pub max_capacity: u32,
     /// Dry run only: the assumed desired count (no ECS calls at all).
     pub dry_run_count: Option<u32>,
-    /// Scale-in decisions ignored.
+    /// Whether decisions to lower the count are ignored.
     pub suspend_scale_in: bool,
-    /// Scale-out decisions ignored.
+    /// Whether decisions to raise the count are ignored.
     pub suspend_scale_out: bool,
-    /// Scheduled actions ignored.
+    /// Whether scheduled actions are ignored.
     pub suspend_scheduled: bool,
-    /// Target tracking policies.
+    /// Policies that hold a figure near a target value.
     pub target_tracking: Vec<TargetTracking>,
-    /// Step scaling policies.
+    /// Policies that change the count by steps when a figure crosses a threshold.
     pub step: Vec<StepPolicy>,
-    /// Scheduled actions.
+    /// Actions that change the capacity bounds at set times.
     pub scheduled: Vec<ScheduledAction>,
 }
 
 /// Per what time unit a request figure is expressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Per {
-    /// Per second.
+    /// The figure counts requests per second.
     Second,
-    /// Per minute.
+    /// The figure counts requests per minute (as ALBRequestCountPerTarget).
     Minute,
 }
 
@@ -113,44 +114,45 @@ pub enum ScalingMetric {
     ErrorRate,
     /// Open client connections per healthy target.
     ActiveConnectionsPerTarget,
-    /// Healthy targets.
+    /// The number of healthy targets in the group.
     HealthyTargets,
 }
 
-/// A target tracking policy.
+/// A target tracking policy (`[[scaler.services.target_tracking]]`): sets the count that
+/// brings the figure back to `target`, as Application Auto Scaling does.
 #[derive(Debug, Clone)]
 pub struct TargetTracking {
-    /// Name.
+    /// Name in logs and metric labels (default `target_tracking[i]`); unique in the service.
     pub name: String,
     /// Watched figure (requests per target, latency or active connections per target).
     pub metric: ScalingMetric,
     /// Target value (> 0).
     pub target: f64,
-    /// Tolerance as a fraction (default 0.1).
+    /// No change while the figure is within this fraction of the target (default 0.1).
     pub tolerance: f64,
-    /// Scale-out stabilization window (default 0).
+    /// A scale-out takes the lowest count wanted over this window (default 0).
     pub scale_out_stabilization: Duration,
-    /// Scale-in stabilization window (default 300 s).
+    /// A scale-in takes the highest count wanted over this window (default 300 s).
     pub scale_in_stabilization: Duration,
     /// After this policy's scale-out, only a scale-out beyond the count it set proceeds
     /// (default 60 s; AAS's ScaleOutCooldown defaults to 300 s).
     pub scale_out_cooldown: Duration,
     /// After this policy's scale-in, no scale-in (default 300 s, as AAS's ScaleInCooldown).
     pub scale_in_cooldown: Duration,
-    /// Never scale in.
+    /// Whether this policy never lowers the count (default false).
     pub disable_scale_in: bool,
 }
 
 /// How a step policy compares the metric with its threshold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Comparison {
-    /// `>=`.
+    /// Breaches when the figure is at or above the threshold (`>=`).
     GreaterOrEqual,
-    /// `>`.
+    /// Breaches when the figure is above the threshold (`>`).
     Greater,
-    /// `<=`.
+    /// Breaches when the figure is at or below the threshold (`<=`).
     LessOrEqual,
-    /// `<`.
+    /// Breaches when the figure is below the threshold (`<`).
     Less,
 }
 
@@ -184,28 +186,29 @@ pub struct Step {
     pub lower: f64,
     /// Upper bound (`f64::INFINITY` when open).
     pub upper: f64,
-    /// Adjustment.
+    /// Change applied when the step matches, read according to the policy's adjustment type.
     pub adjustment: i64,
 }
 
-/// A step scaling policy.
+/// A step scaling policy (`[[scaler.services.step]]`): a CloudWatch-alarm-like threshold
+/// and the count changes applied while it is breached.
 #[derive(Debug, Clone)]
 pub struct StepPolicy {
-    /// Name.
+    /// Name in logs and metric labels (default `step[i]`); unique in the service.
     pub name: String,
-    /// Watched figure.
+    /// The figure compared with the threshold.
     pub metric: ScalingMetric,
     /// Comparison with the threshold.
     pub comparison: Comparison,
-    /// Threshold.
+    /// Value the figure is compared with; step bounds are relative to it.
     pub threshold: f64,
     /// Length of one evaluation period (default 60 s, a CloudWatch alarm period).
     pub period: Duration,
-    /// Periods evaluated.
+    /// Number of most recent periods looked at (default 1).
     pub evaluation_periods: u32,
-    /// Breaching periods needed among them.
+    /// Breaching periods needed among them to act (default `evaluation_periods`).
     pub datapoints_to_alarm: u32,
-    /// Adjustment type.
+    /// How step adjustments change the count (default `ChangeInCapacity`).
     pub adjustment_type: AdjustmentType,
     /// Smallest change with `PercentChangeInCapacity`.
     pub min_adjustment_magnitude: u32,
@@ -229,16 +232,16 @@ pub enum Schedule {
 /// A scheduled action: sets min and/or max capacity from each occurrence on.
 #[derive(Debug, Clone)]
 pub struct ScheduledAction {
-    /// Name.
+    /// Name in logs and metric labels (default `scheduled[i]`); unique in the service.
     pub name: String,
     /// The schedule as written.
     pub expression: String,
-    /// The parsed schedule.
+    /// `expression`, parsed.
     pub schedule: Schedule,
     /// Time zone of `cron` and `at`.
     pub timezone: chrono_tz::Tz,
-    /// New minimum capacity.
+    /// The service's minimum capacity from this occurrence on, if set.
     pub min_capacity: Option<u32>,
-    /// New maximum capacity.
+    /// The service's maximum capacity from this occurrence on, if set.
     pub max_capacity: Option<u32>,
 }

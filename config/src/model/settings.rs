@@ -7,7 +7,7 @@ use ipnet::IpNet;
 
 use super::ProxyProtocolIn;
 
-/// `[proxy]`.
+/// `[proxy]`: settings of the proxy process as a whole.
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
     /// Worker threads per listener (default 1).
@@ -16,7 +16,7 @@ pub struct ProxySettings {
     pub grace_period: Duration,
     /// Idle keep-alive connections kept per target (default 128).
     pub upstream_keepalive_pool: usize,
-    /// Peers whose forwarding headers are trusted.
+    /// Peers whose `X-Forwarded-*` headers are trusted and extended (default none).
     pub trusted_proxies: Vec<IpNet>,
     /// Request id header name, lower case (default `x-request-id`).
     pub request_id_header: String,
@@ -24,7 +24,7 @@ pub struct ProxySettings {
     pub watch_interval: Duration,
 }
 
-/// Log output format.
+/// How log lines are written (`log.format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     /// Human-readable text.
@@ -33,16 +33,16 @@ pub enum LogFormat {
     Json,
 }
 
-/// `[log]`.
+/// `[log]`: how both binaries log.
 #[derive(Debug, Clone)]
 pub struct LogSettings {
-    /// Format.
+    /// Text (default) or one JSON object per line.
     pub format: LogFormat,
-    /// `tracing` filter directive.
+    /// `tracing` filter directive such as `info` or `berth_proxy=debug,info` (default `info`).
     pub level: String,
 }
 
-/// `[admin]`.
+/// `[admin]`: the proxy's admin listener, serving `/metrics`, `/healthz` and `/targets`.
 #[derive(Debug, Clone)]
 pub struct AdminSettings {
     /// Bind address (default `127.0.0.1:9901`).

@@ -5,14 +5,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Load-balancing algorithm.
+/// How a target group picks a target for each request (or connection).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Algorithm {
-    /// Weighted round robin.
+    /// Each target in turn, as often as its weight says (default).
     RoundRobin,
     /// Fewest requests in flight (weighted).
     LeastOutstandingRequests,
-    /// Weighted random.
+    /// A random target, drawn with probability proportional to its weight.
     WeightedRandom,
     /// Consistent hash on a request property.
     ConsistentHash(HashOn),
@@ -23,13 +23,14 @@ pub enum Algorithm {
 pub enum HashOn {
     /// A header (lower case name).
     Header(String),
-    /// A cookie.
+    /// A cookie, by name.
     Cookie(String),
     /// The client address.
     SourceIp,
 }
 
-/// Cookie stickiness.
+/// Cookie stickiness (`stickiness`): a client is sent back to the target named in the
+/// proxy's cookie while that target is healthy.
 #[derive(Debug, Clone)]
 pub struct Stickiness {
     /// Cookie lifetime (default 1 day, as ALB).
@@ -38,36 +39,36 @@ pub struct Stickiness {
     pub cookie_name: String,
 }
 
-/// Upstream timeouts.
+/// Timeouts towards a group's targets (`timeouts`).
 #[derive(Debug, Clone)]
 pub struct Timeouts {
-    /// Connect (default 5 s).
+    /// TCP connect (default 5 s).
     pub connect: Duration,
-    /// Read (default 60 s).
+    /// Waiting for the response header and between body reads (default 60 s).
     pub read: Duration,
-    /// Total (default none).
+    /// Whole request, end to end (default none).
     pub total: Option<Duration>,
-    /// Pool idle (default 60 s).
+    /// How long an idle keep-alive connection stays in the pool (default 60 s).
     pub idle: Duration,
 }
 
-/// Retry policy.
+/// When a failed request is sent again to another target (`retry`).
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
-    /// Extra attempts (default 2).
+    /// Extra attempts per request (default 2).
     pub attempts: u32,
-    /// Budget as percent of requests (default 20).
+    /// Retries allowed as a share of requests, in percent (default 20).
     pub budget_percent: u32,
-    /// Always-allowed retries per second (default 10).
+    /// Retries always allowed per second, whatever the budget (default 10).
     pub min_per_second: u32,
 }
 
-/// Health check protocol.
+/// How an active health check probes a target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HealthProtocol {
-    /// HTTP GET.
+    /// An HTTP GET of the check path; healthy when the status is in the matcher.
     Http,
-    /// TCP connect.
+    /// A TCP connect; healthy when it succeeds.
     Tcp,
 }
 
@@ -82,63 +83,64 @@ impl Matcher {
     }
 }
 
-/// Active health check (defaults are ALB's).
+/// Active health check (`health_check`; defaults are ALB's).
 #[derive(Debug, Clone)]
 pub struct HealthCheck {
     /// Checks on; when off, targets are healthy once registered.
     pub enabled: bool,
-    /// Protocol (default HTTP).
+    /// HTTP (default) or TCP.
     pub protocol: HealthProtocol,
-    /// Path (default `/`).
+    /// Path of HTTP checks (default `/`).
     pub path: String,
-    /// Host header.
+    /// Host header of HTTP checks (default the target address).
     pub host: Option<String>,
-    /// Port override.
+    /// Port to check instead of the target's own.
     pub port: Option<u16>,
     /// Healthy statuses (default 200).
     pub matcher: Matcher,
-    /// Interval (default 30 s).
+    /// Time between checks, 1..=300 s (default 30 s).
     pub interval: Duration,
-    /// Timeout (default 5 s).
+    /// Time a check may take, below the interval (default 5 s).
     pub timeout: Duration,
-    /// Successes to healthy (default 5).
+    /// Consecutive successes that make a target healthy (default 5).
     pub healthy_threshold: u32,
-    /// Failures to unhealthy (default 2).
+    /// Consecutive failures that make a target unhealthy (default 2).
     pub unhealthy_threshold: u32,
 }
 
-/// Passive outlier ejection.
+/// Passive outlier ejection (`outlier`): a target failing real requests is taken out of
+/// rotation for a while.
 #[derive(Debug, Clone)]
 pub struct Outlier {
-    /// On (default true).
+    /// Whether ejection is on (default true).
     pub enabled: bool,
     /// Consecutive 5xx to eject (default 5).
     pub consecutive_5xx: u32,
     /// Consecutive connect failures to eject (default 3).
     pub consecutive_connect_failures: u32,
-    /// Base ejection time (default 30 s).
+    /// First ejection time, multiplied by the target's ejection count (default 30 s).
     pub base_ejection_time: Duration,
     /// Longest ejection (default 300 s).
     pub max_ejection_time: Duration,
-    /// Largest ejected share, percent (default 50).
+    /// Largest share of the group ejected at once, percent (default 50).
     pub max_ejection_percent: u32,
 }
 
-/// A target as configured or discovered.
+/// A target as configured (static list, targets file) or discovered (ECS).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TargetSpec {
-    /// Address.
+    /// IP address and port that requests are sent to.
     pub address: SocketAddr,
-    /// Weight 1..=1000.
+    /// Relative share of the group's traffic, 1..=1000 (default 1).
     pub weight: u32,
 }
 
 /// Where a target group's targets come from.
 #[derive(Debug, Clone)]
 pub enum Source {
-    /// Fixed list.
+    /// The targets listed in the configuration.
     Static(Vec<TargetSpec>),
-    /// Watched file.
+    /// The targets listed in this TOML or JSON file, read again when it changes.
     File(PathBuf),
     /// The tasks of an ECS service or task definition family.
     Ecs(EcsSource),
@@ -156,50 +158,50 @@ pub enum EcsSelector {
 /// A container port by number or by port-mapping name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PortRef {
-    /// The container port.
+    /// The container port number.
     Number(u16),
     /// The port mapping's name.
     Name(String),
 }
 
-/// An ECS target source.
+/// An ECS target source (`kind = "ecs"`): running tasks become targets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EcsSource {
     /// Cluster name or ARN.
     pub cluster: String,
-    /// Service or family.
+    /// Which tasks: those of a service or of a task definition family.
     pub selector: EcsSelector,
-    /// Container receiving traffic.
+    /// Name of the container that receives traffic in each task.
     pub container: String,
-    /// Its port.
+    /// That container's port, by number or port-mapping name.
     pub port: PortRef,
-    /// Poll interval (default 2 s).
+    /// How often ECS is asked for the tasks (default 750 ms).
     pub poll_interval: Duration,
 }
 
-/// `[[target_groups]]`.
+/// `[[target_groups]]`: a set of targets that forward actions send traffic to.
 #[derive(Debug, Clone)]
 pub struct TargetGroup {
-    /// Unique name.
+    /// Name that forward actions and the scaler refer to; unique among target groups.
     pub name: String,
-    /// Algorithm (default round robin).
+    /// How a target is picked (default round robin).
     pub algorithm: Algorithm,
     /// Cookie stickiness, if on.
     pub stickiness: Option<Stickiness>,
-    /// Deregistration delay (default 300 s, as ALB).
+    /// Time a draining target keeps its in-flight requests (default 300 s, as ALB).
     pub deregistration_delay: Duration,
-    /// Slow start (default zero: off).
+    /// Time over which a new target's share ramps up (default zero: off).
     pub slow_start: Duration,
-    /// Upstream timeouts.
+    /// Timeouts towards the targets.
     pub timeouts: Timeouts,
-    /// Retries.
+    /// When failed requests are sent again.
     pub retry: RetryPolicy,
-    /// Active health check.
+    /// How targets are probed.
     pub health_check: HealthCheck,
-    /// Passive ejection.
+    /// How targets failing real requests are ejected.
     pub outlier: Outlier,
-    /// Target source.
+    /// Where the targets come from.
     pub source: Source,
-    /// Send PROXY protocol v2 to targets (L4).
+    /// Send a PROXY protocol v2 header to targets (tcp/tls listeners only).
     pub proxy_protocol_v2: bool,
 }

@@ -174,7 +174,7 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// Parses `ip:port`.
+    /// Parses `ip:port`, recording an error at `path` when it is not one.
     pub(super) fn parse_addr(&mut self, s: &str, path: &str) -> Option<SocketAddr> {
         match s.trim().parse::<SocketAddr>() {
             Ok(a) => Some(a),

@@ -19,7 +19,7 @@ const CONDITION_KINDS: [&str; 9] = [
 ];
 
 impl Checker<'_> {
-    /// One rule condition.
+    /// One rule condition at `p`: exactly one kind, and `values` only with header or query.
     pub(super) fn condition(&mut self, p: &str, c: &RawCondition) -> Option<Condition> {
         let set = [
             c.host.is_some(),

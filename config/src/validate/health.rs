@@ -8,7 +8,7 @@ use crate::model::{HealthCheck, HealthProtocol, Matcher, Outlier};
 use crate::raw::{RawHealthCheck, RawOutlier};
 
 impl Checker<'_> {
-    /// `health_check`.
+    /// `health_check` at `p`, ALB's defaults for what is not written.
     pub(super) fn health_check(&mut self, p: &str, h: &RawHealthCheck) -> HealthCheck {
         let protocol = match h.protocol.as_deref() {
             None | Some("http") => HealthProtocol::Http,
@@ -81,7 +81,7 @@ impl Checker<'_> {
         }
     }
 
-    /// `outlier`.
+    /// `outlier` at `p`; `max_ejection_time` may not be below `base_ejection_time`.
     pub(super) fn outlier(&mut self, p: &str, o: &RawOutlier) -> Outlier {
         let base_ejection_time = self.positive_duration(
             &o.base_ejection_time,

@@ -8,7 +8,7 @@ use crate::model::*;
 use crate::raw::*;
 
 impl Checker<'_> {
-    /// One `[[listeners]]` element.
+    /// One `[[listeners]]` element at `p`; `groups` holds every target group name written.
     pub(super) fn listener(
         &mut self,
         p: &str,

@@ -9,7 +9,7 @@ use crate::model::{Aggregate, ScaledService, ScalerSettings};
 use crate::raw::{RawScaledService, RawScaler};
 
 impl Checker<'_> {
-    /// `[scaler]`.
+    /// `[scaler]`; `groups` holds every target group name written.
     pub(super) fn scaler(&mut self, s: &RawScaler, groups: &HashSet<String>) -> ScalerSettings {
         let metrics_url = match &s.metrics_url {
             None => "http://127.0.0.1:9901/metrics".to_owned(),

@@ -9,7 +9,7 @@ use crate::model::{AdminSettings, LogFormat, LogSettings, ProxyProtocolIn, Proxy
 use crate::raw::{RawAdmin, RawLog, RawProxy, RawProxyProtocol};
 
 impl Checker<'_> {
-    /// `[proxy]`.
+    /// `[proxy]`, defaults for what is not written.
     pub(super) fn proxy(&mut self, p: &RawProxy) -> ProxySettings {
         let threads = self.int_in(p.threads, "proxy.threads", 1, 1, 64) as usize;
         let grace_period = self.duration(&p.grace_period, "proxy.grace_period", secs(30));
@@ -42,7 +42,7 @@ impl Checker<'_> {
         }
     }
 
-    /// `[admin]`.
+    /// `[admin]`; its `proxy_protocol` may not list VPC endpoints.
     pub(super) fn admin(&mut self, a: &RawAdmin) -> AdminSettings {
         AdminSettings {
             bind: self.socket_addr(&a.bind, "admin.bind", ([127, 0, 0, 1], 9901)),
@@ -58,7 +58,7 @@ impl Checker<'_> {
         }
     }
 
-    /// `[log]`.
+    /// `[log]`: format `text` or `json`, and a non-empty filter.
     pub(super) fn log(&mut self, l: &RawLog) -> LogSettings {
         let format = match l.format.as_deref() {
             None | Some("text") => LogFormat::Text,

@@ -10,7 +10,7 @@ use crate::model::{EcsSelector, EcsSource, PortRef, Source, TargetSpec};
 use crate::raw::{RawPort, RawSource, RawTarget};
 
 impl Checker<'_> {
-    /// `source`.
+    /// `source` at `p` (required): `kind` decides which other keys are allowed.
     pub(super) fn source(&mut self, p: &str, s: Option<&RawSource>) -> Option<Source> {
         let Some(s) = s else {
             self.error(

@@ -17,7 +17,7 @@ const ALGORITHMS: [&str; 4] = [
 ];
 
 impl Checker<'_> {
-    /// One `[[target_groups]]` element.
+    /// One `[[target_groups]]` element at `p` (its name's uniqueness is checked by the caller).
     pub(super) fn target_group(&mut self, p: &str, t: &RawTargetGroup) -> Option<TargetGroup> {
         let name = self
             .required(&t.name, &format!("{p}.name"))
