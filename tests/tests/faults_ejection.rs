@@ -97,8 +97,6 @@ async fn killed_backend_is_ejected_within_1s_and_unhealthy_within_3s() {
     .await
 }
 
-// ---- 2. hung backend -----------------------------------------------------------------------
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hung_backend_times_out_and_is_ejected_others_unaffected() {
     bounded(LIMIT, async {

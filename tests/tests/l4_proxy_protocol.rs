@@ -12,26 +12,53 @@ use berth_tests::{bounded, metrics, net, wait_until, which, Berth};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
+/// An echo target (reading a PROXY v2 header first when `aware`) behind TCP listener `tcp`,
+/// whose `[listeners.proxy_protocol]` table holds `proxy_protocol`, with `group_extra` lines
+/// in the target group and TCP health checks unless `checks` is false; returns the target, the
+/// listener's address and berth once the target is healthy.
+async fn start(
+    aware: bool,
+    proxy_protocol: &str,
+    group_extra: &str,
+    checks: bool,
+) -> (Echo, SocketAddr, Berth) {
+    let echo = Echo::start(aware).await;
+    let listen = net::listen_addr();
+    let proxy_protocol = format!("[listeners.proxy_protocol]\n{proxy_protocol}\n");
+    let mut cfg = tcp_config(listen, &proxy_protocol, group_extra, &[echo.addr]);
+    if !checks {
+        cfg = cfg.replace(
+            "[target_groups.health_check]\nprotocol",
+            "[target_groups.health_check]\nenabled = false\nprotocol",
+        );
+    }
+    let berth = Berth::start(&cfg).await;
+    berth
+        .wait_healthy("echo", &[echo.addr], Duration::from_secs(10))
+        .await;
+    (echo, listen, berth)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_echo_with_proxy_headers_in_and_out() {
     bounded(Duration::from_secs(60), async {
-        let plain = Echo::start(false).await;
-        let listen = net::listen_addr();
-        let cfg = tcp_config(
-            listen,
-            "[listeners.proxy_protocol]\ntrusted_cidrs = [\"127.0.0.1/32\"]\nallowed_vpc_endpoints = [\"vpce-0good\"]\n",
+        let (_plain, listen, berth) = start(
+            false,
+            "trusted_cidrs = [\"127.0.0.1/32\"]\nallowed_vpc_endpoints = [\"vpce-0good\"]",
             "",
-            &[plain.addr],
-        );
-        let berth = Berth::start(&cfg).await;
-        berth.wait_healthy("echo", &[plain.addr], Duration::from_secs(10)).await;
+            true,
+        )
+        .await;
 
         // v2 with the allowed VPC endpoint is accepted; payload passes intact. (v1 carries no
         // TLVs, so this listener's allow-list refuses it: see below.)
         let v1 = b"PROXY TCP4 127.0.0.9 127.0.0.1 5555 80\r\n";
         let src: SocketAddr = "127.0.0.9:5555".parse().unwrap();
         let hdr = v2_header(src, listen, Some("vpce-0good"));
-        assert_eq!(roundtrip(listen, &hdr, b"hello v2").await.unwrap(), b"hello v2");
+        assert_eq!(
+            roundtrip(listen, &hdr, b"hello v2").await.unwrap(),
+            b"hello v2"
+        );
 
         // Refused: no header, malformed, truncated, VPC endpoint not allowed, no TLV.
         let refused: [(&str, Vec<u8>); 6] = [
@@ -39,7 +66,10 @@ async fn tcp_echo_with_proxy_headers_in_and_out() {
             ("malformed", b"hello".to_vec()),
             ("malformed", b"PROXY GARBAGE\r\n".to_vec()),
             ("truncated", hdr[..20].to_vec()),
-            ("vpce_not_allowed", v2_header(src, listen, Some("vpce-0bad"))),
+            (
+                "vpce_not_allowed",
+                v2_header(src, listen, Some("vpce-0bad")),
+            ),
             ("vpce_not_allowed", v2_header(src, listen, None)),
         ];
         for (why, prefix) in &refused {
@@ -48,10 +78,17 @@ async fn tcp_echo_with_proxy_headers_in_and_out() {
         }
         let m = berth.metrics().await;
         for reason in ["malformed", "truncated", "vpce_not_allowed"] {
-            let v = metrics::value(&m, "berth_proxy_protocol_rejected_total", &[("listener", "tcp"), ("reason", reason)]);
+            let v = metrics::value(
+                &m,
+                "berth_proxy_protocol_rejected_total",
+                &[("listener", "tcp"), ("reason", reason)],
+            );
             assert!(v.unwrap_or(0.0) >= 1.0, "{reason} counted: {v:?}");
         }
-        assert!(metrics::value(&m, "berth_l4_new_flows_total", &[("listener", "tcp")]).unwrap_or(0.0) >= 7.0);
+        assert!(
+            metrics::value(&m, "berth_l4_new_flows_total", &[("listener", "tcp")]).unwrap_or(0.0)
+                >= 7.0
+        );
     })
     .await;
 }
@@ -59,28 +96,25 @@ async fn tcp_echo_with_proxy_headers_in_and_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untrusted_peer_and_slow_header_are_refused() {
     bounded(Duration::from_secs(60), async {
-        let plain = Echo::start(false).await;
-        let listen = net::listen_addr();
         // Only 127.0.0.200 may send PROXY headers; we connect from 127.0.0.1.
         // Health checks off, so the target sees only forwarded connections.
-        let cfg = tcp_config(
-            listen,
-            "[listeners.proxy_protocol]\ntrusted_cidrs = [\"127.0.0.200/32\"]\nheader_timeout = \"300ms\"\n",
+        let (plain, listen, berth) = start(
+            false,
+            "trusted_cidrs = [\"127.0.0.200/32\"]\nheader_timeout = \"300ms\"",
             "",
-            &[plain.addr],
+            false,
         )
-        .replace(
-            "[target_groups.health_check]\nprotocol",
-            "[target_groups.health_check]\nenabled = false\nprotocol",
-        );
-        let berth = Berth::start(&cfg).await;
-        berth.wait_healthy("echo", &[plain.addr], Duration::from_secs(10)).await;
+        .await;
         let spoof = b"PROXY TCP4 10.9.9.9 127.0.0.1 5555 80\r\n";
         let out = roundtrip(listen, spoof, b"x").await.unwrap_or_default();
         assert!(out.is_empty());
         let m = berth.metrics().await;
         assert_eq!(
-            metrics::value(&m, "berth_proxy_protocol_rejected_total", &[("listener", "tcp"), ("reason", "untrusted")]),
+            metrics::value(
+                &m,
+                "berth_proxy_protocol_rejected_total",
+                &[("listener", "tcp"), ("reason", "untrusted")]
+            ),
             Some(1.0)
         );
         assert_eq!(plain.accepted(), 0, "nothing reached the target");
@@ -95,23 +129,28 @@ async fn untrusted_peer_and_slow_header_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeout_of_a_slow_proxy_header_is_counted() {
     bounded(Duration::from_secs(30), async {
-        let plain = Echo::start(false).await;
-        let listen = net::listen_addr();
-        let cfg = tcp_config(
-            listen,
-            "[listeners.proxy_protocol]\ntrusted_cidrs = [\"127.0.0.1/32\"]\nheader_timeout = \"200ms\"\n",
+        let (_plain, listen, berth) = start(
+            false,
+            "trusted_cidrs = [\"127.0.0.1/32\"]\nheader_timeout = \"200ms\"",
             "",
-            &[plain.addr],
-        );
-        let berth = Berth::start(&cfg).await;
+            true,
+        )
+        .await;
         let mut s = TcpStream::connect(listen).await.unwrap();
         s.write_all(b"PROXY TCP4 ").await.unwrap();
         let mut buf = [0u8; 8];
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("closed in time");
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("closed in time");
         assert!(matches!(n, Ok(0) | Err(_)), "connection closed");
         wait_until(Duration::from_secs(5), "timeout counted", || async {
             let m = berth.metrics().await;
-            metrics::value(&m, "berth_proxy_protocol_rejected_total", &[("listener", "tcp"), ("reason", "timeout")]).is_some()
+            metrics::value(
+                &m,
+                "berth_proxy_protocol_rejected_total",
+                &[("listener", "tcp"), ("reason", "timeout")],
+            )
+            .is_some()
         })
         .await;
     })
@@ -121,18 +160,13 @@ async fn timeout_of_a_slow_proxy_header_is_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_v2_is_sent_to_targets_with_client_address_and_tlvs() {
     bounded(Duration::from_secs(60), async {
-        let aware = Echo::start(true).await;
-        let listen = net::listen_addr();
-        let cfg = tcp_config(
-            listen,
-            "[listeners.proxy_protocol]\ntrusted_cidrs = [\"127.0.0.1/32\"]\n",
+        let (_aware, listen, _berth) = start(
+            true,
+            "trusted_cidrs = [\"127.0.0.1/32\"]",
             "proxy_protocol_v2 = true",
-            &[aware.addr],
-        );
-        let berth = Berth::start(&cfg).await;
-        berth
-            .wait_healthy("echo", &[aware.addr], Duration::from_secs(10))
-            .await;
+            true,
+        )
+        .await;
         let src: SocketAddr = "127.0.0.77:4242".parse().unwrap();
         let out = roundtrip(listen, &v2_header(src, listen, Some("vpce-0abc")), b"ping")
             .await
@@ -156,16 +190,13 @@ async fn haproxy_send_proxy_v2_interoperates() {
         let Some(haproxy) = which("haproxy") else {
             panic!("haproxy is not installed (scripts/test installs the Debian package)");
         };
-        let aware = Echo::start(true).await;
-        let listen = net::listen_addr();
-        let cfg = tcp_config(
-            listen,
-            "[listeners.proxy_protocol]\ntrusted_cidrs = [\"127.0.0.0/8\"]\n",
+        let (_aware, listen, _berth) = start(
+            true,
+            "trusted_cidrs = [\"127.0.0.0/8\"]",
             "proxy_protocol_v2 = true",
-            &[aware.addr],
-        );
-        let berth = Berth::start(&cfg).await;
-        berth.wait_healthy("echo", &[aware.addr], Duration::from_secs(10)).await;
+            true,
+        )
+        .await;
         // HAProxy in TCP mode in front of berth, sending PROXY v2.
         let front = net::listen_addr();
         let dir = tempfile::tempdir().unwrap();

@@ -45,6 +45,25 @@ impl World {
     }
 }
 
+/// Waits up to `timeout` (failing with `what`) for the scaler's metric `name{service}` (a
+/// `(name, service)` pair) to reach `at_least`.
+async fn wait_scaler_metric(
+    scaler: &Scaler,
+    (name, service): (&str, &str),
+    at_least: f64,
+    timeout: Duration,
+    what: &str,
+) {
+    wait_until(timeout, what, || async {
+        scaler
+            .metric(name, &[("service", service)])
+            .await
+            .unwrap_or(0.0)
+            >= at_least
+    })
+    .await;
+}
+
 /// Service `prod/api` with three task backends, and a proxy in front of it.
 async fn world() -> World {
     let (moto, backends) = api_service::launch(PORT, 3)
@@ -72,16 +91,12 @@ async fn load_step_raises_desired_count_and_publishes_alb_metrics() {
             .unwrap();
         let scaler = w.start_scaler("dry_run = false\npublish = true\naggregate = \"cloudwatch\"\naggregate_window = \"10s\"").await;
         // Two quiet ticks: no scale-out without load.
-        wait_until(
+        wait_scaler_metric(
+            &scaler,
+            ("berth_scaler_decisions_total", "api"),
+            2.0,
             Duration::from_secs(20),
             "scaler decided at least twice",
-            || async {
-                scaler
-                    .metric("berth_scaler_decisions_total", &[("service", "api")])
-                    .await
-                    .unwrap_or(0.0)
-                    >= 2.0
-            },
         )
         .await;
         assert_eq!(w.moto.call_count("UpdateService").await.unwrap(), 0);
@@ -341,16 +356,12 @@ target = 5
         // No AWS environment at all (and metadata disabled): it must not matter.
         let scaler = Scaler::start(&config, &[]).await;
         let load = Load::start(&format!("http://{listen}/"), 2);
-        wait_until(
+        wait_scaler_metric(
+            &scaler,
+            ("berth_scaler_desired_count", "demo"),
+            5.0,
             Duration::from_secs(30),
             "simulated desired count rises",
-            || async {
-                scaler
-                    .metric("berth_scaler_desired_count", &[("service", "demo")])
-                    .await
-                    .unwrap_or(0.0)
-                    >= 5.0
-            },
         )
         .await;
         let _ = load.stop().await;
