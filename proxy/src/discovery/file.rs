@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use berth_config::model::TargetSpec;
 
-use super::{Discovery, DiscoveryError};
+use super::source::{Discovery, DiscoveryError};
 
 /// Targets listed in a file: `targets = [{ address = "127.0.0.2:8080", weight = 1 }]`.
 #[derive(Debug)]

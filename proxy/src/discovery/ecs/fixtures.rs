@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use berth_config::model::{EcsSelector, EcsSource, PortRef};
 
-use super::KnownTask;
+use super::resolve::KnownTask;
 use crate::discovery::ecs_api::{
     Binding, ContainerDef, PortMapping, Task, TaskContainer, TaskDefinition,
 };

@@ -11,7 +11,7 @@ use berth_config::model::{EcsSource, TargetSpec};
 use super::poller::{lock, ClusterPoller};
 use super::resolve::targets_of;
 use crate::discovery::ecs_api::{AwsEcs, EcsApi};
-use crate::discovery::{Discovery, DiscoveryError};
+use crate::discovery::source::{Discovery, DiscoveryError};
 
 /// The process's ECS client and its cluster pollers (one per cluster, shared by every target
 /// group that names it while any does). The client is made from the environment at the first

@@ -12,7 +12,7 @@
 //!
 //! - [`resolve`](mod@resolve): which tasks become targets, and at which address (pure);
 //! - [`poller`]: the per-cluster poll loop;
-//! - [`hub`]: the process's ECS client and pollers, and the [`Discovery`](super::Discovery) of
+//! - [`hub`]: the process's ECS client and pollers, and the [`Discovery`](crate::discovery::source::Discovery) of
 //!   one target group;
 //! - [`service_discovery`]: the same targets as Prometheus HTTP service-discovery entries.
 

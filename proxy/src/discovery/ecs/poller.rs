@@ -315,7 +315,7 @@ fn publish_task_states(cluster: &str, snap: &ClusterSnapshot) {
 mod tests {
     use super::*;
     use crate::discovery::ecs::fixtures::{kt, src, task, td};
-    use crate::discovery::ecs::targets_of;
+    use crate::discovery::ecs::resolve::targets_of;
     use crate::discovery::ecs_api::Task;
     use async_trait::async_trait;
     use berth_config::model::PortRef;
