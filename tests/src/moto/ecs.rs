@@ -9,7 +9,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::spec::{millis, UpdateServiceRequest};
+use super::spec::{millis, DeploymentConfiguration, UpdateServiceRequest};
 use super::{
     AppSpec, ContainerInstance, Health, Moto, Reconciled, ServiceState, ServiceUpdate,
     TaskDefinition, TaskInfo, TaskSpec, TaskUpdate,
@@ -25,7 +25,26 @@ struct NewService<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     app: Option<&'a AppSpec>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    deployment_configuration: Option<super::spec::DeploymentConfiguration>,
+    deployment_configuration: Option<DeploymentConfiguration>,
+}
+
+impl<'a> NewService<'a> {
+    /// A service without task apps, on moto's default deployment configuration.
+    fn new(
+        cluster: &'a str,
+        name: &'a str,
+        task_definition: &'a str,
+        desired_count: u32,
+    ) -> NewService<'a> {
+        NewService {
+            cluster,
+            name,
+            task_definition,
+            desired_count,
+            app: None,
+            deployment_configuration: None,
+        }
+    }
 }
 
 /// A task named by its cluster and ARN, with an optional change.
@@ -82,16 +101,8 @@ impl Moto {
         task_definition: &str,
         desired_count: u32,
     ) -> Result<String> {
-        let service = NewService {
-            cluster,
-            name,
-            task_definition,
-            desired_count,
-            app: None,
-            deployment_configuration: None,
-        };
-        let created: Arn = self.post("/setup/service", &service).await?;
-        Ok(created.arn)
+        let service = NewService::new(cluster, name, task_definition, desired_count);
+        self.setup_service(&service).await
     }
 
     /// [`Moto::create_service`] whose tasks run `app`, with `deploymentConfiguration`
@@ -106,17 +117,19 @@ impl Moto {
         (maximum_percent, minimum_healthy_percent): (u32, u32),
     ) -> Result<String> {
         let service = NewService {
-            cluster,
-            name,
-            task_definition,
-            desired_count,
             app: Some(app),
-            deployment_configuration: Some(super::spec::DeploymentConfiguration {
+            deployment_configuration: Some(DeploymentConfiguration {
                 maximum_percent: Some(maximum_percent),
                 minimum_healthy_percent: Some(minimum_healthy_percent),
             }),
+            ..NewService::new(cluster, name, task_definition, desired_count)
         };
-        let created: Arn = self.post("/setup/service", &service).await?;
+        self.setup_service(&service).await
+    }
+
+    /// Creates `service`; returns its ARN.
+    async fn setup_service(&self, service: &NewService<'_>) -> Result<String> {
+        let created: Arn = self.post("/setup/service", service).await?;
         Ok(created.arn)
     }
 

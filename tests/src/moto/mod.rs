@@ -230,17 +230,18 @@ impl Moto {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// moto's port.
+    /// The loopback port moto (the AWS API: ECS, EC2, CloudWatch) listens on.
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// The control API's base URL.
+    /// `http://127.0.0.1:<control port>`: the launcher's own API, which [`Moto::control`]
+    /// calls.
     pub fn control_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.control_port)
     }
 
-    /// The region moto serves.
+    /// The region moto serves, which ARNs and [`Moto::aws_env`] carry.
     pub fn region(&self) -> &str {
         &self.region
     }
@@ -278,7 +279,7 @@ impl Moto {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
-    /// The launcher's process id.
+    /// The launcher's process id (`None` once it has been killed).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }

@@ -281,15 +281,17 @@ pub struct TaskUpdate {
 /// `None` fields are left out.
 #[derive(Debug, Clone, Default)]
 pub struct ServiceUpdate {
-    /// `desiredCount`.
+    /// `desiredCount`: how many tasks the service keeps running.
     pub desired_count: Option<u32>,
     /// `taskDefinition` (family, family:revision or ARN): a new one starts a new deployment.
     pub task_definition: Option<String>,
-    /// `deploymentConfiguration.maximumPercent`.
+    /// `deploymentConfiguration.maximumPercent`: the most tasks (percent of the desired count)
+    /// a rolling replacement may run at once.
     pub maximum_percent: Option<u32>,
-    /// `deploymentConfiguration.minimumHealthyPercent`.
+    /// `deploymentConfiguration.minimumHealthyPercent`: the fewest healthy tasks (percent of
+    /// the desired count) it keeps while replacing.
     pub minimum_healthy_percent: Option<u32>,
-    /// `forceNewDeployment`.
+    /// `forceNewDeployment`: replace every task even with an unchanged task definition.
     pub force_new_deployment: bool,
 }
 
