@@ -6,6 +6,7 @@
 //! - [`aws_calls`]: counting every AWS call by operation and outcome.
 //! - [`proxy_metric_names`]: the proxy metric names the scaler scrapes.
 //! - [`prometheus`]: installing the process-wide Prometheus recorder.
+//! - [`cli`]: the flags both binaries accept (`--config`, `--check`, `--log-format`).
 //! - [`logs`]: the `--log-format` flag and the tracing subscriber.
 //! - [`admin_server`]: the admin port's accept loop and HTTP/1.1 connection serving.
 
@@ -14,6 +15,7 @@
 pub mod admin_server;
 pub mod aws_calls;
 pub mod aws_error;
+pub mod cli;
 pub mod logs;
 pub mod prometheus;
 pub mod proxy_metric_names;

@@ -1,10 +1,9 @@
 //! `berth-proxy`: the load balancer.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use berth_common::logs::LogArgs;
+use berth_common::cli::CommonArgs;
 use berth_proxy::runtime::ConfigSource;
 use clap::Parser;
 
@@ -12,19 +11,13 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "berth-proxy", version)]
 struct Cli {
-    /// Configuration file (TOML). Without it, the embedded default runs.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Validate the configuration, print every error, and exit.
-    #[arg(long)]
-    check: bool,
     #[command(flatten)]
-    log: LogArgs,
+    args: CommonArgs,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let source = match &cli.config {
+    let source = match &cli.args.config {
         Some(p) => ConfigSource::File(p.clone()),
         None => ConfigSource::Embedded,
     };
@@ -32,6 +25,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(errors) => {
             let origin = cli
+                .args
                 .config
                 .as_ref()
                 .map(|p| p.display().to_string())
@@ -43,11 +37,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if cli.check {
+    if cli.args.check {
         println!("{}", config.summary());
         return ExitCode::SUCCESS;
     }
-    berth_common::logs::init(&config.log, &cli.log);
+    berth_common::logs::init(&config.log, &cli.args.log);
     match berth_proxy::server::run(config, source).context("berth-proxy failed to start") {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,11 +1,10 @@
 //! `berth-scaler`: the scaling sidecar.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use berth_common::logs::LogArgs;
+use berth_common::cli::CommonArgs;
 use berth_config::model::{Aggregate, Config};
 use berth_scaler::capacity::{CapacityController, SimulatedCapacity};
 use berth_scaler::runner::{Controller, LastDecisions, Runner};
@@ -16,14 +15,8 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "berth-scaler", version)]
 struct Cli {
-    /// Configuration file (TOML; the `[scaler]` table). Without it, the embedded default.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Validate the configuration, print every error, and exit.
-    #[arg(long)]
-    check: bool,
     #[command(flatten)]
-    log: LogArgs,
+    args: CommonArgs,
 }
 
 fn summary(config: &Config) -> String {
@@ -47,7 +40,7 @@ fn summary(config: &Config) -> String {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let loaded = match &cli.config {
+    let loaded = match &cli.args.config {
         Some(p) => berth_config::load(p),
         None => berth_config::parse(berth_config::EMBEDDED_DEFAULT, std::path::Path::new(".")),
     };
@@ -61,11 +54,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if cli.check {
+    if cli.args.check {
         println!("{}", summary(&config));
         return ExitCode::SUCCESS;
     }
-    berth_common::logs::init(&config.log, &cli.log);
+    berth_common::logs::init(&config.log, &cli.args.log);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
