@@ -19,7 +19,7 @@ pub const AGGREGATE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The last decision time of each (cluster, service), for `berth_scaler_last_decision_age_seconds`.
 pub type LastDecisions = Arc<Mutex<HashMap<(String, String), Instant>>>;
 
-/// How a service is acted on.
+/// How a service's counts are read and set: real ECS, or a simulation for `dry_run_count`.
 #[derive(Debug, Clone)]
 pub struct Controller {
     /// Where counts come from and go to.
@@ -136,8 +136,8 @@ impl Runner {
 
     /// Who `svc`'s datapoints are about, published by this replica; `aggregate`: with the
     /// copies without `Replica` that CloudWatch sums across replicas.
-    fn context(&self, svc: &ScaledService, aggregate: bool) -> sink::Context {
-        sink::Context {
+    fn series(&self, svc: &ScaledService, aggregate: bool) -> sink::ServiceSeries {
+        sink::ServiceSeries {
             target_group: svc.target_group.clone(),
             cluster: svc.cluster.clone(),
             service: svc.service.clone(),
@@ -163,10 +163,10 @@ impl Runner {
             return;
         }
         self.replicas_checked.insert(i, Instant::now());
-        let ctx = self.context(svc, false);
+        let series = self.series(svc, false);
         let queries = [false, true].map(|with_replica| SumQuery {
             name: sink::HEARTBEAT,
-            dimensions: sink::dimensions(&ctx, with_replica),
+            dimensions: sink::dimensions(&series, with_replica),
         });
         let start = at.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH);
         let r = tokio::time::timeout(
@@ -221,12 +221,12 @@ impl Runner {
         let Some(sink) = &self.sink else {
             return;
         };
-        let ctx = self.context(svc, true);
+        let series = self.series(svc, true);
         let queries: Vec<SumQuery> = sink::ADDITIVE
             .iter()
             .map(|name| SumQuery {
                 name,
-                dimensions: sink::dimensions(&ctx, false),
+                dimensions: sink::dimensions(&series, false),
             })
             .collect();
         let window = self.settings.aggregate_window;
@@ -283,9 +283,9 @@ impl Runner {
                 .as_ref()
                 .and_then(|f| f.get(&cfg.target_group).cloned());
             if let (Some(p), Some(f)) = (&self.publisher, &fig) {
-                let ctx = self.context(&cfg, self.settings.aggregate == Aggregate::CloudWatch);
-                let mut datums = sink::encode(f, &ctx, wall);
-                datums.extend(sink::heartbeat(&ctx, wall));
+                let series = self.series(&cfg, self.settings.aggregate == Aggregate::CloudWatch);
+                let mut datums = sink::encode(f, &series, wall);
+                datums.extend(sink::heartbeat(&series, wall));
                 p.publish(datums);
             }
             if self.settings.aggregate == Aggregate::CloudWatch {

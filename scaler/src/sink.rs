@@ -41,9 +41,9 @@ pub struct Datum {
     pub storage_resolution: u32,
 }
 
-/// Who a datapoint is about.
+/// The series one scaled service publishes: its dimensions and how they are published.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Context {
+pub struct ServiceSeries {
     /// Target group name (`TargetGroup` dimension).
     pub target_group: String,
     /// ECS cluster (`ClusterName`).
@@ -67,15 +67,15 @@ pub const ADDITIVE: [&str; 4] = [
     "ActiveConnectionCount",
 ];
 
-/// The dimensions of `ctx`, with or without `Replica`.
-pub fn dimensions(ctx: &Context, with_replica: bool) -> Vec<(&'static str, String)> {
+/// The dimensions of `series`, with or without `Replica`.
+pub fn dimensions(series: &ServiceSeries, with_replica: bool) -> Vec<(&'static str, String)> {
     let mut d = vec![
-        ("TargetGroup", ctx.target_group.clone()),
-        ("ClusterName", ctx.cluster.clone()),
-        ("ServiceName", ctx.service.clone()),
+        ("TargetGroup", series.target_group.clone()),
+        ("ClusterName", series.cluster.clone()),
+        ("ServiceName", series.service.clone()),
     ];
     if with_replica {
-        d.push(("Replica", ctx.replica.clone()));
+        d.push(("Replica", series.replica.clone()));
     }
     d
 }
@@ -84,7 +84,7 @@ pub fn dimensions(ctx: &Context, with_replica: bool) -> Vec<(&'static str, Strin
 /// `RequestCount`, `RequestCountPerTarget`, `TargetResponseTime` (average, seconds; only with
 /// requests), `HTTPCode_Target_5XX_Count`, `HTTPCode_ELB_5XX_Count`, `HealthyHostCount`,
 /// `UnHealthyHostCount`, `ActiveConnectionCount`.
-pub fn encode(f: &Figures, ctx: &Context, timestamp: SystemTime) -> Vec<Datum> {
+pub fn encode(f: &Figures, series: &ServiceSeries, timestamp: SystemTime) -> Vec<Datum> {
     let per_target = if f.healthy > 0.0 {
         f.requests / f.healthy
     } else {
@@ -108,22 +108,22 @@ pub fn encode(f: &Figures, ctx: &Context, timestamp: SystemTime) -> Vec<Datum> {
     for (name, value, unit) in &values {
         out.push(Datum {
             name,
-            dimensions: dimensions(ctx, true),
+            dimensions: dimensions(series, true),
             value: *value,
             unit: *unit,
             timestamp,
-            storage_resolution: ctx.storage_resolution,
+            storage_resolution: series.storage_resolution,
         });
     }
-    if ctx.aggregate {
+    if series.aggregate {
         for (name, value, unit) in values.iter().filter(|(n, _, _)| ADDITIVE.contains(n)) {
             out.push(Datum {
                 name,
-                dimensions: dimensions(ctx, false),
+                dimensions: dimensions(series, false),
                 value: *value,
                 unit: *unit,
                 timestamp,
-                storage_resolution: ctx.storage_resolution,
+                storage_resolution: series.storage_resolution,
             });
         }
     }
@@ -137,16 +137,16 @@ pub fn encode(f: &Figures, ctx: &Context, timestamp: SystemTime) -> Vec<Datum> {
 pub const HEARTBEAT: &str = "ScalerReplica";
 
 /// The two heartbeat datapoints of one tick.
-pub fn heartbeat(ctx: &Context, timestamp: SystemTime) -> Vec<Datum> {
+pub fn heartbeat(series: &ServiceSeries, timestamp: SystemTime) -> Vec<Datum> {
     [true, false]
         .into_iter()
         .map(|with_replica| Datum {
             name: HEARTBEAT,
-            dimensions: dimensions(ctx, with_replica),
+            dimensions: dimensions(series, with_replica),
             value: 1.0,
             unit: Unit::Count,
             timestamp,
-            storage_resolution: ctx.storage_resolution,
+            storage_resolution: series.storage_resolution,
         })
         .collect()
 }
@@ -342,8 +342,8 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    fn ctx(aggregate: bool) -> Context {
-        Context {
+    fn series(aggregate: bool) -> ServiceSeries {
+        ServiceSeries {
             target_group: "api".into(),
             cluster: "prod".into(),
             service: "web".into(),
@@ -360,7 +360,7 @@ mod tests {
     fn d(name: &'static str, value: f64, unit: Unit, replica: bool) -> Datum {
         Datum {
             name,
-            dimensions: dimensions(&ctx(true), replica),
+            dimensions: dimensions(&series(true), replica),
             value,
             unit,
             timestamp: ts(),
@@ -384,7 +384,7 @@ mod tests {
             partial: false,
         };
         assert_eq!(
-            encode(&f, &ctx(true), ts()),
+            encode(&f, &series(true), ts()),
             vec![
                 d("RequestCount", 100.0, Unit::Count, true),
                 d("RequestCountPerTarget", 25.0, Unit::Count, true),
@@ -408,7 +408,7 @@ mod tests {
             period: 5.0,
             ..Figures::default()
         };
-        let out = encode(&f, &ctx(false), ts());
+        let out = encode(&f, &series(false), ts());
         assert_eq!(out.len(), 7);
         assert!(out.iter().all(|d| d.name != "TargetResponseTime"));
         assert!(out
@@ -427,11 +427,11 @@ mod tests {
 
     #[test]
     fn heartbeats_count_replicas() {
-        let h = heartbeat(&ctx(false), ts());
+        let h = heartbeat(&series(false), ts());
         assert_eq!(h.len(), 2);
         assert!(h.iter().all(|d| d.name == HEARTBEAT && d.value == 1.0));
         assert_eq!(h[0].dimensions.len(), 4, "with Replica");
-        assert_eq!(h[1].dimensions, dimensions(&ctx(false), false));
+        assert_eq!(h[1].dimensions, dimensions(&series(false), false));
         assert_eq!(other_replicas(Some(60.0), Some(60.0)), Some(0), "alone");
         assert_eq!(
             other_replicas(Some(170.0), Some(60.0)),

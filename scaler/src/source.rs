@@ -341,7 +341,7 @@ impl Scraper {
         })
     }
 
-    /// GETs the metrics text.
+    /// GETs the metrics text within the timeout; a non-200 answer is an error.
     pub async fn fetch(&self) -> Result<String, SourceError> {
         let fetch_err = |message: String| SourceError::Fetch {
             url: self.url.clone(),
@@ -373,7 +373,7 @@ impl Scraper {
             .map_err(|_| fetch_err(format!("no answer within {:?}", self.timeout)))?
     }
 
-    /// Fetches and parses.
+    /// Fetches and parses one [`ProxySample`].
     pub async fn scrape(&self) -> Result<ProxySample, SourceError> {
         let text = self.fetch().await?;
         ProxySample::parse(&text)

@@ -19,25 +19,31 @@ use crate::source::Figures;
 /// One policy's opinion for this tick.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vote {
-    /// Policy name.
+    /// The configured name of the policy that votes (logged, and the `policy` label of
+    /// `berth_scaler_decisions_total` when it wins).
     pub policy: String,
     /// The desired count it wants; `None`: no opinion.
     pub desired: Option<u32>,
-    /// Whether it objects to a scale-in.
+    /// Whether it objects to a scale-in (a scale-in needs every policy's consent).
     pub blocks_scale_in: bool,
-    /// Why.
+    /// Why, in words, with the figures it saw: logged with the decision.
     pub reason: String,
 }
 
 impl Vote {
-    /// A vote to keep `current`, objecting to scale-in.
-    pub fn hold(policy: &str, current: u32, why: &str) -> Vote {
+    /// A vote for `desired`.
+    pub fn wants(policy: &str, desired: u32, blocks_scale_in: bool, reason: String) -> Vote {
         Vote {
             policy: policy.to_owned(),
-            desired: Some(current),
-            blocks_scale_in: true,
-            reason: why.to_owned(),
+            desired: Some(desired),
+            blocks_scale_in,
+            reason,
         }
+    }
+
+    /// A vote to keep `current`, objecting to scale-in.
+    pub fn hold(policy: &str, current: u32, why: &str) -> Vote {
+        Vote::wants(policy, current, true, why.to_owned())
     }
 }
 
@@ -61,11 +67,11 @@ pub struct Inputs {
 /// The direction of a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
-    /// More tasks.
+    /// A higher desired count than the current one (scale out).
     Out,
-    /// Fewer tasks.
+    /// A lower desired count (scale in).
     In,
-    /// No change.
+    /// The current count stays.
     None,
 }
 
@@ -85,9 +91,9 @@ impl Direction {
 pub struct Decision {
     /// The desired count to set (always within `[min, max]`).
     pub desired: u32,
-    /// The count before.
+    /// The desired count ECS had at this tick.
     pub current: u32,
-    /// Out, in or none.
+    /// `desired` compared with `current`.
     pub direction: Direction,
     /// The winning policy (or `min_capacity`, `max_capacity`, a scheduled action's name, or
     /// `none`).
@@ -111,9 +117,9 @@ pub struct Decision {
 pub struct State {
     /// When the scaler started (anchor of `rate()` schedules).
     pub started: DateTime<Utc>,
-    /// One per target tracking policy.
+    /// The history of each target tracking policy, in the service's configuration order.
     pub tracking: Vec<target_tracking::TrackingState>,
-    /// One per step policy.
+    /// The periods and last adjustment of each step policy, in configuration order.
     pub step: Vec<step::StepState>,
 }
 

@@ -59,7 +59,7 @@ pub fn last_occurrence(
 /// A limit set by a scheduled action.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limit {
-    /// The capacity.
+    /// The minimum or maximum capacity the action set.
     pub value: u32,
     /// The action's name.
     pub action: String,

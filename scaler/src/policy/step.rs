@@ -35,7 +35,7 @@ pub struct OpenPeriod {
     pub index: i64,
     /// Sum of the values seen in it.
     pub sum: f64,
-    /// Ticks with a value.
+    /// Ticks with a value in it (the datapoint is `sum / count`).
     pub count: u32,
 }
 
@@ -48,11 +48,11 @@ impl OpenPeriod {
 /// An adjustment of this policy that took effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Adjustment {
-    /// When.
+    /// When it was set; its cooldown runs from here.
     pub at: DateTime<Utc>,
-    /// The desired count before.
+    /// The desired count it adjusted (the base of a step within the cooldown).
     pub from: u32,
-    /// The desired count set.
+    /// The desired count it set (what a later step in the cooldown must exceed).
     pub to: u32,
 }
 
@@ -248,12 +248,7 @@ pub fn decide(
             p.threshold, step.adjustment, p.adjustment_type
         )
     };
-    let vote = |new: u32, reason: String| Vote {
-        policy: p.name.clone(),
-        desired: Some(new),
-        blocks_scale_in: false,
-        reason,
-    };
+    let vote = |new: u32, reason: String| Vote::wants(&p.name, new, false, reason);
     match cooling {
         Some(a) if a.to > a.from => {
             // After a scale-out: the added capacity counts; only a larger step adds more.
@@ -543,46 +538,24 @@ mod tests {
 
     #[test]
     fn cooldown_only_a_larger_step_adds_capacity() {
-        let p = one_period(out_policy());
-        // +1 took 4 to 5. In the cooldown the same step (+1 from 4 = 5) adds nothing...
-        assert_eq!(
-            decide(t(10), &p, Some(110.0), 5, &after(4, 5)).0.desired,
-            None
-        );
-        // ...a larger one (+3 from 4 = 7) adds the difference.
-        assert_eq!(
-            decide(t(10), &p, Some(160.0), 5, &after(4, 5)).0.desired,
-            Some(7)
-        );
-        // Someone else lowered the count to 6 after we set 8 (from 5): +1 from 5 = 6, nothing.
-        assert_eq!(
-            decide(t(10), &p, Some(110.0), 6, &after(5, 8)).0.desired,
-            None
-        );
-        // A larger step that is not above the current count: nothing either.
-        assert_eq!(
-            decide(t(10), &p, Some(160.0), 9, &after(4, 5)).0.desired,
-            None
-        );
-        // After the cooldown, from the current count.
-        assert_eq!(
-            decide(t(60), &p, Some(110.0), 6, &after(5, 8)).0.desired,
-            Some(7)
-        );
-        // Scale-in in its cooldown: nothing; a scale-out proceeds.
-        let pin = in_policy();
-        assert_eq!(
-            decide(t(30), &pin, Some(5.0), 4, &after(6, 4)).0.desired,
-            None
-        );
-        assert_eq!(
-            decide(t(60), &pin, Some(5.0), 4, &after(6, 4)).0.desired,
-            Some(2)
-        );
-        assert_eq!(
-            decide(t(30), &p, Some(110.0), 4, &after(6, 4)).0.desired,
-            Some(5)
-        );
+        let out = one_period(out_policy());
+        let scale_in = in_policy();
+        // (policy, now, value, current count, last step (from, to), desired, why)
+        #[rustfmt::skip]
+        let cases = [
+            (&out, 10, 110.0, 5, (4, 5), None, "+1 took 4 to 5: in the cooldown +1 from 4 adds nothing"),
+            (&out, 10, 160.0, 5, (4, 5), Some(7), "a larger step (+3 from 4 = 7) adds the difference"),
+            (&out, 10, 110.0, 6, (5, 8), None, "someone lowered 8 to 6; +1 from 5 = 6: nothing"),
+            (&out, 10, 160.0, 9, (4, 5), None, "a larger step not above the current count: nothing"),
+            (&out, 60, 110.0, 6, (5, 8), Some(7), "after the cooldown, from the current count"),
+            (&scale_in, 30, 5.0, 4, (6, 4), None, "a scale-in in its cooldown: nothing"),
+            (&scale_in, 60, 5.0, 4, (6, 4), Some(2), "a scale-in after its cooldown"),
+            (&out, 30, 110.0, 4, (6, 4), Some(5), "a scale-out in a scale-in's cooldown proceeds"),
+        ];
+        for (p, now, value, current, (from, to), want, why) in cases {
+            let (vote, _) = decide(t(now), p, Some(value), current, &after(from, to));
+            assert_eq!(vote.desired, want, "{why}");
+        }
     }
 
     #[test]

@@ -149,12 +149,8 @@ pub fn decide(
                     return (Vote::hold(&p.name, current, &why), Some(raw));
                 }
             }
-            let vote = Vote {
-                policy: p.name.clone(),
-                desired: Some(low),
-                blocks_scale_in: true,
-                reason: format!("{seen}: scale out to {low} (raw {raw})"),
-            };
+            let why = format!("{seen}: scale out to {low} (raw {raw})");
+            let vote = Vote::wants(&p.name, low, true, why);
             return (vote, Some(raw));
         }
         let why = format!("{seen}: wants {raw}, stabilizing (lowest in scale-out window {low})");
@@ -195,12 +191,8 @@ pub fn decide(
             .max()
             .unwrap_or(raw);
         if high < current {
-            let vote = Vote {
-                policy: p.name.clone(),
-                desired: Some(high),
-                blocks_scale_in: false,
-                reason: format!("{seen}: scale in to {high} (raw {raw})"),
-            };
+            let why = format!("{seen}: scale in to {high} (raw {raw})");
+            let vote = Vote::wants(&p.name, high, false, why);
             return (vote, Some(raw));
         }
         let why = format!("{seen}: wants {raw}, stabilizing (highest in scale-in window {high})");
@@ -249,6 +241,7 @@ mod tests {
     #[test]
     fn formula_and_tolerance_band() {
         // (current, base, value, target, tolerance, recommendation, why)
+        #[rustfmt::skip]
         let cases = [
             (4, 4, 200.0, 100.0, 0.1, 8, "twice the target"),
             (4, 4, 150.0, 100.0, 0.1, 6, "1.5 times the target"),
@@ -259,25 +252,9 @@ mod tests {
             (10, 10, 50.0, 100.0, 0.1, 5, "half the target"),
             (10, 10, 0.0, 100.0, 0.1, 0, "no load"),
             (5, 5, 120.0, 100.0, 0.0, 6, "no tolerance"),
-            (
-                3,
-                3,
-                0.3 * 4.0,
-                0.3 * 3.0,
-                0.0,
-                4,
-                "float noise: 3 × 1.2 / 1.2 must not become 4",
-            ),
+            (3, 3, 0.3 * 4.0, 0.3 * 3.0, 0.0, 4, "float noise: 3 × 1.2 / 1.2 must not become 4"),
             (0, 0, 250.0, 100.0, 0.1, 3, "from zero counts as one"),
-            (
-                2,
-                2,
-                f64::INFINITY,
-                100.0,
-                0.1,
-                2,
-                "an infinite figure holds",
-            ),
+            (2, 2, f64::INFINITY, 100.0, 0.1, 2, "an infinite figure holds"),
         ];
         for (current, base, value, target, tolerance, want, why) in cases {
             assert_eq!(

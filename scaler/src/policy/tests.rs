@@ -30,6 +30,14 @@ pub(crate) fn tt(name: &str, target: f64) -> TargetTracking {
     }
 }
 
+/// [`tt`] without scale-in stabilization: it scales in at once.
+fn tt_unstabilized(name: &str, target: f64) -> TargetTracking {
+    TargetTracking {
+        scale_in_stabilization: Duration::ZERO,
+        ..tt(name, target)
+    }
+}
+
 fn service(policies: Vec<TargetTracking>) -> ScaledService {
     ScaledService {
         cluster: "c".into(),
@@ -85,9 +93,8 @@ fn largest_desired_wins() {
 
 #[test]
 fn a_latency_policy_scales_the_desired_count_pending_tasks_included() {
-    let mut lat = tt("latency", 0.2);
+    let mut lat = tt_unstabilized("latency", 0.2);
     lat.metric = ScalingMetric::Latency(99.0);
-    lat.scale_in_stabilization = Duration::ZERO;
     let s = service(vec![lat]);
     let st = State::new(&s, t(0));
     // 10 asked for, 4 healthy: p99 at twice the target asks for 10 × 2, not 4 × 2 (which
@@ -102,12 +109,9 @@ fn a_latency_policy_scales_the_desired_count_pending_tasks_included() {
 
 #[test]
 fn scale_in_needs_every_policy() {
-    let mut a = tt("a", 100.0);
-    a.scale_in_stabilization = Duration::ZERO;
-    let mut b = tt("b", 100.0);
+    let a = tt_unstabilized("a", 100.0);
+    let mut b = tt_unstabilized("b", 0.099); // the p99 of figs(_, _, 0.1) interpolates to 0.099
     b.metric = ScalingMetric::Latency(99.0);
-    b.target = 0.099; // the p99 of figs(_, _, 0.1) interpolates to 0.099
-    b.scale_in_stabilization = Duration::ZERO;
     let s = service(vec![a, b]);
     let st = State::new(&s, t(0));
     // a wants 2 (50 rps/target on 4... 200 rps / 4 = 50 → 2); b at target → holds.
@@ -124,8 +128,7 @@ fn scale_in_needs_every_policy() {
 
 #[test]
 fn metric_gap_never_scales_in() {
-    let mut a = tt("a", 100.0);
-    a.scale_in_stabilization = Duration::ZERO;
+    let a = tt_unstabilized("a", 100.0);
     let s = service(vec![a]);
     let st = State::new(&s, t(0));
     let d = decide(t(0), &s, &inputs(None, 6), &st);
@@ -138,8 +141,7 @@ fn metric_gap_never_scales_in() {
 
 #[test]
 fn clamps_to_min_and_max() {
-    let mut a = tt("a", 100.0);
-    a.scale_in_stabilization = Duration::ZERO;
+    let a = tt_unstabilized("a", 100.0);
     let mut s = service(vec![a]);
     s.min_capacity = 2;
     s.max_capacity = 10;
@@ -173,8 +175,7 @@ fn clamps_to_min_and_max() {
 
 #[test]
 fn suspends() {
-    let mut a = tt("a", 100.0);
-    a.scale_in_stabilization = Duration::ZERO;
+    let a = tt_unstabilized("a", 100.0);
     let mut s = service(vec![a]);
     s.suspend_scale_out = true;
     let st = State::new(&s, t(0));
