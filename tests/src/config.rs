@@ -366,3 +366,48 @@ target = {target}
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every builder writes TOML that berth's own config loader accepts, tables in place.
+    #[test]
+    fn built_configs_load() {
+        let web: SocketAddr = "127.0.0.1:8080".parse().expect("an address");
+        let targets = r#"[{ address = "127.0.0.2:80" }]"#;
+        let group = Group::new("g")
+            .deregistration_delay("1s")
+            .key(r#"algorithm = "round_robin""#)
+            .fast_health_check()
+            .table("outlier", "consecutive_connect_failures = 2")
+            .targets(targets)
+            .to_string();
+        let listener = Listener::web(web, "g")
+            .key("max_header_bytes = 4096")
+            .rule(1, r#"{ path_prefix = ["/a"] }"#, &forward("g"))
+            .tables("[[listeners.rules]]\npriority = 2\nconditions = [{ method = [\"PUT\"] }]\naction = { fixed_response = { status = 202 } }\n");
+        let scaler = ScalerToml {
+            proxy_admin: web,
+            namespace: "ns",
+            replica: "r1",
+            settings: "dry_run = true",
+            max_capacity: 3,
+            target: 5.0,
+            policy_extra: "",
+        }
+        .to_string()
+        .replace("@ADMIN@", "127.0.0.1:0");
+        let tcp = "127.0.0.2:80".parse().expect("an address");
+        let configs = [
+            json_logged(&listener) + &group,
+            tcp_config(web, "max_connections = 10", "", &[tcp]),
+            ecs_api_config(web) + &scaler,
+        ];
+        for text in configs {
+            if let Err(e) = berth_config::parse(&text, std::path::Path::new(".")) {
+                panic!("{e}\n{text}");
+            }
+        }
+    }
+}
