@@ -166,6 +166,13 @@ fn targets_file_json() {
     assert_eq!(berth_config::parse_targets_file("{}").unwrap(), vec![]);
 }
 
+/// The errors of a targets file as one text, one error a line.
+fn targets_file_errors(text: &str) -> String {
+    berth_config::parse_targets_file(text)
+        .unwrap_err()
+        .to_string()
+}
+
 #[test]
 fn targets_file_toml_errors() {
     let text = r#"targets = [
@@ -176,30 +183,21 @@ fn targets_file_toml_errors() {
   { weight = 3 },
 ]
 "#;
-    let e = berth_config::parse_targets_file(text)
-        .unwrap_err()
-        .to_string();
     assert_eq!(
-        e,
+        targets_file_errors(text),
         "targets[1].address: duplicate target 127.0.0.2:8080 (also at targets[0]) (line 3)\n\
          targets[2].address: invalid address \"localhost:80\" (expected ip:port, e.g. \"127.0.0.1:8080\") (line 4)\n\
          targets[3].weight: must be between 1 and 1000 (line 5)\n\
          targets[4].address: required (line 6)"
     );
 
-    let e = berth_config::parse_targets_file("targets = [\n  { adress = \"127.0.0.1:1\" },\n]")
-        .unwrap_err()
-        .to_string();
     assert_eq!(
-        e,
+        targets_file_errors("targets = [\n  { adress = \"127.0.0.1:1\" },\n]"),
         "targets[0].adress: unknown key \"adress\" (expected one of: address, weight) (line 2)"
     );
 
-    let e = berth_config::parse_targets_file("targets = [\n  { address = 5 },\n]")
-        .unwrap_err()
-        .to_string();
     assert_eq!(
-        e,
+        targets_file_errors("targets = [\n  { address = 5 },\n]"),
         "targets[0].address: expected a string, found integer `5` (line 2)"
     );
 
@@ -212,29 +210,20 @@ fn targets_file_toml_errors() {
 
 #[test]
 fn targets_file_json_errors() {
-    let e = berth_config::parse_targets_file(
-        "{\"targets\": [\n {\"address\": \"127.0.0.1:1\"},\n {\"address\": \"nope\"}\n]}",
-    )
-    .unwrap_err()
-    .to_string();
     assert_eq!(
-        e,
+        targets_file_errors(
+            "{\"targets\": [\n {\"address\": \"127.0.0.1:1\"},\n {\"address\": \"nope\"}\n]}"
+        ),
         "targets[1].address: invalid address \"nope\" (expected ip:port, e.g. \"127.0.0.1:8080\")"
     );
 
-    let e = berth_config::parse_targets_file("{\"targets\": [\n {\"adress\": \"x\"}\n]}")
-        .unwrap_err()
-        .to_string();
     assert_eq!(
-        e,
+        targets_file_errors("{\"targets\": [\n {\"adress\": \"x\"}\n]}"),
         "targets[0].adress: unknown key \"adress\" (expected one of: address, weight) (line 2)"
     );
 
-    let e = berth_config::parse_targets_file("{\"targets\": [\n {\"address\": 5}\n]}")
-        .unwrap_err()
-        .to_string();
     assert_eq!(
-        e,
+        targets_file_errors("{\"targets\": [\n {\"address\": 5}\n]}"),
         "targets[0].address: expected a string, found integer `5` (line 2)"
     );
 

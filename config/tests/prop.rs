@@ -149,44 +149,34 @@ struct Group {
     forward_weight: u32,
 }
 
-fn group_strategy() -> impl Strategy<Value = Group> {
-    (
-        (1u64..=300).prop_flat_map(|i| (Just(i), 100u64..i * 1000)),
-        (2u32..=10, 2u32..=10),
-        (100u16..=599).prop_flat_map(|lo| (Just(lo), lo..=599)),
-        0u64..=3600,
-        prop_oneof![Just(0u64), 30u64..=900],
-        1u64..=60_000,
-        0u32..=10,
-        proptest::collection::vec(1u32..=1000, 1..5),
-        1u32..=999,
-    )
-        .prop_map(
-            |(
-                (interval_s, timeout_ms),
-                (healthy, unhealthy),
-                (matcher_lo, matcher_hi),
-                dereg_s,
-                slow_start_s,
-                connect_ms,
-                attempts,
-                weights,
-                forward_weight,
-            )| Group {
-                interval_s,
-                timeout_ms,
-                healthy,
-                unhealthy,
-                matcher_lo,
-                matcher_hi,
-                dereg_s,
-                slow_start_s,
-                connect_ms,
-                attempts,
-                weights,
-                forward_weight,
-            },
-        )
+prop_compose! {
+    /// A target group's inputs, each within the range the configuration accepts.
+    fn group_strategy()(
+        (interval_s, timeout_ms) in (1u64..=300).prop_flat_map(|i| (Just(i), 100u64..i * 1000)),
+        (healthy, unhealthy) in (2u32..=10, 2u32..=10),
+        (matcher_lo, matcher_hi) in (100u16..=599).prop_flat_map(|lo| (Just(lo), lo..=599)),
+        dereg_s in 0u64..=3600,
+        slow_start_s in prop_oneof![Just(0u64), 30u64..=900],
+        connect_ms in 1u64..=60_000,
+        attempts in 0u32..=10,
+        weights in proptest::collection::vec(1u32..=1000, 1..5),
+        forward_weight in 1u32..=999,
+    ) -> Group {
+        Group {
+            interval_s,
+            timeout_ms,
+            healthy,
+            unhealthy,
+            matcher_lo,
+            matcher_hi,
+            dereg_s,
+            slow_start_s,
+            connect_ms,
+            attempts,
+            weights,
+            forward_weight,
+        }
+    }
 }
 
 /// A configuration with one listener forwarding to (up to five of) the groups.

@@ -135,14 +135,7 @@ impl<'a> Checker<'a> {
         lo: i64,
         hi: i64,
     ) -> i64 {
-        match v {
-            None => default,
-            Some(x) if (lo..=hi).contains(&x) => x,
-            Some(_) => {
-                self.error(path, format!("must be between {lo} and {hi}"));
-                default
-            }
-        }
+        self.optional_int_in(v, path, lo, hi).unwrap_or(default)
     }
 
     /// A required string; records `required` or `must not be empty`.
@@ -200,16 +193,26 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// An optional integer that must lie in `lo..=hi`; `None` when absent or out of range.
+    pub(super) fn optional_int_in(
+        &mut self,
+        v: Option<i64>,
+        path: &str,
+        lo: i64,
+        hi: i64,
+    ) -> Option<i64> {
+        let x = v?;
+        if (lo..=hi).contains(&x) {
+            Some(x)
+        } else {
+            self.error(path, format!("must be between {lo} and {hi}"));
+            None
+        }
+    }
+
     /// A port number, 1..=65535.
     pub(super) fn port(&mut self, v: Option<i64>, path: &str) -> Option<u16> {
-        match v {
-            None => None,
-            Some(n) if (1..=65535).contains(&n) => Some(n as u16),
-            Some(_) => {
-                self.error(path, "must be between 1 and 65535");
-                None
-            }
-        }
+        self.optional_int_in(v, path, 1, 65535).map(|n| n as u16)
     }
 
     /// Records an error unless the URL path `s` starts with `/`; true when it does.

@@ -2,7 +2,7 @@
 
 use super::values::{compile, escape_wildcard};
 use super::Checker;
-use crate::model::Condition;
+use crate::model::{Condition, Wildcard};
 use crate::raw::RawCondition;
 
 /// Condition kinds, in the order they are listed in messages.
@@ -74,29 +74,9 @@ impl Checker<'_> {
             return None;
         }
         if let Some(list) = &c.host {
-            if !self.non_empty(list, &format!("{p}.host")) {
-                return None;
-            }
-            let mut out = Vec::new();
-            for (i, h) in list.iter().enumerate() {
-                let hp = format!("{p}.host[{i}]");
-                let lower = h.trim().to_ascii_lowercase();
-                let valid_chars = lower.chars().all(|ch| {
-                    ch.is_ascii_alphanumeric() || matches!(ch, '-' | '.' | '_' | '*' | '?')
-                });
-                if lower.is_empty() || !valid_chars || lower.len() > 128 {
-                    self.error(
-                        &hp,
-                        format!("invalid host pattern {h:?} (letters, digits, - . _ and the wildcards * ? only)"),
-                    );
-                    continue;
-                }
-                match compile(&lower, &lower, true, false) {
-                    Ok(w) => out.push(w),
-                    Err(m) => self.error(&hp, m),
-                }
-            }
-            return (out.len() == list.len()).then_some(Condition::Host(out));
+            return self
+                .checked_list(list, &format!("{p}.host"), Self::host_patterns)
+                .map(Condition::Host);
         }
         if let Some(list) = &c.path_exact {
             return self
@@ -161,38 +141,74 @@ impl Checker<'_> {
             });
         }
         if let Some(list) = &c.method {
-            let mp = format!("{p}.method");
-            if !self.non_empty(list, &mp) {
-                return None;
-            }
-            let mut out = Vec::new();
-            for (i, m) in list.iter().enumerate() {
-                let upper = m.trim().to_ascii_uppercase();
-                if !upper.is_empty() && http::Method::from_bytes(upper.as_bytes()).is_ok() {
-                    out.push(upper);
-                } else {
-                    self.error(&format!("{mp}[{i}]"), format!("invalid HTTP method {m:?}"));
-                }
-            }
-            return (out.len() == list.len()).then_some(Condition::Method(out));
+            return self
+                .checked_list(list, &format!("{p}.method"), Self::methods)
+                .map(Condition::Method);
         }
         if let Some(list) = &c.source_cidr {
-            let sp = format!("{p}.source_cidr");
-            if !self.non_empty(list, &sp) {
-                return None;
-            }
-            let out = self.cidrs(list, &sp);
-            return (out.len() == list.len()).then_some(Condition::SourceCidr(out));
+            return self
+                .checked_list(list, &format!("{p}.source_cidr"), Self::cidrs)
+                .map(Condition::SourceCidr);
         }
         if let Some(list) = &c.vpc_endpoint {
-            let vp = format!("{p}.vpc_endpoint");
-            if !self.non_empty(list, &vp) {
-                return None;
-            }
-            let ids = self.vpce_ids(list, &vp);
-            return (ids.len() == list.len()).then_some(Condition::VpcEndpoint(ids));
+            return self
+                .checked_list(list, &format!("{p}.vpc_endpoint"), Self::vpce_ids)
+                .map(Condition::VpcEndpoint);
         }
         None
+    }
+
+    /// A non-empty list at `path` whose every element passes `check`, which returns the
+    /// elements that pass and records an error at `path[i]` for each that does not.
+    fn checked_list<T>(
+        &mut self,
+        list: &[String],
+        path: &str,
+        check: fn(&mut Self, &[String], &str) -> Vec<T>,
+    ) -> Option<Vec<T>> {
+        if !self.non_empty(list, path) {
+            return None;
+        }
+        let out = check(self, list, path);
+        (out.len() == list.len()).then_some(out)
+    }
+
+    /// Host patterns, lower-cased: ALB's characters only, at most 128 of them.
+    fn host_patterns(&mut self, list: &[String], p: &str) -> Vec<Wildcard> {
+        let mut out = Vec::new();
+        for (i, h) in list.iter().enumerate() {
+            let hp = format!("{p}[{i}]");
+            let lower = h.trim().to_ascii_lowercase();
+            let valid_chars = lower
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '.' | '_' | '*' | '?'));
+            if lower.is_empty() || !valid_chars || lower.len() > 128 {
+                self.error(
+                    &hp,
+                    format!("invalid host pattern {h:?} (letters, digits, - . _ and the wildcards * ? only)"),
+                );
+                continue;
+            }
+            match compile(&lower, &lower, true, false) {
+                Ok(w) => out.push(w),
+                Err(m) => self.error(&hp, m),
+            }
+        }
+        out
+    }
+
+    /// HTTP methods, upper-cased.
+    fn methods(&mut self, list: &[String], mp: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, m) in list.iter().enumerate() {
+            let upper = m.trim().to_ascii_uppercase();
+            if !upper.is_empty() && http::Method::from_bytes(upper.as_bytes()).is_ok() {
+                out.push(upper);
+            } else {
+                self.error(&format!("{mp}[{i}]"), format!("invalid HTTP method {m:?}"));
+            }
+        }
+        out
     }
 
     /// A non-empty list of paths each starting with `/`.

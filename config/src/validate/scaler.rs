@@ -134,14 +134,7 @@ impl Checker<'_> {
 
     /// A capacity: an integer in 0..=100000.
     pub(super) fn capacity(&mut self, v: Option<i64>, path: &str) -> Option<u32> {
-        match v {
-            None => None,
-            Some(x) if (0..=100_000).contains(&x) => Some(x as u32),
-            Some(_) => {
-                self.error(path, "must be between 0 and 100000");
-                None
-            }
-        }
+        self.optional_int_in(v, path, 0, 100_000).map(|x| x as u32)
     }
 
     /// Records an error at `{p}.min_capacity` when both capacities are known and the minimum

@@ -7,6 +7,23 @@ use super::Checker;
 use crate::model::*;
 use crate::raw::*;
 
+/// Metrics a step policy may watch.
+const STEP_METRICS: [&str; 6] = [
+    "request_rate",
+    "requests_per_target",
+    "latency",
+    "error_rate",
+    "active_connections_per_target",
+    "healthy_targets",
+];
+
+/// Metrics a target tracking policy may watch: those that fall as the count rises.
+const TARGET_TRACKING_METRICS: [&str; 3] = [
+    "requests_per_target",
+    "latency",
+    "active_connections_per_target",
+];
+
 impl Checker<'_> {
     /// The checked policies of one kind (`kind` is `target_tracking`, `step` or `scheduled`)
     /// of the service at `service`: element `i` is at `{service}.{kind}[i]` and is named
@@ -137,14 +154,7 @@ impl Checker<'_> {
             &t.metric,
             &t.per,
             t.percentile,
-            &[
-                "request_rate",
-                "requests_per_target",
-                "latency",
-                "error_rate",
-                "active_connections_per_target",
-                "healthy_targets",
-            ],
+            &STEP_METRICS,
             Per::Second,
         );
         let comparison = match self.required(&t.comparison, &format!("{tp}.comparison")) {
@@ -326,11 +336,7 @@ impl Checker<'_> {
             &t.metric,
             &t.per,
             t.percentile,
-            &[
-                "requests_per_target",
-                "latency",
-                "active_connections_per_target",
-            ],
+            &TARGET_TRACKING_METRICS,
             Per::Minute,
         );
         let target = match t.target {
