@@ -188,50 +188,22 @@ mod tests {
 
     #[test]
     fn at_fires_once_in_its_zone() {
-        let a = action(
-            "launch",
-            "at(2024-06-01T09:00:00)",
-            "Asia/Tokyo",
-            Some(10),
-            None,
-        );
         let start = utc("2024-01-01T00:00:00Z");
-        assert_eq!(
-            last_occurrence(&a, utc("2024-06-01T00:00:00Z"), start),
-            Some(utc("2024-06-01T00:00:00Z"))
-        );
-        assert_eq!(
-            last_occurrence(&a, utc("2024-05-31T23:59:59Z"), start),
-            None
-        );
-        assert_eq!(
-            last_occurrence(&a, utc("2025-01-01T00:00:00Z"), start),
-            Some(utc("2024-06-01T00:00:00Z"))
-        );
-        // In Paris' spring gap 02:30 does not exist: fires at 03:00 CEST = 01:00 UTC.
-        let g = action(
-            "gap",
-            "at(2024-03-31T02:30:00)",
-            "Europe/Paris",
-            Some(1),
-            None,
-        );
-        assert_eq!(
-            last_occurrence(&g, utc("2024-04-01T00:00:00Z"), start),
-            Some(utc("2024-03-31T01:00:00Z"))
-        );
-        // In the autumn repeat 02:30 happens twice: the first one (CEST, 00:30 UTC).
-        let r = action(
-            "repeat",
-            "at(2024-10-27T02:30:00)",
-            "Europe/Paris",
-            Some(1),
-            None,
-        );
-        assert_eq!(
-            last_occurrence(&r, utc("2024-10-28T00:00:00Z"), start),
-            Some(utc("2024-10-27T00:30:00Z"))
-        );
+        // (expression, zone, now, last occurrence, why)
+        #[rustfmt::skip]
+        let cases = [
+            ("at(2024-06-01T09:00:00)", "Asia/Tokyo", "2024-06-01T00:00:00Z", Some("2024-06-01T00:00:00Z"), "09:00 JST is 00:00 UTC"),
+            ("at(2024-06-01T09:00:00)", "Asia/Tokyo", "2024-05-31T23:59:59Z", None, "not yet"),
+            ("at(2024-06-01T09:00:00)", "Asia/Tokyo", "2025-01-01T00:00:00Z", Some("2024-06-01T00:00:00Z"), "once, long after"),
+            ("at(2024-03-31T02:30:00)", "Europe/Paris", "2024-04-01T00:00:00Z", Some("2024-03-31T01:00:00Z"),
+             "in Paris' spring gap 02:30 does not exist: fires at 03:00 CEST = 01:00 UTC"),
+            ("at(2024-10-27T02:30:00)", "Europe/Paris", "2024-10-28T00:00:00Z", Some("2024-10-27T00:30:00Z"),
+             "in the autumn repeat 02:30 happens twice: the first one (CEST, 00:30 UTC)"),
+        ];
+        for (expression, zone, now, want, why) in cases {
+            let a = action("at", expression, zone, Some(10), None);
+            assert_eq!(last_occurrence(&a, utc(now), start), want.map(utc), "{why}");
+        }
     }
 
     #[test]

@@ -437,33 +437,28 @@ mod tests {
 
     #[test]
     fn step_bounds_choose_the_adjustment() {
-        let p = one_period(out_policy());
+        let out = one_period(out_policy());
+        let scale_in = in_policy();
         let st = StepState::default();
-        assert_eq!(
-            decide(t(0), &p, Some(100.0), 4, &st).0.desired,
-            Some(5),
-            "lower inclusive"
-        );
-        assert_eq!(decide(t(0), &p, Some(149.9), 4, &st).0.desired, Some(5));
-        assert_eq!(
-            decide(t(0), &p, Some(150.0), 4, &st).0.desired,
-            Some(7),
-            "upper exclusive"
-        );
-        assert_eq!(decide(t(0), &p, Some(99.9), 4, &st).0.desired, None);
-        let p = in_policy();
-        assert_eq!(decide(t(0), &p, Some(15.0), 4, &st).0.desired, Some(3));
-        assert_eq!(
-            decide(t(0), &p, Some(10.0), 4, &st).0.desired,
-            Some(2),
-            "below: -10 is in (-inf, -10]"
-        );
-        assert_eq!(decide(t(0), &p, Some(9.0), 4, &st).0.desired, Some(2));
-        assert_eq!(
-            decide(t(0), &p, Some(0.0), 1, &st).0.desired,
-            Some(0),
-            "never negative"
-        );
+        // (policy, value, current count, desired, why)
+        #[rustfmt::skip]
+        let cases = [
+            (&out, 100.0, 4, Some(5), "lower inclusive"),
+            (&out, 149.9, 4, Some(5), "first step"),
+            (&out, 150.0, 4, Some(7), "upper exclusive"),
+            (&out, 99.9, 4, None, "below the threshold"),
+            (&scale_in, 15.0, 4, Some(3), "first step down"),
+            (&scale_in, 10.0, 4, Some(2), "below: -10 is in (-inf, -10]"),
+            (&scale_in, 9.0, 4, Some(2), "further below"),
+            (&scale_in, 0.0, 1, Some(0), "never negative"),
+        ];
+        for (p, value, current, want, why) in cases {
+            assert_eq!(
+                decide(t(0), p, Some(value), current, &st).0.desired,
+                want,
+                "{why}"
+            );
+        }
     }
 
     #[test]

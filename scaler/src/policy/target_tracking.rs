@@ -68,6 +68,19 @@ impl TrackingState {
             self.history.pop_front();
         }
     }
+
+    /// The raw recommendations recorded since `start`, then this tick's `raw`.
+    fn recommendations_since(
+        &self,
+        start: DateTime<Utc>,
+        raw: u32,
+    ) -> impl Iterator<Item = u32> + '_ {
+        self.history
+            .iter()
+            .filter(move |(t, _)| *t >= start)
+            .map(|(_, r)| *r)
+            .chain(std::iter::once(raw))
+    }
 }
 
 /// The capacity rule (see the module documentation): `current` when `value / target` is within
@@ -130,14 +143,7 @@ pub fn decide(
     );
     if raw > current {
         let start = window_start(now, p.scale_out_stabilization);
-        let low = st
-            .history
-            .iter()
-            .filter(|(t, _)| *t >= start)
-            .map(|(_, r)| *r)
-            .chain(std::iter::once(raw))
-            .min()
-            .unwrap_or(raw);
+        let low = st.recommendations_since(start, raw).min().unwrap_or(raw);
         if low > current {
             if let Some((at, set)) = st.last_scale_out {
                 let end = until(at, p.scale_out_cooldown);
@@ -182,14 +188,7 @@ pub fn decide(
             );
             return (Vote::hold(&p.name, current, &why), Some(raw));
         }
-        let high = st
-            .history
-            .iter()
-            .filter(|(t, _)| *t >= start)
-            .map(|(_, r)| *r)
-            .chain(std::iter::once(raw))
-            .max()
-            .unwrap_or(raw);
+        let high = st.recommendations_since(start, raw).max().unwrap_or(raw);
         if high < current {
             let why = format!("{seen}: scale in to {high} (raw {raw})");
             let vote = Vote::wants(&p.name, high, false, why);
