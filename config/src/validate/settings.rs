@@ -82,33 +82,33 @@ impl Checker<'_> {
         LogSettings { format, level }
     }
 
-    /// Checks a `proxy_protocol` table at path `ppp` (`listeners[i].proxy_protocol` or
+    /// Checks a `proxy_protocol` table at path `table_path` (`listeners[i].proxy_protocol` or
     /// `admin.proxy_protocol`).
     pub(super) fn proxy_protocol_in(
         &mut self,
         pp: &RawProxyProtocol,
-        ppp: &str,
+        table_path: &str,
     ) -> ProxyProtocolIn {
         let trusted_cidrs = match &pp.trusted_cidrs {
             None => {
                 self.error(
-                    &format!("{ppp}.trusted_cidrs"),
+                    &format!("{table_path}.trusted_cidrs"),
                     "required: the peers (load balancers) allowed to send PROXY headers",
                 );
                 Vec::new()
             }
-            Some(list) => self.cidrs(list, &format!("{ppp}.trusted_cidrs")),
+            Some(list) => self.cidrs(list, &format!("{table_path}.trusted_cidrs")),
         };
         let header_timeout = self.duration_in(
             &pp.header_timeout,
-            &format!("{ppp}.header_timeout"),
+            &format!("{table_path}.header_timeout"),
             secs(3),
             Duration::from_millis(10),
             secs(60),
             "between 10ms and 60s",
         );
         let allowed_vpc_endpoints = match &pp.allowed_vpc_endpoints {
-            Some(list) => self.vpce_ids(list, &format!("{ppp}.allowed_vpc_endpoints")),
+            Some(list) => self.vpce_ids(list, &format!("{table_path}.allowed_vpc_endpoints")),
             None => Vec::new(),
         };
         ProxyProtocolIn {
