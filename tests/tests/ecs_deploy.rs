@@ -220,48 +220,39 @@ async fn scenarios(mode: AppMode) -> Vec<(String, MixedStats)> {
     let m = mode.as_str();
     let mut out = Vec::new();
 
-    let td2 = env
-        .moto
-        .register_task_definition(&TaskDefinition::single(
-            FAMILY,
-            NetworkMode::Awsvpc,
-            env.port,
-        ))
-        .await
-        .expect("task definition 2");
-    let change = ServiceUpdate {
-        task_definition: Some(td2.clone()),
-        maximum_percent: Some(125),
-        minimum_healthy_percent: Some(100),
-        ..ServiceUpdate::default()
-    };
-    let name = format!("rolling one-at-a-time {m}");
-    out.push((name.clone(), env.under_load(&name, change, &td2, 4).await));
-
-    let td3 = env
-        .moto
-        .register_task_definition(&TaskDefinition {
-            family: FAMILY.into(),
-            network_mode: NetworkMode::Awsvpc,
-            containers: vec![ContainerDef::new("app", env.port)],
-        })
-        .await
-        .expect("task definition 3");
-    let change = ServiceUpdate {
-        task_definition: Some(td3.clone()),
-        maximum_percent: Some(200),
-        minimum_healthy_percent: Some(100),
-        ..ServiceUpdate::default()
-    };
-    let name = format!("rolling all-at-once {m}");
-    out.push((name.clone(), env.under_load(&name, change, &td3, 4).await));
+    // Rolling deployments to a new revision: one task at a time (125 %), then all at once (200 %).
+    let mut revision = String::new();
+    for (kind, maximum_percent) in [("one-at-a-time", 125), ("all-at-once", 200)] {
+        let td = env
+            .moto
+            .register_task_definition(&TaskDefinition::single(
+                FAMILY,
+                NetworkMode::Awsvpc,
+                env.port,
+            ))
+            .await
+            .expect("a new task definition revision");
+        let change = ServiceUpdate {
+            task_definition: Some(td.clone()),
+            maximum_percent: Some(maximum_percent),
+            minimum_healthy_percent: Some(100),
+            ..ServiceUpdate::default()
+        };
+        let name = format!("rolling {kind} {m}");
+        out.push((name.clone(), env.under_load(&name, change, &td, 4).await));
+        revision = td;
+    }
 
     let change = ServiceUpdate {
         desired_count: Some(1),
         ..ServiceUpdate::default()
     };
     let name = format!("scale-in 4->1 {m}");
-    out.push((name.clone(), env.under_load(&name, change, &td3, 1).await));
+    // The scale-in keeps the last deployed revision.
+    out.push((
+        name.clone(),
+        env.under_load(&name, change, &revision, 1).await,
+    ));
     out
 }
 
