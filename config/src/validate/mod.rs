@@ -19,6 +19,13 @@
 //! * a forward action lists 1..=5 target groups with weights 0..=999 summing above 0;
 //! * a redirect must change at least one of protocol, host, port, path or query;
 //! * `max_header_bytes` is 1024..=1048576, `threads` 1..=64, target weights 1..=1000.
+//!
+//! Where things are: `checker` holds the [`Checker`] (line index, base folder, errors) and
+//! the checks of single values; `document` splits the file into sections and checks names
+//! and binds that must be unique; one module per section follows (`settings`, `scaler` and
+//! `scaling_policies`, `listener` with `conditions` and `actions`, `target_group` with
+//! `health` and `sources`); `values` parses durations, matchers, CIDRs, wildcards and
+//! schedules; `serde_errors` rewords serde's messages.
 
 mod actions;
 mod checker;
