@@ -102,9 +102,9 @@ pub struct TargetsView {
 /// One target group in `/targets`.
 #[derive(Debug, Serialize)]
 pub struct GroupView {
-    /// Name.
+    /// The target group name.
     pub name: String,
-    /// Targets.
+    /// Its current targets.
     pub targets: Vec<TargetView>,
 }
 
@@ -115,7 +115,7 @@ pub struct TargetView {
     pub address: String,
     /// `initial`, `healthy`, `unhealthy` or `draining`.
     pub state: TargetState,
-    /// Weight.
+    /// The weight the balancer gives it.
     pub weight: u32,
 }
 

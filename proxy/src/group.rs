@@ -37,7 +37,7 @@ pub struct SelectInput<'a> {
 /// The balancer's answer.
 #[derive(Debug)]
 pub struct Selection {
-    /// The target.
+    /// The target the request or flow goes to.
     pub target: Arc<Target>,
     /// True when no target was healthy and the group failed open.
     pub fail_open: bool,
@@ -46,14 +46,14 @@ pub struct Selection {
 /// A running target group.
 #[derive(Debug)]
 pub struct Group {
-    /// Name.
+    /// The target group name (`target_groups[].name`), used in labels and logs.
     pub name: String,
     /// Current configuration (swapped on reload).
     pub config: ArcSwap<TargetGroup>,
-    /// Current targets.
+    /// The current targets, swapped whole when discovery changes them.
     pub targets: ArcSwap<TargetSet>,
     rr: AtomicU64,
-    /// Retry budget.
+    /// Limits retries to a share of requests (`retries.budget_percent`).
     pub retry_budget: RetryBudget,
     fail_open: AtomicBool,
     /// Set when the group was removed from the configuration; its loop stops.

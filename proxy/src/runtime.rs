@@ -40,7 +40,7 @@ impl ConfigSource {
 /// their whole life, so a reload never changes a request in flight.
 #[derive(Debug)]
 pub struct Generation {
-    /// The configuration.
+    /// The validated configuration of this generation.
     pub config: Arc<Config>,
     /// Running target groups by name.
     pub groups: HashMap<String, Arc<Group>>,

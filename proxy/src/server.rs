@@ -24,17 +24,17 @@ pub enum StartError {
     /// The admin address could not be bound.
     #[error("cannot bind the admin listener on {addr}: {source}")]
     AdminBind {
-        /// Address.
+        /// The configured `admin.bind`.
         addr: SocketAddr,
-        /// Cause.
+        /// What the operating system said.
         source: std::io::Error,
     },
     /// A listener's TLS could not be set up.
     #[error("listener {listener}: {source}")]
     Tls {
-        /// Listener name.
+        /// The listener (`listeners[].name`) whose certificates failed.
         listener: String,
-        /// Cause.
+        /// Which certificate or key, and why.
         source: crate::tls::TlsError,
     },
     /// The control runtime could not start.
@@ -46,11 +46,11 @@ pub enum StartError {
     /// A listener address is already taken.
     #[error("listener {listener}: cannot bind {addr}: {source}")]
     ListenerBind {
-        /// Listener name.
+        /// The listener (`listeners[].name`) that cannot bind.
         listener: String,
-        /// Address.
+        /// Its `bind` address.
         addr: SocketAddr,
-        /// Cause.
+        /// What the operating system said (usually: another process holds the port).
         source: std::io::Error,
     },
 }

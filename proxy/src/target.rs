@@ -123,7 +123,7 @@ impl Target {
         t
     }
 
-    /// Configured weight.
+    /// The weight the balancer gives it (at least 1).
     pub fn weight(&self) -> u32 {
         self.weight.load(Ordering::Relaxed)
     }

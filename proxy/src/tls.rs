@@ -13,11 +13,11 @@ pub enum TlsError {
     /// A certificate or key file could not be loaded.
     #[error("cannot load certificate {cert} / key {key}: {why}")]
     Load {
-        /// Certificate path.
+        /// The certificate file (`certificates[].cert`).
         cert: String,
-        /// Key path.
+        /// The key file (`certificates[].key`).
         key: String,
-        /// Reason.
+        /// Why it could not be loaded or does not match.
         why: String,
     },
     /// The listener has no certificate.

@@ -21,7 +21,7 @@ use metrics::Counter;
 /// The body of a request sent to a target.
 #[derive(Debug)]
 pub enum UpBody {
-    /// No body.
+    /// No body (GET, HEAD, or a request whose body was empty).
     Empty,
     /// A body read whole before sending (replayable on retry).
     Full(Option<Bytes>),

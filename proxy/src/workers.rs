@@ -35,11 +35,11 @@ pub enum EngineError {
     /// A listener's socket could not be bound.
     #[error("listener {listener}: cannot bind {addr}: {source}")]
     Bind {
-        /// Listener name.
+        /// The listener (`listeners[].name`) whose socket failed.
         listener: String,
-        /// Address.
+        /// Its `bind` address.
         addr: SocketAddr,
-        /// Cause.
+        /// What the operating system said.
         source: std::io::Error,
     },
     /// A worker's runtime or thread could not start.
@@ -81,7 +81,7 @@ impl App {
 pub struct Endpoint {
     /// The listener's app.
     pub app: App,
-    /// Bind address.
+    /// The address the workers bind (with SO_REUSEPORT, one socket per worker).
     pub addr: SocketAddr,
 }
 

@@ -11,7 +11,7 @@ pub enum DiscoveryError {
     /// A targets file could not be read.
     #[error("cannot read targets file {path}: {source}")]
     Read {
-        /// The file.
+        /// The targets file as configured.
         path: String,
         /// The I/O error.
         source: std::io::Error,
@@ -22,7 +22,7 @@ pub enum DiscoveryError {
     /// A targets file has invalid content.
     #[error("invalid targets file {path}: {message}")]
     Invalid {
-        /// The file.
+        /// The targets file as configured.
         path: String,
         /// Every problem, one per line.
         message: String,

@@ -11,7 +11,7 @@ use std::time::Duration;
 pub enum Status {
     /// Not yet passed `healthy_threshold` checks.
     Initial = 0,
-    /// Healthy.
+    /// Passed `healthy_threshold` checks in a row (or checks are off); gets traffic.
     Healthy = 1,
     /// Failed `unhealthy_threshold` checks in a row.
     Unhealthy = 2,
@@ -58,7 +58,7 @@ pub struct CheckRun {
 /// two for one step of the state machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HealthState {
-    /// Current status.
+    /// The status the run led to.
     pub status: Status,
     /// The run of results that led to it.
     pub run: CheckRun,

@@ -29,7 +29,7 @@ const BUF: usize = 16 * 1024;
 
 /// The L4 proxy of one tcp/tls listener.
 pub struct TcpProxy {
-    /// Listener name.
+    /// The name of the listener it serves (a metric label).
     pub listener: String,
     /// ProxyState state.
     pub shared: Arc<ProxyState>,

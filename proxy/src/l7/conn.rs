@@ -15,7 +15,7 @@ use crate::target::now_ms;
 /// One client connection.
 #[derive(Debug)]
 pub struct ClientConn {
-    /// Listener name.
+    /// The name of the listener that accepted it (a metric label).
     pub listener: String,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     pub scheme: &'static str,
@@ -31,7 +31,7 @@ pub struct ClientConn {
     pub server_port: HeaderValue,
     /// VPC endpoint ID from the PROXY header.
     pub vpce_id: Option<String>,
-    /// Request activity.
+    /// Requests in flight and the last activity, for the idle timeout and draining.
     pub activity: Arc<Activity>,
 }
 

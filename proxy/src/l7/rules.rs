@@ -17,9 +17,9 @@ pub struct RequestView<'a> {
     pub query: Option<&'a str>,
     /// Method, upper case.
     pub method: &'a str,
-    /// Request headers.
+    /// Request headers (`http_header` conditions).
     pub headers: &'a HeaderMap,
-    /// Client address.
+    /// The client address after any PROXY header (`source_ip` conditions).
     pub client_ip: Option<IpAddr>,
     /// VPC endpoint ID from the connection's PROXY header.
     pub vpce_id: Option<&'a str>,

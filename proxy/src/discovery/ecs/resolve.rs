@@ -12,7 +12,7 @@ use crate::discovery::ecs_api::{Task, TaskDefinition};
 /// A discovered task with what is needed to address it.
 #[derive(Debug, Clone)]
 pub struct KnownTask {
-    /// The task.
+    /// The task as `DescribeTasks` returned it.
     pub task: Task,
     /// The private IP of its container instance (EC2 bridge/host mode).
     pub instance_ip: Option<IpAddr>,
@@ -32,7 +32,7 @@ pub struct ClusterSnapshot {
 /// A resolved target with its Prometheus service-discovery labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EcsTarget {
-    /// Address.
+    /// Where requests go: ENI IP and container port, or instance IP and host port.
     pub address: SocketAddr,
     /// Labels (cluster, service, task ARN, family, revision, AZ, launch type).
     pub labels: Vec<(&'static str, String)>,
