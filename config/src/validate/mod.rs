@@ -20,7 +20,7 @@
 //! * a redirect must change at least one of protocol, host, port, path or query;
 //! * `max_header_bytes` is 1024..=1048576, `threads` 1..=64, target weights 1..=1000.
 //!
-//! Where things are: `checker` holds the [`Checker`] (line index, base folder, errors) and
+//! Where things are: `checker` holds the `Checker` (line index, base folder, errors) and
 //! the checks of single values; `document` splits the file into sections and checks names
 //! and binds that must be unique; one module per section follows (`settings`, `scaler` and
 //! `scaling_policies`, `listener` with `conditions` and `actions`, `target_group` with
