@@ -439,6 +439,16 @@ mod tests {
         }
     }
 
+    /// A round-robin group of targets 127.0.0.`last`:80, all healthy.
+    fn healthy_group(lasts: &[u8]) -> Group {
+        let g = Group::new(cfg(Algorithm::RoundRobin));
+        g.apply_discovered(&lasts.iter().map(|l| spec(*l)).collect::<Vec<_>>());
+        for t in g.targets.load().list.iter() {
+            t.set_status(Status::Healthy);
+        }
+        g
+    }
+
     fn spec(last: u8) -> TargetSpec {
         TargetSpec {
             address: format!("127.0.0.{last}:80").parse().unwrap(),
@@ -482,11 +492,7 @@ mod tests {
 
     #[test]
     fn removed_target_drains_and_is_reaped_when_idle() {
-        let g = Group::new(cfg(Algorithm::RoundRobin));
-        g.apply_discovered(&[spec(2), spec(3)]);
-        for t in g.targets.load().list.iter() {
-            t.set_status(Status::Healthy);
-        }
+        let g = healthy_group(&[2, 3]);
         let t3 = g.targets.load().list[1].clone();
         let inflight = crate::target::InFlight::new(t3.clone());
         g.apply_discovered(&[spec(2)]);
@@ -519,11 +525,7 @@ mod tests {
 
     #[test]
     fn retries_avoid_tried_targets() {
-        let g = Group::new(cfg(Algorithm::RoundRobin));
-        g.apply_discovered(&[spec(2), spec(3)]);
-        for t in g.targets.load().list.iter() {
-            t.set_status(Status::Healthy);
-        }
+        let g = healthy_group(&[2, 3]);
         let ex = [spec(2).address];
         for _ in 0..10 {
             let s = g
@@ -547,11 +549,7 @@ mod tests {
 
     #[test]
     fn sticky_id_routes_to_its_target() {
-        let g = Group::new(cfg(Algorithm::RoundRobin));
-        g.apply_discovered(&[spec(2), spec(3), spec(4)]);
-        for t in g.targets.load().list.iter() {
-            t.set_status(Status::Healthy);
-        }
+        let g = healthy_group(&[2, 3, 4]);
         let id = g.targets.load().list[2].sticky_id.clone();
         for _ in 0..10 {
             let s = g

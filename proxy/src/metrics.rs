@@ -97,85 +97,65 @@ pub fn install() -> PrometheusHandle {
     berth_common::prometheus::install(LATENCY_BUCKETS, describe)
 }
 
+/// What a metric family is, for its `# TYPE` line.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Every family berth-proxy exports (besides the AWS call counters, described by
+/// `berth_common`): name, kind, unit and the `# HELP` text.
+const FAMILIES: &[(&str, Kind, Option<metrics::Unit>, &str)] = &[
+    (REQUESTS, Kind::Counter, None, "Requests answered, by status class and origin (target or proxy)."),
+    (PROXY_RESPONSES, Kind::Counter, None, "Proxy-generated responses by reason."),
+    (TARGET_RESPONSE_SECONDS, Kind::Histogram, Some(metrics::Unit::Seconds), "Target response time (to response header)."),
+    (REQUEST_SECONDS, Kind::Histogram, Some(metrics::Unit::Seconds), "Whole request duration."),
+    (TARGET_REQUESTS, Kind::Counter, None, "Requests sent to each target."),
+    (TARGETS, Kind::Gauge, None, "Targets by state."),
+    (FAIL_OPEN, Kind::Gauge, None, "1 when the target group has no healthy target and routes to all."),
+    (ACTIVE_CONNECTIONS, Kind::Gauge, None, "Open client connections."),
+    (NEW_CONNECTIONS, Kind::Counter, None, "Accepted client connections."),
+    (REJECTED_CONNECTIONS, Kind::Counter, None, "Client connections closed before any request, by reason."),
+    (BYTES_IN, Kind::Counter, Some(metrics::Unit::Bytes), "Request body bytes from clients."),
+    (BYTES_OUT, Kind::Counter, Some(metrics::Unit::Bytes), "Response body bytes to clients."),
+    (CONNECT_ERRORS, Kind::Counter, None, "Failed connects to targets."),
+    (UPSTREAM_CONNECTIONS, Kind::Counter, None, "New HTTP connections opened to targets."),
+    (UPSTREAM_IDLE_CONNECTIONS, Kind::Gauge, None, "Idle keep-alive HTTP connections to targets in the pools."),
+    (RETRIES, Kind::Counter, None, "Requests retried on another target."),
+    (UNSENT_RESENDS, Kind::Counter, None, "Requests sent again, whatever their method, because no target had received them: a failed connect (reason connect), a pooled connection the target had closed (reason pooled_closed), or every known target refused and a fresh ECS poll showed new ones (reason rediscovered)."),
+    (RETRY_BUDGET_EXHAUSTED, Kind::Counter, None, "Retries refused by the retry budget."),
+    (EJECTIONS, Kind::Counter, None, "Passive outlier ejections."),
+    (HEALTH_CHECKS, Kind::Counter, None, "Active health checks by result."),
+    (RELOADS, Kind::Counter, None, "Configuration reloads by result."),
+    (CONFIG_RELOAD_SECONDS, Kind::Gauge, Some(metrics::Unit::Seconds), "Duration of the last successful configuration reload."),
+    (CONFIG_LAST_RELOAD, Kind::Gauge, Some(metrics::Unit::Seconds), "Unix time of the last successful config load."),
+    (DISCOVERY_UPDATES, Kind::Counter, None, "Target source refreshes by result."),
+    (DISCOVERY_AGE, Kind::Gauge, Some(metrics::Unit::Seconds), "Seconds since the last successful target source refresh."),
+    (ECS_TASKS, Kind::Gauge, None, "ECS tasks seen by last status."),
+    (L4_ACTIVE_FLOWS, Kind::Gauge, None, "Open TCP flows."),
+    (L4_NEW_FLOWS, Kind::Counter, None, "Accepted TCP flows."),
+    (L4_BYTES, Kind::Counter, Some(metrics::Unit::Bytes), "Bytes relayed by TCP listeners."),
+    (L4_CONNECT_ERRORS, Kind::Counter, None, "Failed target connects from TCP listeners."),
+    (L4_RESETS, Kind::Counter, None, "TCP flows ended by a reset."),
+    (L4_REFUSED, Kind::Counter, None, "TCP connections refused before relaying."),
+    (PROXY_PROTOCOL_REJECTED, Kind::Counter, None, "Connections refused for their PROXY header."),
+];
+
 fn describe() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_counter!(
-        REQUESTS,
-        "Requests answered, by status class and origin (target or proxy)."
-    );
-    describe_counter!(PROXY_RESPONSES, "Proxy-generated responses by reason.");
-    describe_histogram!(
-        TARGET_RESPONSE_SECONDS,
-        Unit::Seconds,
-        "Target response time (to response header)."
-    );
-    describe_histogram!(REQUEST_SECONDS, Unit::Seconds, "Whole request duration.");
-    describe_counter!(TARGET_REQUESTS, "Requests sent to each target.");
-    describe_gauge!(TARGETS, "Targets by state.");
-    describe_gauge!(
-        FAIL_OPEN,
-        "1 when the target group has no healthy target and routes to all."
-    );
-    describe_gauge!(ACTIVE_CONNECTIONS, "Open client connections.");
-    describe_counter!(NEW_CONNECTIONS, "Accepted client connections.");
-    describe_counter!(
-        REJECTED_CONNECTIONS,
-        "Client connections closed before any request, by reason."
-    );
-    describe_counter!(BYTES_IN, Unit::Bytes, "Request body bytes from clients.");
-    describe_counter!(BYTES_OUT, Unit::Bytes, "Response body bytes to clients.");
-    describe_counter!(CONNECT_ERRORS, "Failed connects to targets.");
-    describe_counter!(
-        UPSTREAM_CONNECTIONS,
-        "New HTTP connections opened to targets."
-    );
-    describe_gauge!(
-        UPSTREAM_IDLE_CONNECTIONS,
-        "Idle keep-alive HTTP connections to targets in the pools."
-    );
-    describe_counter!(RETRIES, "Requests retried on another target.");
-    describe_counter!(
-        UNSENT_RESENDS,
-        "Requests sent again, whatever their method, because no target had received them: a failed connect (reason connect), a pooled connection the target had closed (reason pooled_closed), or every known target refused and a fresh ECS poll showed new ones (reason rediscovered)."
-    );
-    describe_counter!(
-        RETRY_BUDGET_EXHAUSTED,
-        "Retries refused by the retry budget."
-    );
-    describe_counter!(EJECTIONS, "Passive outlier ejections.");
-    describe_counter!(HEALTH_CHECKS, "Active health checks by result.");
-    describe_counter!(RELOADS, "Configuration reloads by result.");
-    describe_gauge!(
-        CONFIG_RELOAD_SECONDS,
-        Unit::Seconds,
-        "Duration of the last successful configuration reload."
-    );
-    describe_gauge!(
-        CONFIG_LAST_RELOAD,
-        Unit::Seconds,
-        "Unix time of the last successful config load."
-    );
-    describe_counter!(DISCOVERY_UPDATES, "Target source refreshes by result.");
-    describe_gauge!(
-        DISCOVERY_AGE,
-        Unit::Seconds,
-        "Seconds since the last successful target source refresh."
-    );
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    for &(name, kind, unit, help) in FAMILIES {
+        match (kind, unit) {
+            (Kind::Counter, Some(u)) => describe_counter!(name, u, help),
+            (Kind::Counter, None) => describe_counter!(name, help),
+            (Kind::Gauge, Some(u)) => describe_gauge!(name, u, help),
+            (Kind::Gauge, None) => describe_gauge!(name, help),
+            (Kind::Histogram, Some(u)) => describe_histogram!(name, u, help),
+            (Kind::Histogram, None) => describe_histogram!(name, help),
+        }
+    }
     berth_common::aws_calls::describe();
-    describe_gauge!(ECS_TASKS, "ECS tasks seen by last status.");
-    describe_gauge!(L4_ACTIVE_FLOWS, "Open TCP flows.");
-    describe_counter!(L4_NEW_FLOWS, "Accepted TCP flows.");
-    describe_counter!(L4_BYTES, Unit::Bytes, "Bytes relayed by TCP listeners.");
-    describe_counter!(
-        L4_CONNECT_ERRORS,
-        "Failed target connects from TCP listeners."
-    );
-    describe_counter!(L4_RESETS, "TCP flows ended by a reset.");
-    describe_counter!(L4_REFUSED, "TCP connections refused before relaying.");
-    describe_counter!(
-        PROXY_PROTOCOL_REJECTED,
-        "Connections refused for their PROXY header."
-    );
 }
 
 /// The status class labels, in [`status_class_index`] order.

@@ -290,25 +290,19 @@ mod tests {
         assert_eq!(info.source, None);
     }
 
+    /// Why `bytes` (all there is to read) are refused as a PROXY header.
+    async fn refusal(mut bytes: &[u8]) -> &'static str {
+        read_header(&mut bytes, Duration::from_secs(1))
+            .await
+            .unwrap_err()
+            .reason()
+    }
+
     #[tokio::test]
     async fn garbage_truncation_and_timeout_are_refused() {
-        let mut r: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
-        assert_eq!(
-            read_header(&mut r, Duration::from_secs(1))
-                .await
-                .unwrap_err()
-                .reason(),
-            "malformed"
-        );
+        assert_eq!(refusal(b"GET / HTTP/1.1\r\n\r\n").await, "malformed");
         let hdr = encode_v2(a("127.0.0.9:5555"), a("127.0.0.1:443"), &[]).unwrap();
-        let mut r: &[u8] = &hdr[..20];
-        assert_eq!(
-            read_header(&mut r, Duration::from_secs(1))
-                .await
-                .unwrap_err()
-                .reason(),
-            "truncated"
-        );
+        assert_eq!(refusal(&hdr[..20]).await, "truncated");
         let (mut client, mut server) = tokio::io::duplex(64);
         use tokio::io::AsyncWriteExt;
         client.write_all(b"PROXY TCP4 ").await.unwrap();
@@ -316,12 +310,8 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.reason(), "timeout");
-        let mut r: &[u8] = b"PROXY TCP4 127.0.0.1 127.0.0.1 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34\r\n";
         assert_eq!(
-            read_header(&mut r, Duration::from_secs(1))
-                .await
-                .unwrap_err()
-                .reason(),
+            refusal(b"PROXY TCP4 127.0.0.1 127.0.0.1 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34\r\n").await,
             "malformed"
         );
     }
