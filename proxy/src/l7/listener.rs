@@ -120,6 +120,15 @@ impl HttpListener {
     }
 }
 
+/// What each stage of serving one connection works with: its activity (requests in flight,
+/// last use), the listener settings taken at accept, and the shutdown signal.
+#[derive(Clone, Copy)]
+struct Serving<'a> {
+    activity: &'a Activity,
+    s: Settings,
+    shutdown: &'a ShutdownWatch,
+}
+
 /// The listener settings one connection runs with (taken at accept).
 #[derive(Debug, Clone, Copy)]
 struct Settings {
@@ -246,9 +255,19 @@ impl HttpListener {
             prefix: Bytes::new(),
         };
         if s.protocols != Protocols::Http1 {
-            Box::pin(self.serve_auto(io, conn, &activity, s, shutdown)).await;
+            let serving = Serving {
+                activity: &activity,
+                s,
+                shutdown,
+            };
+            Box::pin(self.serve_auto(io, conn, serving)).await;
             return;
         }
+        let serving = Serving {
+            activity: &activity,
+            s,
+            shutdown,
+        };
         // HTTP/1.1: hyper serves the connection while requests come; once it has been idle for
         // PARK_AFTER, hyper lets go of it (its read and write buffers are freed) and the
         // connection waits here holding only its socket until the next request's first byte.
@@ -256,7 +275,7 @@ impl HttpListener {
             // Boxed: hyper's connection state is allocated while it serves and freed when the
             // connection parks.
             let (ended, back, buffered) =
-                Box::pin(self.serve_h1(io, Arc::clone(&conn), &activity, s, shutdown)).await;
+                Box::pin(self.serve_h1(io, Arc::clone(&conn), serving)).await;
             io = back;
             if ended != Ended::Parked {
                 let _ = tokio::time::timeout(IDLE_CLOSE_GRACE, io.shutdown()).await;
@@ -272,23 +291,18 @@ impl HttpListener {
                 Bytes::copy_from_slice(&buffered)
             };
             drop(buffered);
-            if io.prefix.is_empty() && !self.await_request(&io, &activity, s, shutdown).await {
+            if io.prefix.is_empty() && !self.await_request(&io, serving).await {
                 return;
             }
         }
     }
 
     /// Serves an HTTP/2 connection, or one that may start with the HTTP/2 preface (h2c).
-    async fn serve_auto<S>(
-        &self,
-        io: CountingIo<S>,
-        conn: Arc<ClientConn>,
-        activity: &Activity,
-        s: Settings,
-        shutdown: &ShutdownWatch,
-    ) where
+    async fn serve_auto<S>(&self, io: CountingIo<S>, conn: Arc<ClientConn>, serving: Serving<'_>)
+    where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let s = serving.s;
         let mut builder = auto::Builder::new(TokioExecutor::new());
         if s.protocols == Protocols::Http2 {
             builder = builder.http2_only();
@@ -303,10 +317,8 @@ impl HttpListener {
             connection,
             |c, cx| c.poll(cx),
             |c| c.graceful_shutdown(),
-            activity,
-            s,
             None,
-            shutdown,
+            serving,
         )
         .await;
     }
@@ -317,13 +329,12 @@ impl HttpListener {
         &self,
         io: CountingIo<S>,
         conn: Arc<ClientConn>,
-        activity: &Activity,
-        s: Settings,
-        shutdown: &ShutdownWatch,
+        serving: Serving<'_>,
     ) -> (Ended, CountingIo<S>, Bytes)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let s = serving.s;
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             // Heads beyond the listener's limit are refused by hyper with 431; berth times
@@ -337,10 +348,8 @@ impl HttpListener {
                 Pin::new(&mut connection),
                 |c, cx| c.get_mut().poll_without_shutdown(cx),
                 |c| c.graceful_shutdown(),
-                activity,
-                s,
                 Some(PARK_AFTER),
-                shutdown,
+                serving,
             )
             .await;
         let parts = connection.into_parts();
@@ -349,13 +358,12 @@ impl HttpListener {
 
     /// Waits, holding no buffer, for the next request's first byte on a parked connection;
     /// false when the connection should close instead (idle timeout, shutdown, error).
-    async fn await_request<S: Readable>(
-        &self,
-        io: &CountingIo<S>,
-        activity: &Activity,
-        s: Settings,
-        shutdown: &ShutdownWatch,
-    ) -> bool {
+    async fn await_request<S: Readable>(&self, io: &CountingIo<S>, serving: Serving<'_>) -> bool {
+        let Serving {
+            activity,
+            s,
+            shutdown,
+        } = serving;
         let mut shut = shutdown.clone();
         if *shut.borrow() {
             return false;
@@ -373,20 +381,22 @@ impl HttpListener {
 
     /// Runs a hyper connection until it ends or is parked, applying the header and idle
     /// timeouts and shutdown; counts what hyper refused.
-    #[allow(clippy::too_many_arguments)]
     async fn drive<C, E>(
         &self,
         mut connection: Pin<&mut C>,
         poll: PollFn<C, E>,
         graceful: fn(Pin<&mut C>),
-        activity: &Activity,
-        s: Settings,
         park_after: Option<Duration>,
-        shutdown: &ShutdownWatch,
+        serving: Serving<'_>,
     ) -> Ended
     where
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let Serving {
+            activity,
+            s,
+            shutdown,
+        } = serving;
         let (idle_ms, header_ms) = (s.idle.as_millis() as u64, s.header.as_millis() as u64);
         let park_ms = park_after.map(|p| p.as_millis() as u64);
         let mut shut = shutdown.clone();
