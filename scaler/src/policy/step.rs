@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 use berth_config::model::{AdjustmentType, StepPolicy};
 use chrono::{DateTime, Utc};
 
-use super::Vote;
+use super::vote::Vote;
 
 /// The period being accumulated.
 #[derive(Debug, Clone, Default, PartialEq)]

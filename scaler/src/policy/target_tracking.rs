@@ -39,7 +39,7 @@ use std::collections::VecDeque;
 use berth_config::model::TargetTracking;
 use chrono::{DateTime, Utc};
 
-use super::Vote;
+use super::vote::Vote;
 
 /// What a target tracking policy remembers: its recent raw recommendations.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
