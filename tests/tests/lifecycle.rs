@@ -198,10 +198,12 @@ async fn file_source_add_and_drain() {
                 tokio::spawn(async move { http.get(&url).await })
             })
             .collect();
+        // All four on their targets before counting b's requests: one still on its way to b
+        // would otherwise count as a new request to the draining target.
         wait_until(
             Duration::from_secs(5),
-            "a slow request in flight on b",
-            || async { b.in_flight() >= 1 },
+            "every slow request in flight, at least one on b",
+            || async { b.in_flight() >= 1 && a.in_flight() + b.in_flight() >= 4 },
         )
         .await;
         let b_before = b.requests();
