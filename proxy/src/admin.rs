@@ -155,9 +155,7 @@ async fn handle(
     }
     match req.uri().path() {
         "/metrics" => {
-            for g in shared.current.load().groups.values() {
-                g.publish_gauges();
-            }
+            shared.refresh_gauges();
             reply(StatusCode::OK, "text/plain; version=0.0.4", prom.render())
         }
         "/healthz" => {

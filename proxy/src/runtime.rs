@@ -146,6 +146,14 @@ impl ProxyState {
         }
     }
 
+    /// Brings every group's `berth_targets` gauges (targets by state) up to date; the group
+    /// loops do it each second, a scrape does it first so it reads no stale state.
+    pub fn refresh_gauges(&self) {
+        for g in self.current.load().groups.values() {
+            g.publish_gauges();
+        }
+    }
+
     /// Starts the background loop of every group that has none yet (call inside the control
     /// runtime).
     pub fn start_loops(self: &Arc<Self>) {
