@@ -21,7 +21,7 @@ const DRAIN_TICK: Duration = Duration::from_millis(100);
 
 /// The life of one target group: discovery, active health checks, draining, gauges. Ends when
 /// the group is removed from the configuration. The loop sleeps until the next thing is due
-/// (a poll, a check round, a drain to reap, at most [`IDLE_TICK`]) or a reload wakes it, so a
+/// (a poll, a check round, a drain to reap, at most `IDLE_TICK`) or a reload wakes it, so a
 /// thousand idle groups cost next to nothing.
 pub async fn run(group: Arc<Group>, ecs: Arc<EcsHub>, watch_interval: impl Fn() -> Duration) {
     let mut seen_cfg: Option<Arc<berth_config::model::TargetGroup>> = None;

@@ -1,9 +1,12 @@
-//! berth proxy: an L7 load balancer for Amazon ECS services, built on pingora.
+//! berth proxy: an L7/L4 load balancer for Amazon ECS services; pingora runs the process.
 //!
-//! Data flow: configuration ([`runtime::ProxyState`], swapped on reload) → listeners ([`l7`]) →
-//! rules → target group ([`group::Group`]) → balancer ([`balance`]) → target; targets come
-//! from [`discovery`] sources and are checked by [`health`]. [`admin`] serves `/metrics`,
-//! `/healthz` and `/targets`.
+//! Data flow: configuration ([`runtime::ProxyState`], swapped on reload) → listeners ([`l7`],
+//! [`l4`]) → rules → target group ([`group::Group`]) → balancer ([`balance`]) → target; targets
+//! come from [`discovery`] sources, are probed by [`health`], and each group's loop
+//! ([`group_loop`]) applies both. [`admin`] serves `/metrics`, `/healthz` and `/targets`.
+//!
+//! Modules import one way, from the process assembly ([`server`]) down to leaves such as
+//! [`health`], [`upstream`] and [`metrics`]; `tests/layers.rs` fails on any cycle.
 
 #![warn(missing_docs)]
 

@@ -1,7 +1,7 @@
 //! Reading load: the local proxy's `/metrics` (Prometheus text, parsed with `prometheus-parse`)
 //! turned into per-target-group [`Figures`] from the difference of two scrapes.
 //!
-//! Parsing ([`ProxySample::parse`]) and derivation ([`derive`]) are pure; [`Scraper`] only fetches.
+//! Parsing ([`ProxySample::parse`]) and derivation ([`derive()`]) are pure; [`Scraper`] only fetches.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;

@@ -31,7 +31,7 @@ pub struct ClusterPoller {
     attempts: tokio::sync::watch::Sender<u64>,
     /// The poll interval each target group asks for, by a key of the group's discovery.
     intervals: Mutex<HashMap<u64, Duration>>,
-    /// Asks [`ClusterPoller::run`] to poll now (at most every [`MIN_KICK_SPACING`]).
+    /// Asks [`ClusterPoller::run`] to poll now (at most every `MIN_KICK_SPACING`).
     kick: tokio::sync::Notify,
 }
 
@@ -64,8 +64,8 @@ impl ClusterPoller {
     }
 
     /// Polls `poller` every interval (the shortest its users ask for) until nothing holds it,
-    /// and ahead of schedule when a user asks ([`Discovery::look_again`]), no sooner than
-    /// [`MIN_KICK_SPACING`] after the last poll began. Ticks are fixed-rate: a slow call does
+    /// and ahead of schedule when a user asks (`Discovery::look_again`), no sooner than
+    /// `MIN_KICK_SPACING` after the last poll began. Ticks are fixed-rate: a slow call does
     /// not push later polls back.
     pub async fn run(poller: Weak<ClusterPoller>) {
         let mut next = tokio::time::Instant::now();
@@ -101,7 +101,7 @@ impl ClusterPoller {
             .unwrap_or(DEFAULT_INTERVAL)
     }
 
-    /// Asks for a poll ahead of schedule (no sooner than [`MIN_KICK_SPACING`] after the last
+    /// Asks for a poll ahead of schedule (no sooner than `MIN_KICK_SPACING` after the last
     /// one began).
     pub fn poll_soon(&self) {
         self.kick.notify_one();
