@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -112,10 +112,7 @@ impl ProxyState {
             Ok(config) => {
                 let generation = self.current.load().generation + 1;
                 let next = {
-                    let mut groups = match self.groups.lock() {
-                        Ok(g) => g,
-                        Err(p) => p.into_inner(),
-                    };
+                    let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
                     build_generation(&mut groups, config, generation)
                 };
                 let new_groups: Vec<Arc<Group>> = next.groups.values().cloned().collect();

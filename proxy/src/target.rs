@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -149,10 +149,11 @@ impl Target {
     /// Feeds one active check result through the health state machine ([`HealthState`]) and
     /// stores the new status; returns the transition, if any.
     pub fn record_check(&self, ok: bool, th: Thresholds) -> Option<Transition> {
-        let mut run = match self.check_run.lock() {
-            Ok(r) => r,
-            Err(p) => p.into_inner(),
-        };
+        // A panicked holder left the run whole: keep using it.
+        let mut run = self
+            .check_run
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let now = HealthState {
             status: self.status(),
             run: *run,

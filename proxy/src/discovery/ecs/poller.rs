@@ -2,7 +2,7 @@
 //! names it, and keeps the last good snapshot when a call fails.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use berth_common::aws_error::AwsError;
@@ -284,10 +284,7 @@ pub fn describe_again(kt: &KnownTask, td: Option<&TaskDefinition>, full: bool) -
 
 /// Locks `m`, taking the data of a poisoned lock (a panicked holder left it whole).
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn publish_task_states(cluster: &str, snap: &ClusterSnapshot) {
