@@ -41,6 +41,8 @@ pub struct RawProxy {
     pub request_id_header: Option<String>,
     /// Poll interval for config-file and target-file changes (default `"1s"`).
     pub watch_interval: Option<String>,
+    /// Poll interval for listener certificate, key, CA bundle and CRL files (default `"5s"`).
+    pub certificate_poll_interval: Option<String>,
 }
 
 /// `[log]`.
@@ -237,6 +239,8 @@ pub struct RawListener {
     /// TLS certificates for `https`; the first is the default, the others are picked by SNI.
     #[serde(default)]
     pub certificates: Vec<RawCertificate>,
+    /// `[listeners.mtls]`: mutual TLS on https listeners (default off).
+    pub mtls: Option<RawMtls>,
     /// Accept HTTP/2 (ALPN `h2` on https, prior knowledge h2c on http). Default true on https.
     pub http2: Option<bool>,
     /// Time allowed for the first request's head to arrive after the connection (and its
@@ -282,6 +286,18 @@ pub struct RawCertificate {
     /// SNI names this certificate serves (`*.example.com` allowed). Empty: default certificate.
     #[serde(default)]
     pub server_names: Vec<String>,
+}
+
+/// `[listeners.mtls]`: ALB's mutual TLS modes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMtls {
+    /// `"off"` (default), `"verify"` or `"passthrough"`.
+    pub mode: Option<String>,
+    /// verify: PEM file of the CA certificates client certificates must chain to (required).
+    pub ca_bundle: Option<String>,
+    /// verify: CRL files (PEM or DER) of revoked client certificates (default none).
+    pub crls: Option<Vec<String>>,
 }
 
 /// `[[listeners.rules]]`.

@@ -26,7 +26,9 @@ pub const TARGET_REQUESTS: &str = "berth_target_requests_total";
 /// 1 when every target of a `target_group` is unhealthy and it fails open (routes to all).
 pub const FAIL_OPEN: &str = "berth_target_group_fail_open";
 /// Client connections closed before any request, by `listener` and `reason`
-/// (`connection_limit`, `header_timeout`, `tls_handshake`). ALB: `RejectedConnectionCount`.
+/// (`connection_limit`, `header_timeout`, `tls_handshake`, and for mutual TLS
+/// `client_cert_missing`, `client_cert_expired`, `client_cert_revoked`, `client_cert_untrusted`,
+/// `client_cert_invalid`). ALB: `RejectedConnectionCount`, `ClientTLSNegotiationErrorCount`.
 pub const REJECTED_CONNECTIONS: &str = "berth_rejected_connections_total";
 /// Client connections accepted, by `listener`. ALB: `NewConnectionCount`.
 pub const NEW_CONNECTIONS: &str = "berth_new_connections_total";
@@ -85,6 +87,12 @@ pub const L4_REFUSED: &str = "berth_l4_refused_total";
 /// Connections refused for their PROXY header, by `listener` and `reason` (`untrusted`,
 /// `malformed`, `truncated`, `timeout`, `vpce_not_allowed`).
 pub const PROXY_PROTOCOL_REJECTED: &str = "berth_proxy_protocol_rejected_total";
+/// Listener certificate reloads (file change, SIGHUP, config reload), by `listener` and
+/// `result` (`success`, `failure`: the running certificates were kept).
+pub const TLS_CERTIFICATE_RELOADS: &str = "berth_tls_certificate_reloads_total";
+/// notAfter of each listener certificate's leaf as a Unix time, by `listener` and
+/// `certificate` (the file), for alerts before expiry.
+pub const TLS_CERTIFICATE_EXPIRY: &str = "berth_tls_certificate_expiry_timestamp_seconds";
 
 /// Buckets of the latency histograms, in seconds.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -141,6 +149,8 @@ const FAMILIES: &[(&str, Kind, Option<metrics::Unit>, &str)] = &[
     (L4_RESETS, Kind::Counter, None, "TCP flows ended by a reset."),
     (L4_REFUSED, Kind::Counter, None, "TCP connections refused before relaying."),
     (PROXY_PROTOCOL_REJECTED, Kind::Counter, None, "Connections refused for their PROXY header."),
+    (TLS_CERTIFICATE_RELOADS, Kind::Counter, None, "Listener certificate reloads by result (failure: the running certificates were kept)."),
+    (TLS_CERTIFICATE_EXPIRY, Kind::Gauge, Some(metrics::Unit::Seconds), "notAfter of each listener certificate, as a Unix time."),
 ];
 
 fn describe() {

@@ -69,6 +69,9 @@ pub struct ProxyState {
     /// The ECS client and cluster pollers of every ECS-discovered group.
     pub ecs: Arc<EcsHub>,
     reload_lock: tokio::sync::Mutex<()>,
+    /// Notified on SIGHUP and after each successful reload: the listener certificate watcher
+    /// ([`crate::tls::Certificates::watch`]) re-reads every certificate file at once.
+    pub reread_certificates: Arc<tokio::sync::Notify>,
 }
 
 impl ProxyState {
@@ -84,6 +87,7 @@ impl ProxyState {
             ready: AtomicBool::new(false),
             ecs,
             reload_lock: tokio::sync::Mutex::new(()),
+            reread_certificates: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -123,6 +127,8 @@ impl ProxyState {
                     self.ensure_loop(g);
                 }
                 record_reload_success();
+                // Certificate paths and mTLS settings may have changed.
+                self.reread_certificates.notify_one();
                 metrics::counter!(m::RELOADS, "result" => "success").increment(1);
                 metrics::gauge!(m::CONFIG_RELOAD_SECONDS).set(started.elapsed().as_secs_f64());
                 tracing::info!(
@@ -191,6 +197,8 @@ pub async fn watch_reloads(shared: Arc<ProxyState>, mut hangup: tokio::signal::u
         tokio::select! {
             _ = hangup.recv() => {
                 let _ = shared.reload("SIGHUP").await;
+                // Certificates are re-read even when the configuration was refused.
+                shared.reread_certificates.notify_one();
                 last = path.as_deref().and_then(stamp);
             }
             _ = tokio::time::sleep(interval) => {
@@ -255,7 +263,8 @@ fn record_reload_success() {
 }
 
 /// Settings that bind sockets or size the process cannot change without a restart; a reload
-/// that changes them is rejected as a whole, naming each.
+/// that changes them is rejected as a whole, naming each. A listener's certificates and
+/// `mtls` may change.
 fn restart_only_changes(old: &Config, new: &Config) -> Result<(), ConfigErrors> {
     let mut errors = Vec::new();
     let mut err = |path: String, what: &str| {
@@ -287,18 +296,8 @@ fn restart_only_changes(old: &Config, new: &Config) -> Result<(), ConfigErrors> 
         if a.protocol != b.protocol || a.http2 != b.http2 {
             err(format!("listeners[{i}].protocol"), "a listener's protocol");
         }
-        let certs = |l: &berth_config::model::Listener| {
-            l.certificates
-                .iter()
-                .map(|c| (c.cert.clone(), c.key.clone(), c.server_names.clone()))
-                .collect::<Vec<_>>()
-        };
-        if certs(a) != certs(b) {
-            err(
-                format!("listeners[{i}].certificates"),
-                "a listener's certificates",
-            );
-        }
+        // Certificates and mutual TLS may change: the certificate watcher loads them (ALB
+        // swaps listener certificates live too).
     }
     if errors.is_empty() {
         Ok(())

@@ -14,7 +14,7 @@ use crate::discovery::ecs::EcsHub;
 use crate::l4::tcp::TcpProxy;
 use crate::l7::listener::HttpListener;
 use crate::runtime::{ConfigSource, ProxyState};
-use crate::tls::Alpn;
+use crate::tls::Certificates;
 use crate::workers::{App, Endpoint, ShutdownRelay};
 use pingora::services::background::background_service;
 
@@ -67,6 +67,8 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
             source,
         })?;
     }
+    let certificates = Certificates::load(&config)
+        .map_err(|(listener, source)| StartError::Tls { listener, source })?;
     let shared = ProxyState::new(config.clone(), source, Arc::new(EcsHub::new()));
 
     let control = tokio::runtime::Builder::new_multi_thread()
@@ -107,11 +109,18 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let endpoints = config
+    let endpoints: Vec<Endpoint> = config
         .listeners
         .iter()
-        .map(|l| endpoint(l, &shared))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|l| endpoint(l, &shared, &certificates))
+        .collect();
+    {
+        let current = Arc::clone(&shared);
+        control.spawn(certificates.watch(
+            move || Arc::clone(&current.current.load().config),
+            Arc::clone(&shared.reread_certificates),
+        ));
+    }
     // The listeners run on berth's own worker threads; pingora tells them when to stop
     // accepting.
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -129,45 +138,23 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
     server.run_forever()
 }
 
-/// What serves one listener, with its TLS set up.
+/// What serves one listener, with its live TLS acceptor where it terminates TLS.
 fn endpoint(
     l: &berth_config::model::Listener,
     shared: &Arc<ProxyState>,
-) -> Result<Endpoint, StartError> {
-    let tls = |alpn| {
-        crate::tls::acceptor(&l.certificates, alpn).map_err(|source| StartError::Tls {
-            listener: l.name.clone(),
-            source,
-        })
-    };
-    let app = match l.protocol {
-        ListenerProtocol::Tcp => App::Tcp(Arc::new(TcpProxy::new(
-            l.name.clone(),
-            Arc::clone(shared),
-            None,
-        ))),
-        ListenerProtocol::Tls => App::Tcp(Arc::new(TcpProxy::new(
-            l.name.clone(),
-            Arc::clone(shared),
-            Some(tls(Alpn::None)?),
-        ))),
-        ListenerProtocol::Http => App::Http(Arc::new(HttpListener::new(
-            &l.name,
-            Arc::clone(shared),
-            None,
-        ))),
-        ListenerProtocol::Https => {
-            let alpn = if l.http2 {
-                Alpn::Http2AndHttp1
-            } else {
-                Alpn::Http1
-            };
-            App::Http(Arc::new(HttpListener::new(
-                &l.name,
+    certificates: &Certificates,
+) -> Endpoint {
+    let tls = certificates.acceptor(&l.name);
+    let app =
+        match l.protocol {
+            ListenerProtocol::Tcp | ListenerProtocol::Tls => App::Tcp(Arc::new(TcpProxy::new(
+                l.name.clone(),
                 Arc::clone(shared),
-                Some(tls(alpn)?),
-            )))
-        }
-    };
-    Ok(Endpoint { app, addr: l.bind })
+                tls,
+            ))),
+            ListenerProtocol::Http | ListenerProtocol::Https => App::Http(Arc::new(
+                HttpListener::new(&l.name, Arc::clone(shared), tls),
+            )),
+        };
+    Endpoint { app, addr: l.bind }
 }

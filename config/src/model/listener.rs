@@ -48,7 +48,7 @@ pub struct ProxyProtocolIn {
 }
 
 /// A TLS certificate of a listener.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Certificate {
     /// PEM file with the certificate chain, leaf first (resolved against the config's folder).
     pub cert: PathBuf,
@@ -56,6 +56,27 @@ pub struct Certificate {
     pub key: PathBuf,
     /// SNI names, lower case; empty for the default certificate.
     pub server_names: Vec<String>,
+}
+
+/// `[listeners.mtls]`: whether an https listener asks clients for a certificate (ALB's mutual
+/// TLS modes). Files are re-read live, like the listener's certificates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Mtls {
+    /// No client certificate is asked for (the default).
+    #[default]
+    Off,
+    /// A client certificate is asked for but neither required nor checked against any CA (the
+    /// handshake signature still is); the chain the client sent reaches targets in
+    /// `X-Amzn-Mtls-Clientcert`.
+    Passthrough,
+    /// A client certificate is required and must chain to `ca_bundle`, be within its validity
+    /// and not be revoked by `crls`; its facts reach targets in `X-Amzn-Mtls-Clientcert-*`.
+    Verify {
+        /// PEM file of the trusted CA certificates (resolved against the config's folder).
+        ca_bundle: PathBuf,
+        /// CRL files (PEM, several CRLs allowed, or DER); a leaf a CRL lists is refused.
+        crls: Vec<PathBuf>,
+    },
 }
 
 /// `[[listeners]]`: one address the proxy accepts clients on, and what it does with them.
@@ -67,8 +88,11 @@ pub struct Listener {
     pub bind: SocketAddr,
     /// HTTP, HTTPS, TCP or TLS (default HTTP).
     pub protocol: ListenerProtocol,
-    /// Certificates (https only; the first is the default).
+    /// Certificates (https and tls; the first is the default). Re-read live when their files
+    /// change and on SIGHUP; may change on a config reload.
     pub certificates: Vec<Certificate>,
+    /// Mutual TLS (https only; default off).
+    pub mtls: Mtls,
     /// Whether clients may speak HTTP/2 (ALPN on https, prior-knowledge h2c on http); default
     /// true on https, false on http.
     pub http2: bool,

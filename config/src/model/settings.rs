@@ -22,6 +22,8 @@ pub struct ProxySettings {
     pub request_id_header: String,
     /// Poll interval of config and target files (default 1 s).
     pub watch_interval: Duration,
+    /// Poll interval of listener certificate, key, CA bundle and CRL files (default 5 s).
+    pub certificate_poll_interval: Duration,
 }
 
 /// How log lines are written (`log.format`).

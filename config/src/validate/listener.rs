@@ -81,6 +81,10 @@ impl Checker<'_> {
                 });
             }
         }
+        let mtls = match &l.mtls {
+            None => Mtls::Off,
+            Some(m) => self.mtls(&format!("{p}.mtls"), m, protocol),
+        };
         let http2 = l.http2.unwrap_or(protocol == Some(ListenerProtocol::Https));
         let header_timeout =
             self.positive_duration(&l.header_timeout, &format!("{p}.header_timeout"), secs(60));
@@ -196,6 +200,7 @@ impl Checker<'_> {
             bind: bind?,
             protocol: protocol?,
             certificates,
+            mtls,
             http2,
             header_timeout,
             idle_timeout,
@@ -206,5 +211,62 @@ impl Checker<'_> {
             rules,
             default_action: default_action?,
         })
+    }
+}
+
+impl Checker<'_> {
+    /// `[listeners.mtls]` at `p`: `mode`, and for `verify` an existing `ca_bundle` and CRL files.
+    fn mtls(&mut self, p: &str, m: &RawMtls, protocol: Option<ListenerProtocol>) -> Mtls {
+        let mode = match m.mode.as_deref() {
+            None => {
+                self.error(
+                    &format!("{p}.mode"),
+                    "required (\"off\", \"verify\" or \"passthrough\")",
+                );
+                return Mtls::Off;
+            }
+            Some(mode @ ("off" | "verify" | "passthrough")) => mode,
+            Some(other) => {
+                self.error(
+                    &format!("{p}.mode"),
+                    format!(
+                        "unknown mode {other:?} (expected \"off\", \"verify\" or \"passthrough\")"
+                    ),
+                );
+                return Mtls::Off;
+            }
+        };
+        if mode != "off" && protocol.is_some_and(|pr| pr != ListenerProtocol::Https) {
+            self.error(p, "mutual TLS is only supported on https listeners");
+        }
+        if mode != "verify" {
+            for (key, given) in [
+                ("ca_bundle", m.ca_bundle.is_some()),
+                ("crls", m.crls.is_some()),
+            ] {
+                if given {
+                    self.error(
+                        &format!("{p}.{key}"),
+                        "only used with mode = \"verify\" (passthrough checks no CA)",
+                    );
+                }
+            }
+            return if mode == "off" {
+                Mtls::Off
+            } else {
+                Mtls::Passthrough
+            };
+        }
+        let ca_bundle = self.existing_file(&m.ca_bundle, &format!("{p}.ca_bundle"));
+        let mut crls = Vec::new();
+        for (i, c) in m.crls.iter().flatten().enumerate() {
+            if let Some(f) = self.existing_file(&Some(c.clone()), &format!("{p}.crls[{i}]")) {
+                crls.push(f);
+            }
+        }
+        match ca_bundle {
+            Some(ca_bundle) => Mtls::Verify { ca_bundle, crls },
+            None => Mtls::Off,
+        }
     }
 }

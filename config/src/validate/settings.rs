@@ -32,7 +32,16 @@ impl Checker<'_> {
         };
         let watch_interval =
             self.positive_duration(&p.watch_interval, "proxy.watch_interval", secs(1));
+        let certificate_poll_interval = self.duration_in(
+            &p.certificate_poll_interval,
+            "proxy.certificate_poll_interval",
+            secs(5),
+            Duration::from_millis(100),
+            secs(3600),
+            "between 100ms and 1h",
+        );
         ProxySettings {
+            certificate_poll_interval,
             threads,
             grace_period,
             upstream_keepalive_pool,

@@ -23,6 +23,7 @@ use crate::group::{Group, SelectInput};
 use crate::metrics as m;
 use crate::runtime::ProxyState;
 use crate::target::{fnv1a, now_ms, InFlight, Target};
+use crate::tls::LiveAcceptor;
 
 /// Relay buffer per direction.
 const BUF: usize = 16 * 1024;
@@ -33,8 +34,8 @@ pub struct TcpProxy {
     pub listener: String,
     /// ProxyState state.
     pub shared: Arc<ProxyState>,
-    /// TLS acceptor for `tls` listeners.
-    pub tls: Option<pingora::tls::TlsAcceptor>,
+    /// The live TLS acceptor of a `tls` listener (its certificates reload live).
+    pub tls: Option<Arc<LiveAcceptor>>,
     limit: ConnectionLimit,
     metrics: FlowMetrics,
 }
@@ -72,11 +73,7 @@ impl std::fmt::Debug for TcpProxy {
 
 impl TcpProxy {
     /// A proxy for listener `listener`.
-    pub fn new(
-        listener: String,
-        shared: Arc<ProxyState>,
-        tls: Option<pingora::tls::TlsAcceptor>,
-    ) -> Self {
+    pub fn new(listener: String, shared: Arc<ProxyState>, tls: Option<Arc<LiveAcceptor>>) -> Self {
         TcpProxy {
             metrics: FlowMetrics::new(&listener),
             listener,
@@ -160,7 +157,7 @@ impl TcpProxy {
             dereg: cfg.deregistration_delay,
         };
         match &self.tls {
-            Some(acceptor) => match Box::pin(acceptor.accept(stream)).await {
+            Some(live) => match Box::pin(live.current().accept(stream)).await {
                 Ok(tls) => {
                     // TLS has its own buffers: the client side is read through them.
                     let (cr, cw) = tokio::io::split(tls);

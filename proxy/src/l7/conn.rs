@@ -33,6 +33,9 @@ pub struct ClientConn {
     pub vpce_id: Option<String>,
     /// Requests in flight and the last activity, for the idle timeout and draining.
     pub activity: Arc<Activity>,
+    /// The `X-Amzn-Mtls-Clientcert-*` headers of the client certificate (mutual TLS), taken
+    /// once at handshake.
+    pub client_cert: Option<Arc<crate::tls::mtls::ClientCertHeaders>>,
 }
 
 impl Drop for ClientConn {
@@ -69,6 +72,7 @@ impl ClientConn {
                 .unwrap_or_else(|| HeaderValue::from_static("")),
             vpce_id,
             activity: Arc::new(Activity::new(now_ms())),
+            client_cert: None,
         }
     }
 }

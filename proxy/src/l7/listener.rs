@@ -31,7 +31,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use metrics::Counter;
 use pingora::server::ShutdownWatch;
-use pingora::tls::TlsAcceptor;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -42,6 +41,7 @@ use crate::conn::proxy_header::accept_proxy_header;
 use crate::metrics::{self as m, ListenerMetrics};
 use crate::runtime::ProxyState;
 use crate::target::now_ms;
+use crate::tls::LiveAcceptor;
 
 /// How long an idle HTTP/2 connection may take to wind down after its GOAWAY.
 const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -74,7 +74,7 @@ pub struct HttpListener {
     over_limit: Counter,
     header_timeouts: Counter,
     tls_failures: Counter,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<LiveAcceptor>>,
 }
 
 impl std::fmt::Debug for HttpListener {
@@ -88,8 +88,12 @@ impl std::fmt::Debug for HttpListener {
 }
 
 impl HttpListener {
-    /// The app of listener `name`; with a TLS acceptor it is an https listener.
-    pub fn new(name: &str, shared: Arc<ProxyState>, tls: Option<TlsAcceptor>) -> HttpListener {
+    /// The app of listener `name`; with a (live) TLS acceptor it is an https listener.
+    pub fn new(
+        name: &str,
+        shared: Arc<ProxyState>,
+        tls: Option<Arc<LiveAcceptor>>,
+    ) -> HttpListener {
         let rejected = |reason: &'static str| metrics::counter!(m::REJECTED_CONNECTIONS, "listener" => name.to_string(), "reason" => reason);
         HttpListener {
             name: name.to_string(),
@@ -193,8 +197,8 @@ impl HttpListener {
             },
         };
         drop(snap);
-        let conn = |client_ip, vpce_id| {
-            Arc::new(ClientConn::new(
+        let conn = |client_ip, vpce_id, client_cert| {
+            let mut c = ClientConn::new(
                 self.name.clone(),
                 self.scheme,
                 Arc::clone(&self.shared),
@@ -202,22 +206,29 @@ impl HttpListener {
                 client_ip,
                 local.map(|a| a.port()),
                 vpce_id,
-            ))
+            );
+            c.client_cert = client_cert;
+            Arc::new(c)
         };
         match &self.tls {
             None => {
-                let conn = conn(client_ip, vpce_id);
+                let conn = conn(client_ip, vpce_id, None);
                 // Each kind of connection in its own allocation, sized to it: a plain
                 // connection's task does not carry room for a TLS one.
                 Box::pin(self.serve(stream, conn, settings, &shutdown)).await;
             }
-            Some(acceptor) => {
+            Some(live) => {
+                // The certificates of the moment: a reload swaps them for later handshakes.
+                let current = live.current();
                 // The handshake counts toward the first request's header timeout.
-                let handshake = Box::pin(acceptor.accept(stream));
+                let handshake = Box::pin(current.accept(stream));
                 let tls = match tokio::time::timeout(settings.header, handshake).await {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
-                        self.tls_failures.increment(1);
+                        match crate::tls::mtls::refusal_reason(&e) {
+                            Some(reason) => metrics::counter!(m::REJECTED_CONNECTIONS, "listener" => self.name.clone(), "reason" => reason).increment(1),
+                            None => self.tls_failures.increment(1),
+                        }
                         tracing::debug!(listener = %self.name, error = %e, "TLS handshake failed");
                         return;
                     }
@@ -232,7 +243,9 @@ impl HttpListener {
                 } else {
                     Protocols::Http1
                 };
-                let conn = conn(client_ip, vpce_id);
+                let client_cert = current.client_cert_headers(tls.get_ref().1);
+                drop(current);
+                let conn = conn(client_ip, vpce_id, client_cert);
                 Box::pin(self.serve(tls, conn, settings, &shutdown)).await;
             }
         }

@@ -741,6 +741,8 @@ fn prepare_upstream(parts: &mut http::request::Parts, conn: &ClientConn, snap: &
             }
         }
     }
+    // Only berth sets the client certificate headers, from the handshake.
+    crate::tls::mtls::apply(h, conn.client_cert.as_deref());
     // Only berth sets the VPC endpoint header, from the PROXY header it verified.
     if h.contains_key(&VPCE) {
         h.remove(&VPCE);
