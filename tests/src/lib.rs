@@ -12,6 +12,8 @@
 //! - [`moto::Moto`]: the moto AWS emulator for ECS discovery tests; [`api_service`]: moto with
 //!   the ECS service the scaler tests scale, and proxies in front of it.
 //! - [`scaler::Scaler`]: a `berth-scaler` process.
+//! - [`certs`]: CAs, server and client leaves (expired ones too) and CRLs for the TLS reload
+//!   and mutual TLS tests.
 //! - [`tcp`]: a TCP echo target and PROXY v2 helpers for the L4 tests.
 //! - [`net`]: loopback address allocation; [`wait`]: polling a condition with a deadline.
 //!
@@ -22,6 +24,7 @@
 pub mod api_service;
 pub mod backend;
 pub mod berth;
+pub mod certs;
 pub mod client;
 pub mod config;
 pub mod load;
