@@ -56,6 +56,7 @@ fn config(web: SocketAddr, tls: SocketAddr, a: &Backend, echo: &Echo, poll: &str
 #[derive(Default)]
 struct Tally {
     ok: AtomicU64,
+    keep_alive_ok: AtomicU64,
     failed: AtomicU64,
     errors: Mutex<Vec<String>>,
     certs: Mutex<HashSet<Vec<u8>>>,
@@ -115,6 +116,7 @@ fn keep_alive_load(
             match conn.get("/", &[]).await {
                 Ok(r) if r.status == 200 => {
                     tally.ok.fetch_add(1, Ordering::SeqCst);
+                    tally.keep_alive_ok.fetch_add(1, Ordering::SeqCst);
                 }
                 Ok(r) => tally.fail(format!("keep-alive status {}", r.status)),
                 Err(e) => {
@@ -257,7 +259,16 @@ async fn certificates_rotate_under_load_without_a_failed_handshake() {
             tally.failed.load(Ordering::SeqCst),
         );
         let errors = tally.errors.lock().expect("errors").clone();
-        println!("load: {ok} requests, {failed} failed; rotations: web 4, tls 1");
+        let kept_alive = tally.keep_alive_ok.load(Ordering::SeqCst);
+        println!(
+            "load: {ok} requests ({} on new connections, {kept_alive} on one keep-alive \
+             connection), {failed} failed; rotations: web 4, tls 1",
+            ok - kept_alive
+        );
+        assert!(
+            kept_alive >= 50,
+            "the keep-alive connection sent {kept_alive} requests"
+        );
         assert_eq!(failed, 0, "failed handshakes or requests: {errors:?}");
         assert!(
             kept == gens[0].der,

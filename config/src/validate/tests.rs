@@ -105,6 +105,7 @@ fn defaults() {
     assert!(c.proxy.trusted_proxies.is_empty());
     assert_eq!(c.proxy.request_id_header, "x-request-id");
     assert_eq!(c.proxy.watch_interval, secs(1));
+    assert_eq!(c.proxy.certificate_poll_interval, secs(5));
     assert_eq!(c.log.format, LogFormat::Text);
     assert_eq!(c.log.level, "info");
     assert_eq!(c.admin.bind, "127.0.0.1:9901".parse().unwrap());
@@ -119,6 +120,7 @@ fn defaults() {
     assert_eq!(l.header_timeout, secs(60));
     assert_eq!(l.idle_timeout, secs(60));
     assert_eq!(l.max_header_bytes, 65536);
+    assert_eq!(l.mtls, Mtls::Off);
     assert!(l.rules.is_empty());
     match &l.default_action {
         Action::Forward(g) => {
@@ -271,4 +273,52 @@ fn wildcard_escapes_other_glob_syntax() {
     let w = compile("a[b]{c}", &escape_wildcard("a[b]{c}*"), true, false).unwrap();
     assert!(w.is_match("A[B]{C}anything"));
     assert!(!w.is_match("ab{c}"));
+}
+
+/// `[listeners.mtls]` in each mode, and `proxy.certificate_poll_interval` (files resolve against
+/// the crate folder: validation only checks that they exist).
+#[test]
+fn mtls_modes() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = |mtls: &str| {
+        format!(
+            r#"
+[proxy]
+certificate_poll_interval = "250ms"
+
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:8443"
+protocol = "https"
+certificates = [{{ cert = "Cargo.toml", key = "Cargo.toml" }}]
+mtls = {mtls}
+default_action = {{ fixed_response = {{ status = 200 }} }}
+"#
+        )
+    };
+    let c = parse_and_validate(&config(r#"{ mode = "passthrough" }"#), dir).unwrap();
+    assert_eq!(
+        c.proxy.certificate_poll_interval,
+        Duration::from_millis(250)
+    );
+    assert_eq!(c.listeners[0].mtls, Mtls::Passthrough);
+    let c = parse_and_validate(&config(r#"{ mode = "off" }"#), dir).unwrap();
+    assert_eq!(c.listeners[0].mtls, Mtls::Off);
+    let c = parse_and_validate(
+        &config(r#"{ mode = "verify", ca_bundle = "Cargo.toml", crls = ["src/lib.rs"] }"#),
+        dir,
+    )
+    .unwrap();
+    assert_eq!(
+        c.listeners[0].mtls,
+        Mtls::Verify {
+            ca_bundle: dir.join("Cargo.toml"),
+            crls: vec![dir.join("src/lib.rs")],
+        }
+    );
+    let e = parse_and_validate(&config(r#"{ mode = "verify" }"#), dir).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "listeners[0].mtls.ca_bundle: required (line 10)"
+    );
 }
