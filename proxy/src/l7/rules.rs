@@ -123,6 +123,7 @@ mod tests {
             bind: "127.0.0.1:1".parse().unwrap(),
             protocol: ListenerProtocol::Http,
             certificates: vec![],
+            mtls: Default::default(),
             http2: false,
             header_timeout: std::time::Duration::from_secs(1),
             idle_timeout: std::time::Duration::from_secs(1),
