@@ -1,7 +1,8 @@
 //! The L7 proxy, one request at a time: rules pick an action; forward actions pick a weighted
 //! target group, the group's balancer picks a target, and the request goes to it over a pooled
 //! HTTP/1.1 connection. Retries, passive ejection, forwarding headers, stickiness and metrics
-//! wrap around that.
+//! wrap around that. WebSocket upgrade requests take a dedicated connection instead
+//! ([`super::upgrade`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use hyper::body::{Body, Incoming};
 use super::body::{DownBody, OnEnd};
 use super::conn::{ClientConn, RequestGuard};
 use super::rules::{self, RequestView};
+use super::upgrade;
 use crate::group::{Group, SelectInput};
 use crate::metrics as m;
 use crate::runtime::Generation;
@@ -225,6 +227,9 @@ pub async fn handle(conn: Arc<ClientConn>, req: Request<Incoming>) -> Response<D
         Action::Forward(groups) => match snap.groups.get(crate::forward::pick_group(groups)) {
             Some(g) => {
                 let g = Arc::clone(g);
+                if let Some(upgrade) = upgrade::requested(&parts) {
+                    return forward_upgrade(x, &snap, g, parts, body, upgrade).await;
+                }
                 let idle = listener.idle_timeout;
                 forward(x, &snap, g, parts, body, idle).await
             }
@@ -275,17 +280,8 @@ async fn forward(
     x.group = Some(Arc::clone(&group));
     let conn = Arc::clone(&x.conn);
 
-    let hash_key = match &cfg.algorithm {
-        Algorithm::ConsistentHash(on) => match on {
-            HashOn::Header(h) => parts.headers.get(h.as_str()).map(|v| fnv1a(v.as_bytes())),
-            HashOn::Cookie(c) => cookie(&parts.headers, c).map(|v| fnv1a(v.as_bytes())),
-            HashOn::SourceIp => conn.client_ip.map(|ip| fnv1a(ip.to_string().as_bytes())),
-        },
-        _ => None,
-    };
+    let (hash_key, sticky_id) = balance_keys(&cfg, &parts.headers, &conn);
     let sticky = cfg.stickiness.as_ref();
-    let sticky_id: Option<String> =
-        sticky.and_then(|s| cookie(&parts.headers, &s.cookie_name).map(str::to_string));
 
     let up_body = match read_body(body, &conn, body_timeout).await {
         Ok(b) => b,
@@ -458,6 +454,147 @@ async fn forward(
                 return x.error(502, "upstream_error", "bad gateway\n");
             }
         }
+    }
+}
+
+/// What a request offers the balancer besides its exclusions: the consistent-hash key and the
+/// stickiness cookie's target id.
+fn balance_keys(
+    cfg: &TargetGroup,
+    headers: &HeaderMap,
+    conn: &ClientConn,
+) -> (Option<u64>, Option<String>) {
+    let hash_key = match &cfg.algorithm {
+        Algorithm::ConsistentHash(on) => match on {
+            HashOn::Header(h) => headers.get(h.as_str()).map(|v| fnv1a(v.as_bytes())),
+            HashOn::Cookie(c) => cookie(headers, c).map(|v| fnv1a(v.as_bytes())),
+            HashOn::SourceIp => conn.client_ip.map(|ip| fnv1a(ip.to_string().as_bytes())),
+        },
+        _ => None,
+    };
+    let sticky_id = cfg
+        .stickiness
+        .as_ref()
+        .and_then(|s| cookie(headers, &s.cookie_name).map(str::to_string));
+    (hash_key, sticky_id)
+}
+
+/// Sends a WebSocket upgrade request to a target of `group` on a dedicated connection (see
+/// [`upgrade`]): on a `101` the target's connection is left in the client connection's slot
+/// for the serving loop to tunnel, and the client gets the target's `101`; a 4xx or 5xx passes
+/// through; any other answer is a 502 (`upgrade_failed`). A failed connect goes to another
+/// target, as in [`forward`].
+async fn forward_upgrade(
+    mut x: Exchange,
+    snap: &Generation,
+    group: Arc<Group>,
+    mut parts: http::request::Parts,
+    body: Incoming,
+    upgrade_value: HeaderValue,
+) -> Response<DownBody> {
+    let cfg = group.config.load_full();
+    x.group = Some(Arc::clone(&group));
+    let conn = Arc::clone(&x.conn);
+    let (hash_key, sticky_id) = balance_keys(&cfg, &parts.headers, &conn);
+    let client_side = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    prepare_upstream(&mut parts, &conn, snap);
+    upgrade::prepare(&mut parts.headers, upgrade_value);
+    let body = if body.is_end_stream() {
+        UpBody::Empty
+    } else {
+        UpBody::Stream(body, conn.metrics.bytes_in.clone())
+    };
+    let mut next = Some(Request::from_parts(parts, body));
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut connect_resends = 0u32;
+    loop {
+        let Some(sel) = group.select(&SelectInput {
+            hash_key,
+            sticky_id: sticky_id.as_deref(),
+            exclude: &tried,
+        }) else {
+            return x.error(503, "no_healthy_target", "no healthy target\n");
+        };
+        let target = sel.target;
+        target.count_request(&group.name);
+        tried.push(target.address);
+        let sender = match upgrade::open(target.address, cfg.timeouts.connect).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(target_group = %group.name, target = %target.label, error = %e, "connect for an upgrade failed");
+                metrics::counter!(m::CONNECT_ERRORS, "target_group" => group.name.clone())
+                    .increment(1);
+                connect_failed(&group, &target, &cfg);
+                let max = match e {
+                    ConnectError::Timeout(_) => MAX_TIMEOUT_RESENDS,
+                    _ => MAX_CONNECT_RESENDS,
+                };
+                if group.has_untried(&tried)
+                    && resend_unsent(&group, &mut connect_resends, max, "connect")
+                {
+                    continue;
+                }
+                return match e {
+                    ConnectError::Timeout(_) => {
+                        x.error(504, "upstream_connect", "upstream connect timed out\n")
+                    }
+                    _ => x.error(502, "upstream_connect", "upstream connect failed\n"),
+                };
+            }
+        };
+        metrics::counter!(m::UPSTREAM_CONNECTIONS, "target_group" => group.name.clone())
+            .increment(1);
+        let Some(req) = next.take() else {
+            return x.error(500, "internal", "internal error\n");
+        };
+        let inflight = InFlight::new(Arc::clone(&target));
+        let sent_at = Instant::now();
+        let answer = upgrade::ask(sender, req, read_timeout(&cfg, x.start)).await;
+        if let Ok(a) = &answer {
+            group.record_response_time(sent_at.elapsed().as_secs_f64());
+            let status = match a {
+                upgrade::Answer::Switched(..) => 101,
+                upgrade::Answer::Refused(r) => r.status().as_u16(),
+                upgrade::Answer::NotSwitched(s) => s.as_u16(),
+            };
+            if target.observe_status(status, cfg.outlier.consecutive_5xx) {
+                group.try_eject(&target, "5xx");
+            }
+        }
+        return match answer {
+            Ok(upgrade::Answer::Switched(head, io)) => {
+                let dereg = cfg.deregistration_delay;
+                let pending = upgrade::Pending::new(io, client_side, &group.name, dereg, inflight);
+                conn.upgrade.put(pending);
+                x.status = 101;
+                x.from_target = true;
+                Response::from_parts(head, DownBody::full(Bytes::new(), Box::new(x)))
+            }
+            Ok(upgrade::Answer::Refused(resp)) => {
+                x.status = resp.status().as_u16();
+                x.from_target = true;
+                x.inflight = Some(inflight);
+                let (mut head, body) = resp.into_parts();
+                strip_hop_by_hop(&mut head.headers);
+                let body = DownBody::upstream(body, cfg.timeouts.read, Box::new(x));
+                Response::from_parts(head, body)
+            }
+            Ok(upgrade::Answer::NotSwitched(status)) => {
+                tracing::warn!(listener = %conn.listener, target_group = %group.name, target = %target.label, status = status.as_u16(), "target answered a WebSocket upgrade without switching protocols");
+                x.error(502, "upgrade_failed", "target did not switch protocols\n")
+            }
+            Err(upgrade::AskError::Timeout(_)) => {
+                x.error(504, "upstream_timeout", "upstream timed out\n")
+            }
+            Err(e @ upgrade::AskError::Failed(_)) => {
+                tracing::warn!(listener = %conn.listener, target_group = %group.name, target = %target.label, error = %e, "WebSocket upgrade request to target failed");
+                x.error(502, "upstream_error", "bad gateway\n")
+            }
+            Err(e @ upgrade::AskError::Lost(_)) => {
+                tracing::warn!(listener = %conn.listener, target_group = %group.name, target = %target.label, error = %e, "WebSocket upgrade request to target failed");
+                x.error(502, "upgrade_failed", "bad gateway\n")
+            }
+        };
     }
 }
 
