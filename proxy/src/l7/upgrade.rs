@@ -228,15 +228,16 @@ impl Slot {
 }
 
 /// Why a tunnel ended (the `reason` of `berth_upgraded_connection_closes_total`).
+/// A TLS peer that closes its connection without a `close_notify` (most WebSocket clients,
+/// once the WebSocket close handshake is done) ends with `UnexpectedEof`: a close all the same.
 fn close_reason(r: &io::Result<(u64, u64)>) -> &'static str {
     match r {
         Ok(_) => "closed",
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => "closed",
         Err(e)
             if matches!(
                 e.kind(),
-                io::ErrorKind::ConnectionReset
-                    | io::ErrorKind::BrokenPipe
-                    | io::ErrorKind::UnexpectedEof
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
             ) =>
         {
             "reset"
@@ -414,6 +415,8 @@ mod tests {
         assert_eq!(close_reason(&Ok((1, 2))), "closed");
         let reset = io::Error::from(io::ErrorKind::ConnectionReset);
         assert_eq!(close_reason(&Err(reset)), "reset");
+        let no_close_notify = io::Error::from(io::ErrorKind::UnexpectedEof);
+        assert_eq!(close_reason(&Err(no_close_notify)), "closed");
         assert_eq!(close_reason(&Err(io::Error::other("x"))), "error");
     }
 }
