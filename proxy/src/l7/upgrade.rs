@@ -4,8 +4,9 @@
 //! How an upgrade goes:
 //!
 //! 1. [`requested`] recognises the client's upgrade request (HTTP/1.1, `Upgrade: websocket`,
-//!    `Connection: upgrade`); the proxy picks a target as for any request, and [`open`] makes a
-//!    dedicated connection to it (never pooled: it becomes the tunnel).
+//!    `Connection: upgrade`) sent to a target group that speaks HTTP/1.1; the proxy picks a
+//!    target as for any request, and [`open`] makes a dedicated connection to it, over TLS for
+//!    an `https` group (never pooled: it becomes the tunnel).
 //! 2. The request goes with its `Upgrade` and `Connection` headers put back ([`prepare`]) and its
 //!    `Sec-WebSocket-*` headers as sent. [`ask`] waits (the group's `read` timeout) for the
 //!    answer: a `101` hands over the target's upgraded I/O; a 4xx or 5xx (an authentication
@@ -35,7 +36,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::upgrade::{OnUpgrade, Upgraded};
@@ -45,16 +46,17 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use super::conn::ClientConn;
 use crate::metrics as m;
 use crate::target::{now_ms, InFlight};
-use crate::upstream::{ConnectError, UpBody};
+use crate::upstream::{dial, ConnectError, TargetTls, UpBody};
 
 /// How long closing a tunnel's streams (TLS close_notify, FIN) may take once it is over.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// The `Upgrade` value of a WebSocket upgrade request: HTTP/1.1 with `Upgrade: websocket` and
-/// `Connection: upgrade` (tokens compared case-insensitively). `None` for any other request,
-/// HTTP/2 ones included.
+/// The `Upgrade` value of a WebSocket upgrade request: an HTTP/1.1 `GET` with `Upgrade:
+/// websocket` and `Connection: upgrade` (tokens compared case-insensitively). `None` for any
+/// other request, HTTP/2 ones included.
 pub fn requested(parts: &http::request::Parts) -> Option<HeaderValue> {
     if parts.version != Version::HTTP_11
+        || parts.method != Method::GET
         || !has_token(&parts.headers, header::UPGRADE, "websocket")
         || !has_token(&parts.headers, header::CONNECTION, "upgrade")
     {
@@ -83,16 +85,16 @@ pub fn prepare(h: &mut HeaderMap, upgrade: HeaderValue) {
 /// A dedicated connection to a target, able to switch protocols.
 pub type UpgradeSender = SendRequest<UpBody>;
 
-/// Opens a dedicated HTTP/1.1 connection to `addr` for one upgrade request; its task runs
-/// until the response (and, on a `101`, the hand-over of its I/O) is done.
-pub async fn open(addr: SocketAddr, timeout: Duration) -> Result<UpgradeSender, ConnectError> {
-    let stream = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
-        Err(_) => return Err(ConnectError::Timeout(addr)),
-        Ok(Err(e)) => return Err(ConnectError::Io(addr, e)),
-        Ok(Ok(s)) => s,
-    };
-    // Interactive traffic: each WebSocket frame goes out when written.
-    let _ = stream.set_nodelay(true);
+/// Opens a dedicated HTTP/1.1 connection to `addr` (over TLS with `tls`: an `https` group) for
+/// one upgrade request; its task runs until the response (and, on a `101`, the hand-over of its
+/// I/O) is done.
+pub async fn open(
+    addr: SocketAddr,
+    tls: Option<&TargetTls>,
+    timeout: Duration,
+) -> Result<UpgradeSender, ConnectError> {
+    // `dial` sets TCP_NODELAY: each WebSocket frame goes out when written.
+    let stream = dial(addr, tls, timeout).await?;
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake::<_, UpBody>(TokioIo::new(stream))
         .await
