@@ -2,7 +2,8 @@
 //! handshake rules and echoes every message, and clients (plain and TLS) made with
 //! `tokio_tungstenite::client_async`.
 //!
-//! The target is a hyper HTTP/1.1 server, so it also answers berth's health checks (`GET
+//! The target is a hyper HTTP/1.1 server (over TLS for an `https` group with
+//! [`EchoTarget::spawn_tls`]), so it also answers berth's health checks (`GET
 //! /health`: 200). An upgrade request with a `Sec-WebSocket-Key` gets `101` with the accept key
 //! from `tungstenite::handshake::derive_accept_key` and the first offered subprotocol; the
 //! connection is then a tungstenite [`WebSocketStream`] echoing text and binary messages back
@@ -22,17 +23,20 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_rustls::client::TlsStream;
-use tokio_rustls::TlsConnector;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{client_async, WebSocketStream};
+
+use crate::tls::ServerCert;
 
 /// The subprotocol test clients offer (the echo target accepts it, so it shows that
 /// `Sec-WebSocket-Protocol` went both ways).
@@ -58,13 +62,35 @@ pub struct EchoTarget {
 impl EchoTarget {
     /// Starts the target on a fresh loopback address.
     pub async fn spawn() -> EchoTarget {
+        Self::start(None).await
+    }
+
+    /// Starts the target on a fresh loopback address, serving TLS with `cert` (an `https`
+    /// target; ALPN `http/1.1`).
+    pub async fn spawn_tls(cert: &ServerCert) -> EchoTarget {
+        let chain = CertificateDer::pem_slice_iter(cert.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certificate PEM");
+        let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).expect("key PEM");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("server certificate");
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Self::start(Some(TlsAcceptor::from(Arc::new(cfg)))).await
+    }
+
+    async fn start(tls: Option<TlsAcceptor>) -> EchoTarget {
         let ip = crate::net::target_ip();
         let listener = TcpListener::bind(SocketAddr::new(ip, 0))
             .await
             .expect("bind the WebSocket target");
         let addr = listener.local_addr().expect("local addr");
         let state = Arc::new(State::default());
-        let task = tokio::spawn(accept_loop(listener, Arc::clone(&state)));
+        let task = tokio::spawn(accept_loop(listener, tls, Arc::clone(&state)));
         EchoTarget { addr, state, task }
     }
 
@@ -109,18 +135,33 @@ impl Drop for EchoTarget {
     }
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<State>) {
+async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, state: Arc<State>) {
     while let Ok((stream, _)) = listener.accept().await {
         let _ = stream.set_nodelay(true);
         let state = Arc::clone(&state);
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| answer(Arc::clone(&state), req));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .with_upgrades()
-                .await;
+            match tls {
+                None => serve(stream, state).await,
+                Some(acceptor) => {
+                    if let Ok(s) = acceptor.accept(stream).await {
+                        serve(s, state).await;
+                    }
+                }
+            }
         });
     }
+}
+
+async fn serve<S>(stream: S, state: Arc<State>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| answer(Arc::clone(&state), req));
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), svc)
+        .with_upgrades()
+        .await;
 }
 
 /// `/health` and other plain requests: 200; upgrade requests: 101, then the echo loop.

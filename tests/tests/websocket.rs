@@ -1,5 +1,5 @@
-//! WebSocket through http and https listeners: echo of text and binary frames, 10,000
-//! messages in order, the listener's idle timeout (not the group's read timeout), metrics,
+//! WebSocket through http and https listeners, to http and https targets: echo of text and
+//! binary frames, 10,000 messages in order, the listener's idle timeout (not the group's read timeout), metrics,
 //! SIGTERM during a tunnel, and targets that refuse the upgrade.
 
 use std::time::{Duration, Instant};
@@ -160,6 +160,49 @@ async fn echo_through_http_and_https_listeners_counted_in_metrics() {
             target.open() == 0
         })
         .await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_to_an_https_target_through_an_h2c_capable_listener() {
+    bounded(LIMIT, async {
+        let ca = TestCa::new();
+        let target = EchoTarget::spawn_tls(&ca.issue(&["ws-target.test"])).await;
+        let web = listen_addr();
+        // An https group (ALB does not verify target certificates; this one says so).
+        let group = Group::new("g")
+            .deregistration_delay("1s")
+            .key("protocol = \"https\"")
+            .fast_health_check()
+            .table("tls", "verify = false")
+            .targets(&target.targets_toml());
+        // `http2 = true` on a plain listener: connections are served by hyper's auto (h1 or
+        // h2c) connection, which hands an upgraded connection over differently.
+        let listener = Listener::web(web, "g").key("http2 = true");
+        let cfg = listener.to_string() + &group.to_string();
+        let berth = Berth::start(&cfg).await;
+        berth.wait_healthy("g", &[target.addr()], HEALTHY).await;
+        let (mut ws, resp) = connect(web, "/tls-target").await.expect("upgrade");
+        assert_eq!(resp.status(), 101);
+        assert_eq!(resp.headers()["sec-websocket-protocol"], SUBPROTOCOL);
+        let text = echo(&mut ws, Message::text("to an https target"), ECHO)
+            .await
+            .unwrap();
+        assert_eq!(text, Message::text("to an https target"));
+        let bin = vec![7u8; 5000];
+        let back = echo(&mut ws, Message::binary(bin.clone()), ECHO)
+            .await
+            .unwrap();
+        assert_eq!(back, Message::binary(bin));
+        assert_eq!((target.upgrades(), target.messages()), (1, 2));
+        let labels = [("listener", "web"), ("target_group", "g")];
+        assert_eq!(
+            metric(&berth, "berth_active_upgraded_connections", &labels).await,
+            1.0
+        );
+        close(ws).await.expect("close");
+        wait_metric(&berth, "berth_active_upgraded_connections", &labels, 0.0).await;
     })
     .await
 }
