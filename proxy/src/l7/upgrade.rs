@@ -395,6 +395,15 @@ mod tests {
             &[("upgrade", "h2c"), ("connection", "upgrade")],
         );
         assert!(requested(&p).is_none());
+        let mut p = parts(
+            Version::HTTP_11,
+            &[("upgrade", "websocket"), ("connection", "upgrade")],
+        );
+        p.method = Method::POST;
+        assert!(
+            requested(&p).is_none(),
+            "WebSocket upgrades are GET requests"
+        );
         let p = parts(
             Version::HTTP_2,
             &[("upgrade", "websocket"), ("connection", "upgrade")],
