@@ -17,7 +17,8 @@ pub use berth_common::proxy_metric_names::{
 
 /// Proxy-generated responses by `listener` and `reason` (`no_healthy_target`,
 /// `header_too_large`, `fixed_response`, `redirect`, `upstream_connect`, `upstream_timeout`,
-/// `upstream_error`, `bad_request`, `request_timeout`, `internal`).
+/// `upstream_error`, `bad_request`, `request_timeout`, `internal`, `upgrade_failed`: a target
+/// answered a WebSocket upgrade with neither `101` nor an error status).
 pub const PROXY_RESPONSES: &str = "berth_proxy_responses_total";
 /// Whole request duration as the client saw it, by `listener`.
 pub const REQUEST_SECONDS: &str = "berth_request_duration_seconds";
@@ -32,9 +33,11 @@ pub const FAIL_OPEN: &str = "berth_target_group_fail_open";
 pub const REJECTED_CONNECTIONS: &str = "berth_rejected_connections_total";
 /// Client connections accepted, by `listener`. ALB: `NewConnectionCount`.
 pub const NEW_CONNECTIONS: &str = "berth_new_connections_total";
-/// Request body bytes received from clients, by `listener`. ALB: `ProcessedBytes` (part).
+/// Request body bytes received from clients (and bytes from clients on upgraded connections),
+/// by `listener`. ALB: `ProcessedBytes` (part).
 pub const BYTES_IN: &str = "berth_received_bytes_total";
-/// Response body bytes sent to clients, by `listener`. ALB: `ProcessedBytes` (part).
+/// Response body bytes sent to clients (and bytes to clients on upgraded connections), by
+/// `listener`. ALB: `ProcessedBytes` (part).
 pub const BYTES_OUT: &str = "berth_sent_bytes_total";
 /// Failed connects to targets, by `target_group`. ALB: `TargetConnectionErrorCount`.
 pub const CONNECT_ERRORS: &str = "berth_target_connect_errors_total";
@@ -43,6 +46,15 @@ pub const CONNECT_ERRORS: &str = "berth_target_connect_errors_total";
 pub const UPSTREAM_CONNECTIONS: &str = "berth_upstream_connections_total";
 /// Idle keep-alive HTTP connections to targets held in the pools, by `target_group`.
 pub const UPSTREAM_IDLE_CONNECTIONS: &str = "berth_upstream_idle_connections";
+/// Client connections upgraded (WebSocket) and tunnelled to a target, by `listener` and
+/// `target_group`. ALB counts them in `ActiveConnectionCount` and `NewConnectionCount`.
+pub const UPGRADED_CONNECTIONS: &str = "berth_upgraded_connections_total";
+/// Upgraded (WebSocket) connections open now, by `listener` and `target_group`.
+pub const ACTIVE_UPGRADED_CONNECTIONS: &str = "berth_active_upgraded_connections";
+/// Upgraded connections ended, by `listener`, `target_group` and `reason` (`closed`: both sides
+/// closed; `reset`; `error`; `idle_timeout`: no byte either way for the listener's idle timeout;
+/// `deregistered`: the target's deregistration delay ended).
+pub const UPGRADED_CLOSES: &str = "berth_upgraded_connection_closes_total";
 /// Retries sent to another target, by `target_group`.
 pub const RETRIES: &str = "berth_retries_total";
 /// Requests sent again because no target had received them (`reason`: `connect`,
@@ -126,11 +138,14 @@ const FAMILIES: &[(&str, Kind, Option<metrics::Unit>, &str)] = &[
     (ACTIVE_CONNECTIONS, Kind::Gauge, None, "Open client connections."),
     (NEW_CONNECTIONS, Kind::Counter, None, "Accepted client connections."),
     (REJECTED_CONNECTIONS, Kind::Counter, None, "Client connections closed before any request, by reason."),
-    (BYTES_IN, Kind::Counter, Some(metrics::Unit::Bytes), "Request body bytes from clients."),
-    (BYTES_OUT, Kind::Counter, Some(metrics::Unit::Bytes), "Response body bytes to clients."),
+    (BYTES_IN, Kind::Counter, Some(metrics::Unit::Bytes), "Request body bytes from clients, and bytes from clients on upgraded connections."),
+    (BYTES_OUT, Kind::Counter, Some(metrics::Unit::Bytes), "Response body bytes to clients, and bytes to clients on upgraded connections."),
     (CONNECT_ERRORS, Kind::Counter, None, "Failed connects to targets."),
     (UPSTREAM_CONNECTIONS, Kind::Counter, None, "New HTTP connections opened to targets."),
     (UPSTREAM_IDLE_CONNECTIONS, Kind::Gauge, None, "Idle keep-alive HTTP connections to targets in the pools."),
+    (UPGRADED_CONNECTIONS, Kind::Counter, None, "Client connections upgraded (WebSocket) and tunnelled to a target."),
+    (ACTIVE_UPGRADED_CONNECTIONS, Kind::Gauge, None, "Upgraded (WebSocket) connections open now."),
+    (UPGRADED_CLOSES, Kind::Counter, None, "Upgraded connections ended, by reason."),
     (RETRIES, Kind::Counter, None, "Requests retried on another target."),
     (UNSENT_RESENDS, Kind::Counter, None, "Requests sent again, whatever their method, because no target had received them: a failed connect (reason connect), a pooled connection the target had closed (reason pooled_closed), or every known target refused and a fresh ECS poll showed new ones (reason rediscovered)."),
     (RETRY_BUDGET_EXHAUSTED, Kind::Counter, None, "Retries refused by the retry budget."),

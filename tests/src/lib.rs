@@ -16,6 +16,7 @@
 //!   and mutual TLS tests.
 //! - [`tcp`]: a TCP echo target and PROXY v2 helpers for the L4 tests.
 //! - [`net`]: loopback address allocation; [`wait`]: polling a condition with a deadline.
+//! - [`websocket`]: a WebSocket echo target and clients (tokio-tungstenite).
 //!
 //! Everything listens and connects on 127.0.0.0/8 only.
 
@@ -36,6 +37,7 @@ pub mod scaler;
 pub mod tcp;
 pub mod tls;
 pub mod wait;
+pub mod websocket;
 
 pub use backend::Backend;
 pub use berth::Berth;

@@ -1,6 +1,7 @@
 //! What berth knows of one client connection on an HTTP listener, shared by its requests: who
-//! the client is (after any PROXY header), which port it came in on, and the activity the
-//! listener's idle and header timeouts are judged by.
+//! the client is (after any PROXY header), which port it came in on, the activity the
+//! listener's idle and header timeouts are judged by, and the slot where an upgraded (WebSocket)
+//! request leaves its target connection for the serving loop.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -8,6 +9,7 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
+use super::upgrade::Slot;
 use crate::metrics::ListenerMetrics;
 use crate::runtime::ProxyState;
 use crate::target::now_ms;
@@ -36,6 +38,9 @@ pub struct ClientConn {
     /// The `X-Amzn-Mtls-Clientcert-*` headers of the client certificate (mutual TLS), taken
     /// once at handshake.
     pub client_cert: Option<Arc<crate::tls::mtls::ClientCertHeaders>>,
+    /// A target connection that switched protocols (WebSocket), left by the request handler
+    /// for the serving loop to tunnel once the client has its `101`.
+    pub upgrade: Slot,
 }
 
 impl Drop for ClientConn {
@@ -73,6 +78,7 @@ impl ClientConn {
             vpce_id,
             activity: Arc::new(Activity::new(now_ms())),
             client_cert: None,
+            upgrade: Slot::default(),
         }
     }
 }

@@ -10,7 +10,9 @@
 //!   on), counted as a rejected connection, and `idle_timeout` between requests;
 //! - closing idle connections on shutdown (SIGTERM) and letting busy ones finish their request;
 //! - counting the requests hyper refuses itself (431 for an oversized head, 400 for a malformed
-//!   one).
+//!   one);
+//! - tunnelling a connection whose request was upgraded (WebSocket, see [`super::upgrade`]) in
+//!   its own task once hyper has written the `101`, under the listener's `idle_timeout`.
 //!
 //! Requests themselves go to [`super::proxy::handle`]. Pipelined HTTP/1.1 requests are read
 //! and answered one after another, in order.
@@ -36,6 +38,7 @@ use tokio::net::TcpStream;
 
 use super::body::DownBody;
 use super::conn::{Activity, ClientConn, Step};
+use super::upgrade;
 use crate::conn::limit::ConnectionLimit;
 use crate::conn::proxy_header::accept_proxy_header;
 use crate::metrics::{self as m, ListenerMetrics};
@@ -290,6 +293,12 @@ impl HttpListener {
             let (ended, back, buffered) =
                 Box::pin(self.serve_h1(io, Arc::clone(&conn), serving)).await;
             io = back;
+            if let Some(pending) = conn.upgrade.take() {
+                // The last response was a `101`: hyper let go of the connection after writing
+                // it; what it had read beyond the request belongs to the tunnel.
+                Box::pin(upgrade::relay(io, buffered, pending, s.idle, &conn)).await;
+                return;
+            }
             if ended != Ended::Parked {
                 let _ = tokio::time::timeout(IDLE_CLOSE_GRACE, io.shutdown()).await;
                 return;
@@ -324,7 +333,9 @@ impl HttpListener {
             .http1()
             .header_read_timeout(None)
             .max_buf_size(s.max_buf());
-        let connection = builder.serve_connection(TokioIo::new(io), Handler(conn));
+        // With upgrades: after a `101` hyper hands the connection to the request's upgrade.
+        let connection =
+            builder.serve_connection_with_upgrades(TokioIo::new(io), Handler(Arc::clone(&conn)));
         let connection = std::pin::pin!(connection);
         self.drive(
             connection,
@@ -334,6 +345,21 @@ impl HttpListener {
             serving,
         )
         .await;
+        let Some(mut pending) = conn.upgrade.take() else {
+            return;
+        };
+        let Some(client) = pending.take_client() else {
+            return;
+        };
+        match client.await {
+            Ok(io) => {
+                let io = TokioIo::new(io);
+                Box::pin(upgrade::relay(io, Bytes::new(), pending, s.idle, &conn)).await;
+            }
+            Err(e) => {
+                tracing::debug!(listener = %self.name, error = %e, "upgraded connection lost before the tunnel");
+            }
+        }
     }
 
     /// Serves HTTP/1.1 requests with hyper until the connection ends or parks; gives the

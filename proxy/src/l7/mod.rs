@@ -2,7 +2,7 @@
 //! accept (TLS, HTTP/1.1 and HTTP/2); [`proxy`] answers each request through listener
 //! [`rules`] and target groups, over the per-target connection pools of [`crate::upstream`],
 //! kept tidy by [`pools`]; [`body`] streams responses back; [`conn`] is what a client
-//! connection's requests share.
+//! connection's requests share; [`upgrade`] hands WebSocket connections over to a byte tunnel.
 
 pub mod body;
 pub mod conn;
@@ -10,3 +10,4 @@ pub mod listener;
 pub mod pools;
 pub mod proxy;
 pub mod rules;
+pub mod upgrade;

@@ -1,7 +1,8 @@
 //! The L7 proxy, one request at a time: rules pick an action; forward actions pick a weighted
 //! target group, the group's balancer picks a target, and the request goes to it over a pooled
-//! HTTP/1.1 connection. Retries, passive ejection, forwarding headers, stickiness and metrics
-//! wrap around that.
+//! HTTP/1.1 connection or a shared HTTP/2 one (the group's `protocol_version`). Retries,
+//! passive ejection, forwarding headers, stickiness and metrics wrap around that. WebSocket
+//! upgrade requests take a dedicated HTTP/1.1 connection instead ([`super::upgrade`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,11 +18,12 @@ use hyper::body::{Body, Incoming};
 use super::body::{DownBody, OnEnd};
 use super::conn::{ClientConn, RequestGuard};
 use super::rules::{self, RequestView};
+use super::upgrade;
 use crate::group::{Group, SelectInput};
 use crate::metrics as m;
 use crate::runtime::Generation;
 use crate::target::{fnv1a, now_ms, InFlight, Target};
-use crate::upstream::{self, ConnectError, Sender, UpBody};
+use crate::upstream::{self, ConnectError, SendFailure, Sender, UpBody};
 
 /// The header carrying the PrivateLink VPC endpoint ID to targets.
 pub const VPCE_HEADER: &str = "x-berth-vpce-id";
@@ -225,6 +227,11 @@ pub async fn handle(conn: Arc<ClientConn>, req: Request<Incoming>) -> Response<D
         Action::Forward(groups) => match snap.groups.get(crate::forward::pick_group(groups)) {
             Some(g) => {
                 let g = Arc::clone(g);
+                // HTTP/1.1 groups only: an HTTP/2 target cannot switch an HTTP/1.1 request.
+                let h1 = !g.config.load().protocol_version.is_http2();
+                if let Some(upgrade) = upgrade::requested(&parts).filter(|_| h1) {
+                    return forward_upgrade(x, &snap, g, parts, body, upgrade).await;
+                }
                 let idle = listener.idle_timeout;
                 forward(x, &snap, g, parts, body, idle).await
             }
@@ -275,17 +282,8 @@ async fn forward(
     x.group = Some(Arc::clone(&group));
     let conn = Arc::clone(&x.conn);
 
-    let hash_key = match &cfg.algorithm {
-        Algorithm::ConsistentHash(on) => match on {
-            HashOn::Header(h) => parts.headers.get(h.as_str()).map(|v| fnv1a(v.as_bytes())),
-            HashOn::Cookie(c) => cookie(&parts.headers, c).map(|v| fnv1a(v.as_bytes())),
-            HashOn::SourceIp => conn.client_ip.map(|ip| fnv1a(ip.to_string().as_bytes())),
-        },
-        _ => None,
-    };
+    let (hash_key, sticky_id) = balance_keys(&cfg, &parts.headers, &conn);
     let sticky = cfg.stickiness.as_ref();
-    let sticky_id: Option<String> =
-        sticky.and_then(|s| cookie(&parts.headers, &s.cookie_name).map(str::to_string));
 
     let up_body = match read_body(body, &conn, body_timeout).await {
         Ok(b) => b,
@@ -294,9 +292,22 @@ async fn forward(
         }
         Err(BodyRead::Failed) => return x.refuse(400, "bad_request", "bad request body\n"),
     };
+    let h2 = cfg.protocol_version.is_http2();
+    // HTTP/2 targets get `te: trailers` (gRPC requires it); it is hop-by-hop otherwise.
+    let te_trailers = h2
+        && parts
+            .headers
+            .get(header::TE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     prepare_upstream(&mut parts, &conn, snap);
+    if te_trailers {
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     let idempotent = parts.method.is_idempotent();
-    let replay = if idempotent && cfg.retry.attempts > 0 {
+    // HTTP/2 requests keep a copy even when not retried: a refused stream may go elsewhere.
+    let replay = if (idempotent && cfg.retry.attempts > 0) || h2 {
         up_body.replay().map(|body| Replay {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
@@ -325,12 +336,10 @@ async fn forward(
         target.count_request(&group.name);
         tried.push(target.address);
         x.inflight = Some(InFlight::new(Arc::clone(&target)));
-        let t = &cfg.timeouts;
-
-        let (mut sender, reused) = match checkout(&target, &group, t.idle, t.connect).await {
+        let (mut sender, reused) = match checkout(&target, &group, &cfg).await {
             Ok(s) => s,
             Err(e) => {
-                tracing::debug!(target_group = %group.name, error = %e, "connect failed");
+                log_connect_error(&group, &target, &e);
                 metrics::counter!(m::CONNECT_ERRORS, "target_group" => group.name.clone())
                     .increment(1);
                 connect_failed(&group, &target, &cfg);
@@ -359,7 +368,17 @@ async fn forward(
                     ConnectError::Timeout(_) => {
                         x.error(504, "upstream_connect", "upstream connect timed out\n")
                     }
-                    _ => x.error(502, "upstream_connect", "upstream connect failed\n"),
+                    ConnectError::Tls(..) | ConnectError::Setup(..) => {
+                        x.error(502, "upstream_tls", "upstream TLS handshake failed\n")
+                    }
+                    ConnectError::Protocol(..) | ConnectError::Handshake(..) => x.error(
+                        502,
+                        "upstream_protocol",
+                        "upstream does not speak the target group's protocol\n",
+                    ),
+                    ConnectError::Io(..) => {
+                        x.error(502, "upstream_connect", "upstream connect failed\n")
+                    }
                 };
             }
         };
@@ -375,7 +394,7 @@ async fn forward(
         }
         let sent_at = Instant::now();
         let read = read_timeout(&cfg, x.start);
-        match tokio::time::timeout(read, sender.try_send_request(req)).await {
+        match tokio::time::timeout(read, sender.send(req)).await {
             Err(_) => return x.error(504, "upstream_timeout", "upstream timed out\n"),
             Ok(Ok(resp)) => {
                 let set_cookie = sticky.and_then(|s| {
@@ -400,7 +419,8 @@ async fn forward(
                 );
             }
             Ok(Err(mut e)) => {
-                tracing::debug!(target_group = %group.name, target = %target.label, error = %e.error(), "request to target failed");
+                let failure = sender.failure(e.error());
+                log_send_error(&group, &target, failure, e.error());
                 if e.error().is_user() {
                     // The client's own body failed (malformed chunking, a reset): not the
                     // target's fault, and nothing to retry.
@@ -440,7 +460,26 @@ async fn forward(
                     }
                     None => {
                         connect_failed(&group, &target, &cfg);
-                        if let Some(r) = replay.as_ref().and_then(Replay::request) {
+                        // An HTTP/2 target refused the stream or went away before taking it:
+                        // the request never ran, so it goes to another target, any method.
+                        if failure == SendFailure::Unprocessed && group.has_untried(&tried) {
+                            if let Some(r) = replay.as_ref().and_then(Replay::request) {
+                                if resend_unsent(
+                                    &group,
+                                    &mut connect_resends,
+                                    MAX_CONNECT_RESENDS,
+                                    "unprocessed",
+                                ) {
+                                    next = Some(r);
+                                    continue;
+                                }
+                            }
+                        }
+                        if let Some(r) = replay
+                            .as_ref()
+                            .filter(|_| idempotent)
+                            .and_then(Replay::request)
+                        {
                             if allow_retry(&group, &cfg, &mut retries) {
                                 // Targets failing one after another mid-request: ECS may be
                                 // stopping them. The last try waits for a fresh ECS poll
@@ -455,9 +494,154 @@ async fn forward(
                         }
                     }
                 }
-                return x.error(502, "upstream_error", "bad gateway\n");
+                return x.error(502, failure.reason(), "bad gateway\n");
             }
         }
+    }
+}
+
+/// What a request offers the balancer besides its exclusions: the consistent-hash key and the
+/// stickiness cookie's target id.
+fn balance_keys(
+    cfg: &TargetGroup,
+    headers: &HeaderMap,
+    conn: &ClientConn,
+) -> (Option<u64>, Option<String>) {
+    let hash_key = match &cfg.algorithm {
+        Algorithm::ConsistentHash(on) => match on {
+            HashOn::Header(h) => headers.get(h.as_str()).map(|v| fnv1a(v.as_bytes())),
+            HashOn::Cookie(c) => cookie(headers, c).map(|v| fnv1a(v.as_bytes())),
+            HashOn::SourceIp => conn.client_ip.map(|ip| fnv1a(ip.to_string().as_bytes())),
+        },
+        _ => None,
+    };
+    let sticky_id = cfg
+        .stickiness
+        .as_ref()
+        .and_then(|s| cookie(headers, &s.cookie_name).map(str::to_string));
+    (hash_key, sticky_id)
+}
+
+/// Sends a WebSocket upgrade request to a target of `group` on a dedicated connection (see
+/// [`upgrade`]): on a `101` the target's connection is left in the client connection's slot
+/// for the serving loop to tunnel, and the client gets the target's `101`; a 4xx or 5xx passes
+/// through; any other answer is a 502 (`upgrade_failed`). A failed connect goes to another
+/// target, as in [`forward`].
+async fn forward_upgrade(
+    mut x: Exchange,
+    snap: &Generation,
+    group: Arc<Group>,
+    mut parts: http::request::Parts,
+    body: Incoming,
+    upgrade_value: HeaderValue,
+) -> Response<DownBody> {
+    let cfg = group.config.load_full();
+    x.group = Some(Arc::clone(&group));
+    let conn = Arc::clone(&x.conn);
+    let (hash_key, sticky_id) = balance_keys(&cfg, &parts.headers, &conn);
+    let client_side = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    prepare_upstream(&mut parts, &conn, snap);
+    upgrade::prepare(&mut parts.headers, upgrade_value);
+    let body = if body.is_end_stream() {
+        UpBody::Empty
+    } else {
+        UpBody::Stream(body, conn.metrics.bytes_in.clone())
+    };
+    let mut next = Some(Request::from_parts(parts, body));
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut connect_resends = 0u32;
+    loop {
+        let Some(sel) = group.select(&SelectInput {
+            hash_key,
+            sticky_id: sticky_id.as_deref(),
+            exclude: &tried,
+        }) else {
+            return x.error(503, "no_healthy_target", "no healthy target\n");
+        };
+        let target = sel.target;
+        target.count_request(&group.name);
+        tried.push(target.address);
+        let opened = match upstream::tls::for_group(&cfg) {
+            Ok(tls) => upgrade::open(target.address, tls.as_deref(), cfg.timeouts.connect).await,
+            Err(e) => Err(ConnectError::Setup(target.address, e)),
+        };
+        let sender = match opened {
+            Ok(s) => s,
+            Err(e) => {
+                log_connect_error(&group, &target, &e);
+                metrics::counter!(m::CONNECT_ERRORS, "target_group" => group.name.clone())
+                    .increment(1);
+                connect_failed(&group, &target, &cfg);
+                let max = match e {
+                    ConnectError::Timeout(_) => MAX_TIMEOUT_RESENDS,
+                    _ => MAX_CONNECT_RESENDS,
+                };
+                if group.has_untried(&tried)
+                    && resend_unsent(&group, &mut connect_resends, max, "connect")
+                {
+                    continue;
+                }
+                return match e {
+                    ConnectError::Timeout(_) => {
+                        x.error(504, "upstream_connect", "upstream connect timed out\n")
+                    }
+                    _ => x.error(502, e.reason(), "upstream connect failed\n"),
+                };
+            }
+        };
+        metrics::counter!(m::UPSTREAM_CONNECTIONS, "target_group" => group.name.clone())
+            .increment(1);
+        let Some(req) = next.take() else {
+            return x.error(500, "internal", "internal error\n");
+        };
+        let inflight = InFlight::new(Arc::clone(&target));
+        let sent_at = Instant::now();
+        let answer = upgrade::ask(sender, req, read_timeout(&cfg, x.start)).await;
+        if let Ok(a) = &answer {
+            group.record_response_time(sent_at.elapsed().as_secs_f64());
+            let status = match a {
+                upgrade::Answer::Switched(..) => 101,
+                upgrade::Answer::Refused(r) => r.status().as_u16(),
+                upgrade::Answer::NotSwitched(s) => s.as_u16(),
+            };
+            if target.observe_status(status, cfg.outlier.consecutive_5xx) {
+                group.try_eject(&target, "5xx");
+            }
+        }
+        return match answer {
+            Ok(upgrade::Answer::Switched(head, io)) => {
+                let dereg = cfg.deregistration_delay;
+                let pending = upgrade::Pending::new(io, client_side, &group.name, dereg, inflight);
+                conn.upgrade.put(pending);
+                x.status = 101;
+                x.from_target = true;
+                Response::from_parts(head, DownBody::full(Bytes::new(), Box::new(x)))
+            }
+            Ok(upgrade::Answer::Refused(resp)) => {
+                x.status = resp.status().as_u16();
+                x.from_target = true;
+                x.inflight = Some(inflight);
+                let (mut head, body) = resp.into_parts();
+                strip_hop_by_hop(&mut head.headers);
+                let body = DownBody::upstream(body, cfg.timeouts.read, Box::new(x));
+                Response::from_parts(head, body)
+            }
+            Ok(upgrade::Answer::NotSwitched(status)) => {
+                tracing::warn!(listener = %conn.listener, target_group = %group.name, target = %target.label, status = status.as_u16(), "target answered a WebSocket upgrade without switching protocols");
+                x.error(502, "upgrade_failed", "target did not switch protocols\n")
+            }
+            Err(upgrade::AskError::Timeout(_)) => {
+                x.error(504, "upstream_timeout", "upstream timed out\n")
+            }
+            Err(e @ upgrade::AskError::Failed(_)) => {
+                tracing::warn!(listener = %conn.listener, target_group = %group.name, target = %target.label, error = %e, "WebSocket upgrade request to target failed");
+                x.error(502, "upstream_error", "bad gateway\n")
+            }
+            Err(e @ upgrade::AskError::Lost(_)) => {
+                tracing::warn!(listener = %conn.listener, target_group = %group.name, target = %target.label, error = %e, "WebSocket upgrade request to target failed");
+                x.error(502, "upgrade_failed", "bad gateway\n")
+            }
+        };
     }
 }
 
@@ -490,26 +674,30 @@ async fn read_body(
     Ok(UpBody::Stream(body, conn.metrics.bytes_in.clone()))
 }
 
-/// A live connection to `target`: the newest idle pooled one that is ready, or a new one.
+/// A live connection to `target`: a pooled one (an idle HTTP/1.1 connection, or a stream of an
+/// open HTTP/2 connection), or a new one, over TLS for `https` groups.
 async fn checkout(
     target: &Target,
     group: &Group,
-    idle: Duration,
-    connect: Duration,
+    cfg: &TargetGroup,
 ) -> Result<(Sender, bool), ConnectError> {
-    let idle_ms = idle.as_millis() as u64;
-    while let Some(mut s) = target.pool.take(now_ms(), idle_ms) {
-        // Usually ready at once; otherwise its task has yet to see the last response end.
-        if s.is_ready() {
-            return Ok((s, true));
-        }
-        if let Ok(Ok(())) = tokio::time::timeout(connect, s.ready()).await {
-            return Ok((s, true));
-        }
+    let tls = upstream::tls::for_group(cfg).map_err(|e| ConnectError::Setup(target.address, e))?;
+    let t = &cfg.timeouts;
+    let (s, reused) = target
+        .pool
+        .checkout(
+            target.address,
+            tls.as_deref(),
+            cfg.protocol_version.is_http2(),
+            t.idle,
+            t.connect,
+        )
+        .await?;
+    if !reused {
+        metrics::counter!(m::UPSTREAM_CONNECTIONS, "target_group" => group.name.clone())
+            .increment(1);
     }
-    let s = upstream::connect(target.address, connect).await?;
-    metrics::counter!(m::UPSTREAM_CONNECTIONS, "target_group" => group.name.clone()).increment(1);
-    Ok((s, false))
+    Ok((s, reused))
 }
 
 /// The target's response, streamed to the client.
@@ -610,6 +798,34 @@ fn allow_retry(group: &Group, cfg: &TargetGroup, retries: &mut u32) -> bool {
     *retries += 1;
     metrics::counter!(m::RETRIES, "target_group" => group.name.clone()).increment(1);
     true
+}
+
+/// Logs a failed connect: TLS and protocol failures at warn (they need an operator), plain
+/// connect failures at debug (they are routine while ECS replaces tasks).
+fn log_connect_error(group: &Group, target: &Target, e: &ConnectError) {
+    match e {
+        ConnectError::Timeout(_) | ConnectError::Io(..) => {
+            tracing::debug!(target_group = %group.name, target = %target.label, error = %e, "connect failed")
+        }
+        _ => {
+            tracing::warn!(target_group = %group.name, target = %target.label, reason = e.reason(), error = %e, "connect failed")
+        }
+    }
+}
+
+/// Logs a failed request: HTTP/2 resets and protocol failures at warn, others at debug.
+fn log_send_error(group: &Group, target: &Target, failure: SendFailure, e: &hyper::Error) {
+    match failure {
+        SendFailure::Other => {
+            tracing::debug!(target_group = %group.name, target = %target.label, error = %e, "request to target failed")
+        }
+        _ => {
+            let detail = std::error::Error::source(e)
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            tracing::warn!(target_group = %group.name, target = %target.label, reason = failure.reason(), error = %e, detail = %detail, "request to target failed")
+        }
+    }
 }
 
 fn connect_failed(group: &Group, target: &Target, cfg: &TargetGroup) {
