@@ -2,6 +2,11 @@
 //! error) or a target's, streamed through with a read timeout per frame. When the body ends —
 //! read to its end, failed, or dropped because the client went away — its [`OnEnd`] runs once:
 //! that is where a request is counted and its upstream connection goes back to the pool.
+//!
+//! Trailers pass through untouched, and are shown to the [`OnEnd`] first (a gRPC call's status
+//! is in them). The body of a gRPC call ([`DownBody::ending_grpc_calls`]) does not fail when the
+//! target's body does: it ends with trailers of its own, `grpc-status: 14` (`UNAVAILABLE`) and
+//! what berth saw, so that the client sees a status it may retry instead of a reset stream.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,6 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::HeaderMap;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::Sleep;
 
@@ -16,6 +22,10 @@ use tokio::time::Sleep;
 pub trait OnEnd: Send {
     /// `complete`: the body was sent whole; `body_bytes`: data bytes passed to the client.
     fn ended(self: Box<Self>, complete: bool, body_bytes: u64);
+
+    /// A trailer section on its way to the client, before [`OnEnd::ended`] (default: nothing
+    /// to do).
+    fn trailers(&mut self, _trailers: &HeaderMap) {}
 }
 
 /// Why a response body stopped early.
@@ -44,6 +54,8 @@ pub struct DownBody {
     source: Source,
     bytes: u64,
     on_end: Option<Box<dyn OnEnd>>,
+    /// A gRPC call: a failed target body ends with `UNAVAILABLE` trailers instead of an error.
+    grpc: bool,
 }
 
 impl std::fmt::Debug for DownBody {
@@ -61,6 +73,7 @@ impl DownBody {
             source: Source::Full((!bytes.is_empty()).then_some(bytes)),
             bytes: 0,
             on_end: Some(on_end),
+            grpc: false,
         }
     }
 
@@ -74,7 +87,16 @@ impl DownBody {
             },
             bytes: 0,
             on_end: Some(on_end),
+            grpc: false,
         }
+    }
+
+    /// The body of a gRPC call: should the target's body fail (reset, closed early, silent for
+    /// the read timeout), it ends with trailers `grpc-status: 14` and `grpc-message` saying
+    /// why, instead of failing the client's stream.
+    pub fn ending_grpc_calls(mut self) -> DownBody {
+        self.grpc = true;
+        self
     }
 
     fn end(&mut self, complete: bool) {
@@ -123,10 +145,28 @@ impl Body for DownBody {
                 }
             },
         };
+        if let Poll::Ready(Some(Err(e))) = &polled {
+            if this.grpc {
+                // The HTTP status is sent already: the call ends with berth's trailers instead,
+                // counted, and the response ends there, not whole (its connection is not kept).
+                let t = super::grpc::failure_trailers(&format!("berth: {e}"));
+                tracing::debug!(error = %e, "gRPC call ended with UNAVAILABLE: target body failed");
+                this.source = Source::Full(None);
+                if let Some(on_end) = this.on_end.as_mut() {
+                    on_end.trailers(&t);
+                }
+                this.end(false);
+                return Poll::Ready(Some(Ok(Frame::trailers(t))));
+            }
+        }
         match &polled {
             Poll::Ready(Some(Ok(f))) => {
                 if let Some(d) = f.data_ref() {
                     this.bytes += d.len() as u64;
+                } else if let Some(t) = f.trailers_ref() {
+                    if let Some(on_end) = this.on_end.as_mut() {
+                        on_end.trailers(t);
+                    }
                 }
             }
             Poll::Ready(Some(Err(_))) => this.end(false),
