@@ -404,6 +404,24 @@ pub struct RawTargetGroup {
     pub source: Option<RawSource>,
     /// Send a PROXY protocol v2 header to targets (tcp/tls listeners; default false).
     pub proxy_protocol_v2: Option<bool>,
+    /// `"http"` (default) or `"https"`: TLS to the targets.
+    pub protocol: Option<String>,
+    /// `"http1"` (default), `"http2"` or `"grpc"`: the HTTP version spoken to the targets.
+    pub protocol_version: Option<String>,
+    /// TLS settings towards the targets (only with `protocol = "https"`).
+    pub tls: Option<RawTargetTls>,
+}
+
+/// `[target_groups.tls]`: how an `https` group's targets are verified.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTargetTls {
+    /// SNI and the name verified (default: the target's IP, verified as an IP SAN).
+    pub server_name: Option<String>,
+    /// PEM file of the CAs trusted for target certificates (default: the system roots).
+    pub ca_bundle: Option<String>,
+    /// Verify the target's certificate (default true; ALB does not verify).
+    pub verify: Option<bool>,
 }
 
 /// `hash_on`: exactly one key.
@@ -462,15 +480,19 @@ pub struct RawRetry {
 pub struct RawHealthCheck {
     /// Checks on (default true).
     pub enabled: Option<bool>,
-    /// `"http"` (default) or `"tcp"`.
+    /// `"http"`, `"https"`, `"tcp"` or `"grpc"` (default: `"https"` for https groups,
+    /// `"grpc"` for grpc groups, `"http"` otherwise).
     pub protocol: Option<String>,
+    /// gRPC checks: the service asked about (default `""`: the whole server).
+    pub grpc_service: Option<String>,
     /// Path for HTTP checks (default `/`).
     pub path: Option<String>,
     /// Host header for HTTP checks (default the target address).
     pub host: Option<String>,
     /// Port to check (default the target's port).
     pub port: Option<i64>,
-    /// Status codes counted healthy, e.g. `"200"`, `"200-399"`, `"200,204"` (default `"200"`).
+    /// Status codes counted healthy, e.g. `"200"`, `"200-399"`, `"200,204"` (default `"200"`);
+    /// for gRPC checks, gRPC codes `0..=99` (default `"12"`, as ALB).
     pub matcher: Option<String>,
     /// Time between checks (default `"30s"`).
     pub interval: Option<String>,

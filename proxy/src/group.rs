@@ -417,6 +417,7 @@ mod tests {
             health_check: HealthCheck {
                 enabled: true,
                 protocol: HealthProtocol::Http,
+                grpc_service: String::new(),
                 path: "/".into(),
                 host: None,
                 port: None,
@@ -436,6 +437,8 @@ mod tests {
             },
             source: Source::Static(vec![]),
             proxy_protocol_v2: false,
+            tls: None,
+            protocol_version: ProtocolVersion::Http1,
         }
     }
 

@@ -216,6 +216,7 @@ fn build_generation(
 ) -> Generation {
     let mut next = HashMap::new();
     for tg in &config.target_groups {
+        crate::upstream::tls::prepare(tg);
         let g = match groups.remove(&tg.name) {
             Some(g) => {
                 g.config.store(Arc::new(tg.clone()));

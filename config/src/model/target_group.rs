@@ -66,10 +66,59 @@ pub struct RetryPolicy {
 /// How an active health check probes a target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HealthProtocol {
-    /// An HTTP GET of the check path; healthy when the status is in the matcher.
+    /// An HTTP GET of the check path; healthy when the status is in the matcher. HTTP/2 (h2c)
+    /// for `http2` and `grpc` groups, HTTP/1.1 otherwise.
     Http,
+    /// The same GET over TLS, with the group's `tls` settings (or the safe defaults).
+    Https,
     /// A TCP connect; healthy when it succeeds.
     Tcp,
+    /// `grpc.health.v1.Health/Check` over HTTP/2 (TLS when the group is `https`); healthy
+    /// when the answer is `SERVING`, or when the call's gRPC status is in the matcher.
+    Grpc,
+}
+
+/// Which HTTP version a target group speaks to its targets (`protocol_version`, ALB's
+/// ProtocolVersion).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ProtocolVersion {
+    /// HTTP/1.1 (default).
+    #[default]
+    Http1,
+    /// HTTP/2: h2c with prior knowledge to plain targets, h2 by ALPN to HTTPS targets.
+    Http2,
+    /// gRPC: HTTP/2 as `Http2`, with gRPC health checks by default.
+    Grpc,
+}
+
+impl ProtocolVersion {
+    /// Whether targets are spoken to in HTTP/2.
+    pub fn is_http2(self) -> bool {
+        !matches!(self, ProtocolVersion::Http1)
+    }
+}
+
+/// A CA bundle that target certificates are verified against (`tls.ca_bundle`), read when the
+/// configuration was loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CaBundle {
+    /// The file, resolved against the configuration's folder.
+    pub path: PathBuf,
+    /// Its PEM text as read at load (a reload reads it again).
+    pub pem: Vec<u8>,
+}
+
+/// TLS towards the targets of an `https` target group (`[target_groups.tls]`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct TargetGroupTls {
+    /// SNI sent and the name the certificate must hold (default: none sent; the target's IP
+    /// must be an IP SAN of its certificate).
+    pub server_name: Option<String>,
+    /// Roots trusted for target certificates (default: the system's roots).
+    pub ca_bundle: Option<CaBundle>,
+    /// Whether the target's certificate is verified (default true; ALB does not verify, which
+    /// `false` reproduces).
+    pub verify: bool,
 }
 
 /// Status codes counted healthy: a list of inclusive ranges.
@@ -88,15 +137,18 @@ impl Matcher {
 pub struct HealthCheck {
     /// Checks on; when off, targets are healthy once registered.
     pub enabled: bool,
-    /// HTTP (default) or TCP.
+    /// HTTP, HTTPS, TCP or gRPC (default: the group's own protocol: `Https` for https groups,
+    /// `Grpc` for grpc groups, `Http` otherwise).
     pub protocol: HealthProtocol,
+    /// The service named in gRPC checks (default empty: the server as a whole).
+    pub grpc_service: String,
     /// Path of HTTP checks (default `/`).
     pub path: String,
     /// Host header of HTTP checks (default the target address).
     pub host: Option<String>,
     /// Port to check instead of the target's own.
     pub port: Option<u16>,
-    /// Healthy statuses (default 200).
+    /// Healthy statuses (default 200), or gRPC codes for gRPC checks (default 12, as ALB).
     pub matcher: Matcher,
     /// Time between checks, 1..=300 s (default 30 s).
     pub interval: Duration,
@@ -204,4 +256,8 @@ pub struct TargetGroup {
     pub source: Source,
     /// Send a PROXY protocol v2 header to targets (tcp/tls listeners only).
     pub proxy_protocol_v2: bool,
+    /// TLS to the targets: `Some` when `protocol = "https"`.
+    pub tls: Option<TargetGroupTls>,
+    /// The HTTP version spoken to targets (default HTTP/1.1).
+    pub protocol_version: ProtocolVersion,
 }

@@ -89,14 +89,16 @@ impl Checker<'_> {
 
     /// Checks every section and builds the model (meaningful only when no error was recorded).
     pub(super) fn config(&mut self, sections: Sections) -> Config {
-        Config {
+        let config = Config {
             proxy: self.proxy(&sections.proxy),
             log: self.log(&sections.log),
             admin: self.admin(&sections.admin),
             scaler: self.scaler(&sections.scaler, &sections.target_group_names),
             target_groups: self.target_groups(&sections.target_groups),
             listeners: self.listeners(&sections.listeners, &sections.target_group_names),
-        }
+        };
+        self.l4_forwards_to_http_groups(&config, &sections.target_groups);
+        config
     }
 
     /// The target groups that deserialized, checked; a name used twice is an error.

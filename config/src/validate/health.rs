@@ -4,31 +4,63 @@ use std::time::Duration;
 
 use super::values::{parse_matcher, secs};
 use super::Checker;
-use crate::model::{HealthCheck, HealthProtocol, Matcher, Outlier};
+use crate::model::{HealthCheck, HealthProtocol, Matcher, Outlier, ProtocolVersion};
 use crate::raw::{RawHealthCheck, RawOutlier};
 
 impl Checker<'_> {
-    /// `health_check` at `p`, ALB's defaults for what is not written.
-    pub(super) fn health_check(&mut self, p: &str, h: &RawHealthCheck) -> HealthCheck {
+    /// `health_check` at `p`, ALB's defaults for what is not written; the default protocol
+    /// follows the group's (`https` for https groups, `grpc` for grpc groups).
+    pub(super) fn health_check(
+        &mut self,
+        p: &str,
+        h: &RawHealthCheck,
+        https: bool,
+        version: ProtocolVersion,
+    ) -> HealthCheck {
         let protocol = match h.protocol.as_deref() {
+            None if version == ProtocolVersion::Grpc => HealthProtocol::Grpc,
+            None if https => HealthProtocol::Https,
             None | Some("http") => HealthProtocol::Http,
+            Some("https") => HealthProtocol::Https,
             Some("tcp") => HealthProtocol::Tcp,
+            Some("grpc") => HealthProtocol::Grpc,
             Some(other) => {
                 self.error(
                     &format!("{p}.protocol"),
-                    format!("unknown protocol {other:?} (expected \"http\" or \"tcp\")"),
+                    format!(
+                        "unknown protocol {other:?} (expected \"http\", \"https\", \"tcp\" or \"grpc\")"
+                    ),
                 );
                 HealthProtocol::Http
             }
         };
+        let grpc = protocol == HealthProtocol::Grpc;
+        if grpc && !version.is_http2() {
+            self.error(
+                &format!("{p}.protocol"),
+                "grpc health checks need protocol_version = \"grpc\" or \"http2\"",
+            );
+        }
+        let grpc_service = h.grpc_service.clone().unwrap_or_default();
+        if h.grpc_service.is_some() && !grpc {
+            self.error(
+                &format!("{p}.grpc_service"),
+                "only allowed with protocol = \"grpc\"",
+            );
+        }
         let path = h.path.clone().unwrap_or_else(|| "/".to_owned());
         self.absolute_path(&path, &format!("{p}.path"));
         let port = self.port(h.port, &format!("{p}.port"));
-        let matcher = match &h.matcher {
-            None => Matcher(vec![(200, 200)]),
-            Some(m) => parse_matcher(m).unwrap_or_else(|e| {
+        let matcher = match (&h.matcher, grpc) {
+            (None, false) => Matcher(vec![(200, 200)]),
+            (None, true) => Matcher(vec![(12, 12)]),
+            (Some(m), false) => parse_matcher(m).unwrap_or_else(|e| {
                 self.error(&format!("{p}.matcher"), e);
                 Matcher(vec![(200, 200)])
+            }),
+            (Some(m), true) => parse_grpc_matcher(m).unwrap_or_else(|e| {
+                self.error(&format!("{p}.matcher"), e);
+                Matcher(vec![(12, 12)])
             }),
         };
         let ip = format!("{p}.interval");
@@ -58,6 +90,7 @@ impl Checker<'_> {
         HealthCheck {
             enabled: h.enabled.unwrap_or(true),
             protocol,
+            grpc_service,
             path,
             host: h.host.clone(),
             port,
@@ -126,4 +159,39 @@ impl Checker<'_> {
             ) as u32,
         }
     }
+}
+
+/// Parses a gRPC health check matcher: codes `0..=99` as a code (`"12"`), a range (`"0-99"`)
+/// or a comma-separated list of both (`"0,12"`).
+fn parse_grpc_matcher(text: &str) -> Result<Matcher, String> {
+    let bad = |why: String| format!("invalid gRPC matcher {text:?}: {why}");
+    let code = |s: &str| -> Result<u16, String> {
+        let s = s.trim();
+        let n: u16 = s
+            .parse()
+            .map_err(|_| bad(format!("{s:?} is not a gRPC code")))?;
+        if n <= 99 {
+            Ok(n)
+        } else {
+            Err(bad(format!("gRPC code {n} is outside 0..=99")))
+        }
+    };
+    let mut ranges = Vec::new();
+    for part in text.split(',') {
+        if part.trim().is_empty() {
+            return Err(bad("empty entry".to_owned()));
+        }
+        let (lo, hi) = match part.split_once('-') {
+            Some((lo, hi)) => (code(lo)?, code(hi)?),
+            None => {
+                let n = code(part)?;
+                (n, n)
+            }
+        };
+        if lo > hi {
+            return Err(bad(format!("range {lo}-{hi} is reversed")));
+        }
+        ranges.push((lo, hi));
+    }
+    Ok(Matcher(ranges))
 }

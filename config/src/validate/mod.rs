@@ -40,6 +40,8 @@ mod settings;
 mod sources;
 mod target_group;
 #[cfg(test)]
+mod target_protocol_tests;
+#[cfg(test)]
 mod tests;
 mod values;
 

@@ -194,11 +194,14 @@ impl Checker<'_> {
             ) as u32,
         };
 
+        let (tls, protocol_version) = self.target_protocol(p, t);
         let health_check = self.health_check(
             &format!("{p}.health_check"),
             t.health_check
                 .as_ref()
                 .unwrap_or(&RawHealthCheck::default()),
+            tls.is_some(),
+            protocol_version,
         );
         let outlier = self.outlier(
             &format!("{p}.outlier"),
@@ -218,6 +221,163 @@ impl Checker<'_> {
             outlier,
             source: source?,
             proxy_protocol_v2: t.proxy_protocol_v2.unwrap_or(false),
+            tls,
+            protocol_version,
         })
     }
+
+    /// A tcp or tls listener relays bytes: the groups it forwards to cannot speak HTTP/2, gRPC
+    /// or TLS to their targets. Errors name the group's key (`raw` gives its index).
+    pub(super) fn l4_forwards_to_http_groups(
+        &mut self,
+        config: &Config,
+        raw: &[Option<RawTargetGroup>],
+    ) {
+        for (li, l) in config.listeners.iter().enumerate() {
+            if !l.protocol.is_l4() {
+                continue;
+            }
+            let actions =
+                std::iter::once(&l.default_action).chain(l.rules.iter().map(|r| &r.action));
+            for a in actions {
+                let Action::Forward(groups) = a else { continue };
+                for wg in groups {
+                    let Some(tg) = config.target_group(&wg.target_group) else {
+                        continue;
+                    };
+                    let Some(i) = raw.iter().position(|r| {
+                        r.as_ref().and_then(|r| r.name.as_deref()) == Some(tg.name.as_str())
+                    }) else {
+                        continue;
+                    };
+                    if tg.protocol_version != ProtocolVersion::Http1 {
+                        self.error(
+                            &format!("target_groups[{i}].protocol_version"),
+                            format!(
+                                "must be \"http1\": tcp/tls listener listeners[{li}] ({}) forwards to this group",
+                                l.name
+                            ),
+                        );
+                    }
+                    if tg.tls.is_some() {
+                        self.error(
+                            &format!("target_groups[{i}].protocol"),
+                            format!(
+                                "must be \"http\": tcp/tls listener listeners[{li}] ({}) forwards to this group",
+                                l.name
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// `protocol`, `protocol_version` and `tls` of the group at `p`: the TLS settings (`Some`
+    /// for https groups) and the HTTP version.
+    fn target_protocol(
+        &mut self,
+        p: &str,
+        t: &RawTargetGroup,
+    ) -> (Option<TargetGroupTls>, ProtocolVersion) {
+        let version = match t.protocol_version.as_deref() {
+            None | Some("http1") => ProtocolVersion::Http1,
+            Some("http2") => ProtocolVersion::Http2,
+            Some("grpc") => ProtocolVersion::Grpc,
+            Some(other) => {
+                self.error(
+                    &format!("{p}.protocol_version"),
+                    format!(
+                        "unknown protocol_version {other:?} (expected \"http1\", \"http2\" or \"grpc\")"
+                    ),
+                );
+                ProtocolVersion::Http1
+            }
+        };
+        let https = match t.protocol.as_deref() {
+            None | Some("http") => false,
+            Some("https") => true,
+            Some(other) => {
+                self.error(
+                    &format!("{p}.protocol"),
+                    format!("unknown protocol {other:?} (expected \"http\" or \"https\")"),
+                );
+                false
+            }
+        };
+        let tp = format!("{p}.tls");
+        let tls = match (&t.tls, https) {
+            (Some(_), false) => {
+                self.error(&tp, "only allowed with protocol = \"https\"");
+                None
+            }
+            (None, false) => None,
+            (None, true) => Some(TargetGroupTls {
+                verify: true,
+                ..TargetGroupTls::default()
+            }),
+            (Some(raw), true) => Some(self.target_tls(&tp, raw)),
+        };
+        (tls, version)
+    }
+
+    /// `[target_groups.tls]` at `p`: the server name must be a DNS name or an IP address, the
+    /// CA bundle a readable PEM file holding at least one certificate.
+    fn target_tls(&mut self, p: &str, raw: &RawTargetTls) -> TargetGroupTls {
+        let server_name = raw.server_name.as_deref().map(str::trim).and_then(|n| {
+            let ok = !n.is_empty()
+                && n.len() <= 253
+                && (n.parse::<std::net::IpAddr>().is_ok()
+                    || n.split('.').all(|l| {
+                        !l.is_empty()
+                            && l.len() <= 63
+                            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    }));
+            if !ok {
+                self.error(
+                    &format!("{p}.server_name"),
+                    format!("invalid server name {n:?} (expected a DNS name or an IP address)"),
+                );
+            }
+            ok.then(|| n.to_ascii_lowercase())
+        });
+        let ca_bundle = raw.ca_bundle.as_ref().and_then(|file| {
+            let cp = format!("{p}.ca_bundle");
+            let path = self.existing_file(&Some(file.clone()), &cp)?;
+            match std::fs::read(&path) {
+                Err(e) => {
+                    self.error(&cp, format!("cannot read {}: {e}", path.display()));
+                    None
+                }
+                Ok(pem) if !contains(&pem, b"-----BEGIN CERTIFICATE-----") => {
+                    self.error(
+                        &cp,
+                        format!(
+                            "{} is not a PEM certificate bundle (no BEGIN CERTIFICATE block)",
+                            path.display()
+                        ),
+                    );
+                    None
+                }
+                Ok(pem) => Some(CaBundle { path, pem }),
+            }
+        });
+        let verify = raw.verify.unwrap_or(true);
+        if !verify && ca_bundle.is_some() {
+            self.error(
+                &format!("{p}.ca_bundle"),
+                "has no effect with verify = false; remove one of them",
+            );
+        }
+        TargetGroupTls {
+            server_name,
+            ca_bundle,
+            verify,
+        }
+    }
+}
+
+/// Whether `needle` occurs in `hay`.
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
 }

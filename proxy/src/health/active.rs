@@ -79,6 +79,7 @@ mod tests {
         HealthCheck {
             enabled: true,
             protocol,
+            grpc_service: String::new(),
             path: "/health".into(),
             host: None,
             port: None,

@@ -19,7 +19,9 @@
 
 use std::time::Duration;
 
+use berth_config::model::ProtocolVersion;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Version};
 
 /// The `grpc-status` field: the call's outcome, a decimal code.
 pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
@@ -65,6 +67,34 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
         // `application/grpc-web...` is another protocol.
         Some(b) => matches!(b, b'+' | b';' | b' '),
         None => true,
+    }
+}
+
+/// Why a request cannot go to a group speaking `speaks`, in ALB's terms (its HTTP 464,
+/// "incompatible protocol"): a request over HTTP/1.1 to a `grpc` group (gRPC needs HTTP/2
+/// end to end); a gRPC call to an `http1` group (HTTP/1.1 targets cannot answer one); a
+/// request other than `POST` to a `grpc` group (every gRPC call is a `POST`). `None`: it may go.
+pub fn incompatible(
+    version: Version,
+    method: &Method,
+    grpc: bool,
+    speaks: ProtocolVersion,
+) -> Option<&'static str> {
+    let h2 = version == Version::HTTP_2;
+    match speaks {
+        ProtocolVersion::Grpc if !h2 => Some(
+            "incompatible protocol: this target group speaks gRPC, which needs HTTP/2; \
+             the request came over HTTP/1.1\n",
+        ),
+        ProtocolVersion::Grpc if method != Method::POST => Some(
+            "incompatible protocol: this target group speaks gRPC, whose calls are POST \
+             requests\n",
+        ),
+        ProtocolVersion::Http1 if grpc => Some(
+            "incompatible protocol: a gRPC call, but this target group speaks HTTP/1.1 \
+             (protocol_version = \"grpc\" or \"http2\" sends it over HTTP/2)\n",
+        ),
+        _ => None,
     }
 }
 
@@ -230,6 +260,32 @@ mod tests {
             assert!(!is_grpc(&ct(v)), "{v}");
         }
         assert!(!is_grpc(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn incompatible_as_alb_says() {
+        use ProtocolVersion::*;
+        let (h1, h2) = (Version::HTTP_11, Version::HTTP_2);
+        let post = Method::POST;
+        let cases = [
+            (h1, &post, true, Grpc, true),
+            (h1, &Method::GET, false, Grpc, true),
+            (h2, &post, true, Grpc, false),
+            (h2, &Method::GET, false, Grpc, true),
+            (h2, &post, true, Http1, true),
+            (h1, &post, true, Http1, true),
+            (h2, &post, false, Http1, false),
+            (h1, &post, true, Http2, false),
+            (h2, &post, true, Http2, false),
+            (h1, &Method::GET, false, Http2, false),
+        ];
+        for (v, m, grpc, speaks, refused) in cases {
+            assert_eq!(
+                incompatible(v, m, grpc, speaks).is_some(),
+                refused,
+                "{v:?} {m} grpc={grpc} {speaks:?}"
+            );
+        }
     }
 
     #[test]

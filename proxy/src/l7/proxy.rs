@@ -1,6 +1,6 @@
 //! The L7 proxy, one request at a time: rules pick an action; forward actions pick a weighted
 //! target group, the group's balancer picks a target, and the request goes to it over a pooled
-//! HTTP/1.1 connection. Retries, passive ejection, forwarding headers, stickiness and metrics
+//! HTTP/1.1 connection or a shared HTTP/2 one (the group's `protocol_version`). Retries, passive ejection, forwarding headers, stickiness and metrics
 //! wrap around that.
 
 use std::net::SocketAddr;
@@ -22,7 +22,7 @@ use crate::group::{Group, SelectInput};
 use crate::metrics as m;
 use crate::runtime::Generation;
 use crate::target::{fnv1a, now_ms, InFlight, Target};
-use crate::upstream::{self, ConnectError, Sender, UpBody};
+use crate::upstream::{self, ConnectError, SendFailure, Sender, UpBody};
 
 /// The header carrying the PrivateLink VPC endpoint ID to targets.
 pub const VPCE_HEADER: &str = "x-berth-vpce-id";
@@ -326,6 +326,16 @@ async fn forward(
     group.retry_budget.deposit(cfg.retry.budget_percent);
     x.group = Some(Arc::clone(&group));
     let conn = Arc::clone(&x.conn);
+    if let Some(why) = grpc::incompatible(
+        parts.version,
+        &parts.method,
+        x.grpc.is_some(),
+        cfg.protocol_version,
+    ) {
+        // ALB's status for this: 464. Not a gRPC answer: the request cannot be one here.
+        x.grpc = None;
+        return x.text(464, "incompatible_protocol", why, false);
+    }
 
     let hash_key = match &cfg.algorithm {
         Algorithm::ConsistentHash(on) => match on {
@@ -346,16 +356,22 @@ async fn forward(
         }
         Err(BodyRead::Failed) => return x.refuse(400, "bad_request", "bad request body\n"),
     };
+    let h2 = cfg.protocol_version.is_http2();
+    // HTTP/2 targets get `te: trailers` (gRPC requires it); it is hop-by-hop otherwise.
+    let te_trailers = h2
+        && parts
+            .headers
+            .get(header::TE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     prepare_upstream(&mut parts, &conn, snap);
-    if x.grpc.is_some() {
-        // gRPC servers may insist on it (RFC 9113 allows it over HTTP/2); berth passes
-        // trailers back.
+    if te_trailers {
         parts
             .headers
             .insert(header::TE, HeaderValue::from_static("trailers"));
     }
     let idempotent = parts.method.is_idempotent();
-    let replay = if idempotent && cfg.retry.attempts > 0 {
+    // HTTP/2 requests keep a copy even when not retried: a refused stream may go elsewhere.
+    let replay = if (idempotent && cfg.retry.attempts > 0) || h2 {
         up_body.replay().map(|body| Replay {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
@@ -384,12 +400,10 @@ async fn forward(
         target.count_request(&group.name);
         tried.push(target.address);
         x.inflight = Some(InFlight::new(Arc::clone(&target)));
-        let t = &cfg.timeouts;
-
-        let (mut sender, reused) = match checkout(&target, &group, t.idle, t.connect).await {
+        let (mut sender, reused) = match checkout(&target, &group, &cfg).await {
             Ok(s) => s,
             Err(e) => {
-                tracing::debug!(target_group = %group.name, error = %e, "connect failed");
+                log_connect_error(&group, &target, &e);
                 metrics::counter!(m::CONNECT_ERRORS, "target_group" => group.name.clone())
                     .increment(1);
                 connect_failed(&group, &target, &cfg);
@@ -418,7 +432,17 @@ async fn forward(
                     ConnectError::Timeout(_) => {
                         x.error(504, "upstream_connect", "upstream connect timed out\n")
                     }
-                    _ => x.error(502, "upstream_connect", "upstream connect failed\n"),
+                    ConnectError::Tls(..) | ConnectError::Setup(..) => {
+                        x.error(502, "upstream_tls", "upstream TLS handshake failed\n")
+                    }
+                    ConnectError::Protocol(..) | ConnectError::Handshake(..) => x.error(
+                        502,
+                        "upstream_protocol",
+                        "upstream does not speak the target group's protocol\n",
+                    ),
+                    ConnectError::Io(..) => {
+                        x.error(502, "upstream_connect", "upstream connect failed\n")
+                    }
                 };
             }
         };
@@ -434,7 +458,7 @@ async fn forward(
         }
         let sent_at = Instant::now();
         let read = x.head_timeout(&cfg);
-        match tokio::time::timeout(read, sender.try_send_request(req)).await {
+        match tokio::time::timeout(read, sender.send(req)).await {
             Err(_) => return x.error(504, "upstream_timeout", "upstream timed out\n"),
             Ok(Ok(resp)) => {
                 let set_cookie = sticky.and_then(|s| {
@@ -459,7 +483,8 @@ async fn forward(
                 );
             }
             Ok(Err(mut e)) => {
-                tracing::debug!(target_group = %group.name, target = %target.label, error = %e.error(), "request to target failed");
+                let failure = sender.failure(e.error());
+                log_send_error(&group, &target, failure, e.error());
                 if e.error().is_user() {
                     // The client's own body failed (malformed chunking, a reset): not the
                     // target's fault, and nothing to retry.
@@ -499,7 +524,26 @@ async fn forward(
                     }
                     None => {
                         connect_failed(&group, &target, &cfg);
-                        if let Some(r) = replay.as_ref().and_then(Replay::request) {
+                        // An HTTP/2 target refused the stream or went away before taking it:
+                        // the request never ran, so it goes to another target, any method.
+                        if failure == SendFailure::Unprocessed && group.has_untried(&tried) {
+                            if let Some(r) = replay.as_ref().and_then(Replay::request) {
+                                if resend_unsent(
+                                    &group,
+                                    &mut connect_resends,
+                                    MAX_CONNECT_RESENDS,
+                                    "unprocessed",
+                                ) {
+                                    next = Some(r);
+                                    continue;
+                                }
+                            }
+                        }
+                        if let Some(r) = replay
+                            .as_ref()
+                            .filter(|_| idempotent)
+                            .and_then(Replay::request)
+                        {
                             if allow_retry(&group, &cfg, &mut retries) {
                                 // Targets failing one after another mid-request: ECS may be
                                 // stopping them. The last try waits for a fresh ECS poll
@@ -514,7 +558,7 @@ async fn forward(
                         }
                     }
                 }
-                return x.error(502, "upstream_error", "bad gateway\n");
+                return x.error(502, failure.reason(), "bad gateway\n");
             }
         }
     }
@@ -549,26 +593,30 @@ async fn read_body(
     Ok(UpBody::Stream(body, conn.metrics.bytes_in.clone()))
 }
 
-/// A live connection to `target`: the newest idle pooled one that is ready, or a new one.
+/// A live connection to `target`: a pooled one (an idle HTTP/1.1 connection, or a stream of an
+/// open HTTP/2 connection), or a new one, over TLS for `https` groups.
 async fn checkout(
     target: &Target,
     group: &Group,
-    idle: Duration,
-    connect: Duration,
+    cfg: &TargetGroup,
 ) -> Result<(Sender, bool), ConnectError> {
-    let idle_ms = idle.as_millis() as u64;
-    while let Some(mut s) = target.pool.take(now_ms(), idle_ms) {
-        // Usually ready at once; otherwise its task has yet to see the last response end.
-        if s.is_ready() {
-            return Ok((s, true));
-        }
-        if let Ok(Ok(())) = tokio::time::timeout(connect, s.ready()).await {
-            return Ok((s, true));
-        }
+    let tls = upstream::tls::for_group(cfg).map_err(|e| ConnectError::Setup(target.address, e))?;
+    let t = &cfg.timeouts;
+    let (s, reused) = target
+        .pool
+        .checkout(
+            target.address,
+            tls.as_deref(),
+            cfg.protocol_version.is_http2(),
+            t.idle,
+            t.connect,
+        )
+        .await?;
+    if !reused {
+        metrics::counter!(m::UPSTREAM_CONNECTIONS, "target_group" => group.name.clone())
+            .increment(1);
     }
-    let s = upstream::connect(target.address, connect).await?;
-    metrics::counter!(m::UPSTREAM_CONNECTIONS, "target_group" => group.name.clone()).increment(1);
-    Ok((s, false))
+    Ok((s, reused))
 }
 
 /// The target's response, streamed to the client.
@@ -676,6 +724,34 @@ fn allow_retry(group: &Group, cfg: &TargetGroup, retries: &mut u32) -> bool {
     *retries += 1;
     metrics::counter!(m::RETRIES, "target_group" => group.name.clone()).increment(1);
     true
+}
+
+/// Logs a failed connect: TLS and protocol failures at warn (they need an operator), plain
+/// connect failures at debug (they are routine while ECS replaces tasks).
+fn log_connect_error(group: &Group, target: &Target, e: &ConnectError) {
+    match e {
+        ConnectError::Timeout(_) | ConnectError::Io(..) => {
+            tracing::debug!(target_group = %group.name, target = %target.label, error = %e, "connect failed")
+        }
+        _ => {
+            tracing::warn!(target_group = %group.name, target = %target.label, reason = e.reason(), error = %e, "connect failed")
+        }
+    }
+}
+
+/// Logs a failed request: HTTP/2 resets and protocol failures at warn, others at debug.
+fn log_send_error(group: &Group, target: &Target, failure: SendFailure, e: &hyper::Error) {
+    match failure {
+        SendFailure::Other => {
+            tracing::debug!(target_group = %group.name, target = %target.label, error = %e, "request to target failed")
+        }
+        _ => {
+            let detail = std::error::Error::source(e)
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            tracing::warn!(target_group = %group.name, target = %target.label, reason = failure.reason(), error = %e, detail = %detail, "request to target failed")
+        }
+    }
 }
 
 fn connect_failed(group: &Group, target: &Target, cfg: &TargetGroup) {

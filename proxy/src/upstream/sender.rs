@@ -1,0 +1,341 @@
+//! [`Sender`]: one request's way to a target, over an HTTP/1.1 connection of its own or a
+//! stream of a shared, multiplexed HTTP/2 connection.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2, TrySendError};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use super::body::UpBody;
+use super::dial::UpstreamIo;
+use super::ConnectError;
+
+/// Streams one HTTP/2 connection carries at once before another is opened: the least a
+/// server should allow (RFC 9113 section 6.5.2 recommends no less than 100).
+pub const MAX_STREAMS_PER_CONNECTION: usize = 100;
+
+/// What the requests of one HTTP/2 connection share: their count, and whether the target
+/// ever answered on it (a connection that fails before any answer did not speak HTTP/2).
+#[derive(Debug)]
+pub struct H2Conn {
+    streams: AtomicUsize,
+    answered: AtomicBool,
+    addr: SocketAddr,
+    tls: bool,
+}
+
+impl H2Conn {
+    /// Streams in use now.
+    pub fn streams(&self) -> usize {
+        self.streams.load(Ordering::Relaxed)
+    }
+
+    /// Whether any response came on this connection.
+    pub fn answered(&self) -> bool {
+        self.answered.load(Ordering::Relaxed)
+    }
+}
+
+/// One stream slot of a shared HTTP/2 connection; the slot is given back when dropped.
+#[derive(Debug)]
+pub struct H2Stream {
+    tx: http2::SendRequest<UpBody>,
+    conn: Arc<H2Conn>,
+}
+
+impl H2Stream {
+    /// Takes a slot of `conn` (counted until this is dropped).
+    pub(super) fn new(tx: http2::SendRequest<UpBody>, conn: Arc<H2Conn>) -> H2Stream {
+        conn.streams.fetch_add(1, Ordering::Relaxed);
+        H2Stream { tx, conn }
+    }
+
+    /// The connection this stream belongs to.
+    pub fn conn(&self) -> &Arc<H2Conn> {
+        &self.conn
+    }
+}
+
+impl Drop for H2Stream {
+    fn drop(&mut self) {
+        self.conn.streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A way to send one request to a target.
+#[derive(Debug)]
+pub enum Sender {
+    /// An HTTP/1.1 connection (one request at a time; pooled when idle).
+    H1(http1::SendRequest<UpBody>),
+    /// A stream of a shared HTTP/2 connection.
+    H2(H2Stream),
+}
+
+impl Sender {
+    /// Whether the connection is closed.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.tx.is_closed(),
+        }
+    }
+
+    /// Whether a request can be sent now.
+    pub fn is_ready(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_ready(),
+            Sender::H2(s) => s.tx.is_ready(),
+        }
+    }
+
+    /// Waits until a request can be sent (the previous HTTP/1.1 response ended).
+    pub async fn ready(&mut self) -> hyper::Result<()> {
+        match self {
+            Sender::H1(s) => s.ready().await,
+            Sender::H2(s) => s.tx.ready().await,
+        }
+    }
+
+    /// What a failed send means ([`classify_h2`] for HTTP/2; always `Other` for HTTP/1.1).
+    pub fn failure(&self, err: &hyper::Error) -> SendFailure {
+        match self {
+            Sender::H1(_) => SendFailure::Other,
+            Sender::H2(s) => classify_h2(err, s.conn.answered()),
+        }
+    }
+
+    /// Whether this is an HTTP/2 stream.
+    pub fn is_h2(&self) -> bool {
+        matches!(self, Sender::H2(_))
+    }
+
+    /// Sends `req`. HTTP/2 requests are put in the form HTTP/2 needs (absolute URI whose
+    /// authority is the `Host` header, or the target's address). When the request could not
+    /// be sent at all, the error gives it back ([`TrySendError::take_message`]).
+    pub async fn send(
+        &mut self,
+        mut req: Request<UpBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<UpBody>>> {
+        match self {
+            Sender::H1(s) => {
+                *req.version_mut() = Version::HTTP_11;
+                s.try_send_request(req).await
+            }
+            Sender::H2(s) => {
+                h2_form(&mut req, s.conn.addr, s.conn.tls);
+                let r = s.tx.try_send_request(req).await;
+                if r.is_ok() {
+                    s.conn.answered.store(true, Ordering::Relaxed);
+                }
+                r
+            }
+        }
+    }
+}
+
+/// Rewrites an origin-form HTTP/1.1 request for HTTP/2: version 2, scheme and authority in
+/// the URI (from `Host`, or the target address), no `Host` field.
+fn h2_form(req: &mut Request<UpBody>, addr: SocketAddr, tls: bool) {
+    *req.version_mut() = Version::HTTP_2;
+    let host = req
+        .headers_mut()
+        .remove(header::HOST)
+        .and_then(|h| h.to_str().ok().map(str::to_owned))
+        .filter(|h| h.parse::<http::uri::Authority>().is_ok())
+        .unwrap_or_else(|| addr.to_string());
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let scheme = if tls { "https" } else { "http" };
+    if let Ok(u) = Uri::builder()
+        .scheme(scheme)
+        .authority(host.as_str())
+        .path_and_query(pq)
+        .build()
+    {
+        *req.uri_mut() = u;
+    } else if let Ok(v) = HeaderValue::from_str(&host) {
+        // Not expected (the parts were checked); keep the request sendable as it was.
+        req.headers_mut().insert(header::HOST, v);
+    }
+}
+
+/// Starts HTTP on a dialled connection: HTTP/2 (prior knowledge, or as ALPN chose) when `h2`,
+/// HTTP/1.1 otherwise. The connection's I/O runs in a task of the current runtime until it
+/// closes (by either side, or once every sender of it is dropped). HTTP/2 answers with the
+/// connection's shared state, for the pool.
+pub async fn handshake(
+    io: UpstreamIo,
+    h2: bool,
+    addr: SocketAddr,
+) -> Result<Handshaken, ConnectError> {
+    let tls = io.is_tls();
+    if h2 {
+        let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+            .handshake::<_, UpBody>(TokioIo::new(io))
+            .await
+            .map_err(|e| ConnectError::Handshake(addr, e))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(target = %addr, error = %e, "upstream HTTP/2 connection ended with an error");
+            }
+        });
+        let shared = Arc::new(H2Conn {
+            streams: AtomicUsize::new(0),
+            answered: AtomicBool::new(false),
+            addr,
+            tls,
+        });
+        Ok(Handshaken::H2(tx, shared))
+    } else {
+        let (tx, conn) = http1::Builder::new()
+            .handshake::<_, UpBody>(TokioIo::new(io))
+            .await
+            .map_err(|e| ConnectError::Handshake(addr, e))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(target = %addr, error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(Handshaken::H1(tx))
+    }
+}
+
+/// A connection after its HTTP handshake.
+#[derive(Debug)]
+pub enum Handshaken {
+    /// HTTP/1.1: the connection's sender.
+    H1(http1::SendRequest<UpBody>),
+    /// HTTP/2: a sender (cloned for each stream) and the connection's shared state.
+    H2(http2::SendRequest<UpBody>, Arc<H2Conn>),
+}
+
+/// Why a request sent to a target failed, from hyper's error: what berth answers and counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendFailure {
+    /// The target reset the stream with REFUSED_STREAM, or went away (GOAWAY) without
+    /// processing it: the request never ran and may go to another target whatever its method.
+    Unprocessed,
+    /// The target reset the stream (RST_STREAM) or the connection (GOAWAY with an error).
+    Reset,
+    /// The target broke HTTP/2 (or never spoke it).
+    Protocol,
+    /// Anything else (the connection closed, I/O errors).
+    Other,
+}
+
+impl SendFailure {
+    /// The reason counted in `berth_proxy_responses_total`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            SendFailure::Unprocessed | SendFailure::Reset => "upstream_reset",
+            SendFailure::Protocol => "upstream_protocol",
+            SendFailure::Other => "upstream_error",
+        }
+    }
+}
+
+/// Classifies a failed HTTP/2 send. hyper hides the h2 error type behind its own (berth does
+/// not depend on h2 directly), so the h2 error's text is read: "stream error received: <reason>"
+/// is a RST_STREAM from the target, "connection error received: <reason>" a GOAWAY, "... detected"
+/// a protocol violation berth's side found. `answered` says whether the connection ever
+/// carried a response: one that fails before any did not speak HTTP/2.
+pub fn classify_h2(err: &hyper::Error, answered: bool) -> SendFailure {
+    let mut text = String::new();
+    let mut src: Option<&dyn std::error::Error> = Some(err);
+    while let Some(e) = src {
+        text.push_str(&e.to_string());
+        text.push('\n');
+        src = e.source();
+    }
+    classify_h2_text(&text, answered)
+}
+
+/// [`classify_h2`] on the error chain's text.
+fn classify_h2_text(text: &str, answered: bool) -> SendFailure {
+    if text.contains("stream error received: refused stream") {
+        return SendFailure::Unprocessed;
+    }
+    if text.contains("connection error received: not a result of an error") {
+        // A graceful GOAWAY fails only the streams it did not accept.
+        return SendFailure::Unprocessed;
+    }
+    if text.contains("stream error received") || text.contains("connection error received") {
+        return SendFailure::Reset;
+    }
+    if !answered || text.contains("error detected") || text.contains("protocol error") {
+        return SendFailure::Protocol;
+    }
+    SendFailure::Other
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn h2_errors_classified_by_who_sent_what() {
+        let c = classify_h2_text;
+        assert_eq!(
+            c(
+                "stream error received: refused stream before processing any application logic",
+                true
+            ),
+            SendFailure::Unprocessed
+        );
+        assert_eq!(
+            c("connection error received: not a result of an error", true),
+            SendFailure::Unprocessed
+        );
+        assert_eq!(
+            c(
+                "stream error received: unexpected internal error encountered",
+                true
+            ),
+            SendFailure::Reset
+        );
+        assert_eq!(
+            c(
+                "connection error received: unexpected internal error encountered",
+                true
+            ),
+            SendFailure::Reset
+        );
+        assert_eq!(
+            c("connection error detected: frame with invalid size", true),
+            SendFailure::Protocol
+        );
+        assert_eq!(
+            c("connection closed before message completed", false),
+            SendFailure::Protocol
+        );
+        assert_eq!(
+            c("connection closed before message completed", true),
+            SendFailure::Other
+        );
+        assert_eq!(SendFailure::Reset.reason(), "upstream_reset");
+    }
+
+    #[test]
+    fn h2_form_moves_host_to_the_authority() {
+        let mut req = Request::builder()
+            .uri("/a?b=1")
+            .header(header::HOST, "api.test:8080")
+            .body(UpBody::Empty)
+            .unwrap();
+        h2_form(&mut req, "127.0.0.1:9".parse().unwrap(), true);
+        assert_eq!(req.uri().to_string(), "https://api.test:8080/a?b=1");
+        assert!(req.headers().get(header::HOST).is_none());
+        assert_eq!(req.version(), Version::HTTP_2);
+        let mut req = Request::builder().uri("/").body(UpBody::Empty).unwrap();
+        h2_form(&mut req, "127.0.0.1:9".parse().unwrap(), false);
+        assert_eq!(req.uri().to_string(), "http://127.0.0.1:9/");
+    }
+}
