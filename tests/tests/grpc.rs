@@ -405,3 +405,51 @@ async fn a_target_killed_mid_stream_gives_unavailable_over_h2c() {
 async fn a_target_killed_mid_stream_gives_unavailable_over_https() {
     bounded(LIMIT, target_killed_mid_stream("tls")).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_group_target_speaking_http1_gets_unavailable_and_a_counted_reason() {
+    bounded(LIMIT, async {
+        // An HTTP/1.1-only server as the target of a grpc group (its TCP health checks pass).
+        let h1 = berth_tests::Backend::spawn("h1").await;
+        let ca = TestCa::new();
+        let web = listen_addr();
+        let cfg = Listener::new("web", web)
+            .key("http2 = true")
+            .forward_to("g")
+            .to_string()
+            + &Group::new("g")
+                .deregistration_delay("1s")
+                .key("protocol_version = \"grpc\"")
+                .table("health_check", GRPC_HEALTH)
+                .targets(&format!("[{{ address = \"{}\" }}]", h1.addr()))
+                .to_string();
+        let berth = Berth::start(&cfg).await;
+        berth.wait_healthy("g", &[h1.addr()], HEALTHY).await;
+        let s = Setup {
+            web,
+            // No https listener in this one.
+            tls: web,
+            ca,
+            berth,
+        };
+        let mut c = s.h2c().await;
+        let st = c.unary(msg("x"), None).await.expect_err("UNAVAILABLE");
+        assert_eq!(st.code(), Code::Unavailable, "{st:?}");
+        assert!(st.message().starts_with("berth:"), "{st:?}");
+        assert_eq!(s.grpc_count("web", "14").await, 1.0);
+        let all = s.berth.metric(PROXY_RESPONSES, &[]).await;
+        assert_eq!(all, Some(1.0), "one error of berth's own, with its reason");
+        let target = h1.addr().to_string();
+        wait_until(
+            Duration::from_secs(5),
+            "a failure logged naming the target",
+            || async {
+                let log = s.berth.log();
+                log.lines()
+                    .any(|l| l.contains(&target) && l.contains("failed"))
+            },
+        )
+        .await;
+    })
+    .await
+}
