@@ -12,6 +12,8 @@
 //! - [`moto::Moto`]: the moto AWS emulator for ECS discovery tests; [`api_service`]: moto with
 //!   the ECS service the scaler tests scale, and proxies in front of it.
 //! - [`scaler::Scaler`]: a `berth-scaler` process.
+//! - [`h2_backend::H2Backend`]: an HTTP/1.1 or HTTP/2 target, plain or TLS, that streams,
+//!   sends trailers, resets streams and goes away on request.
 //! - [`tcp`]: a TCP echo target and PROXY v2 helpers for the L4 tests.
 //! - [`net`]: loopback address allocation; [`wait`]: polling a condition with a deadline.
 //!
@@ -24,6 +26,7 @@ pub mod backend;
 pub mod berth;
 pub mod client;
 pub mod config;
+pub mod h2_backend;
 pub mod load;
 pub mod log;
 pub mod metrics;
