@@ -130,12 +130,17 @@ pub async fn check_group(group: &Arc<Group>) {
         unhealthy: hc.unhealthy_threshold,
     };
     let set = group.targets.load_full();
+    let via = active::Via::of(&cfg);
     let mut tasks = tokio::task::JoinSet::new();
     for t in set.list.iter().filter(|t| !t.is_draining()) {
         let t = Arc::clone(t);
         let hc = hc.clone();
+        let via = via.clone();
         tasks.spawn(async move {
-            let r = active::check(t.address, &hc).await;
+            let r = match &via {
+                Ok(via) => active::check(t.address, &hc, via).await,
+                Err(e) => Err(format!("TLS setup: {e}")),
+            };
             (t, r)
         });
     }

@@ -19,10 +19,8 @@ const HEALTHY: Duration = Duration::from_secs(20);
 const GRPC_RESPONSES: &str = "berth_grpc_responses_total";
 const PROXY_RESPONSES: &str = "berth_proxy_responses_total";
 
-/// TCP health checks every second: these tests are about calls, not checks (gRPC health
-/// checks, a grpc group's default, are tested with the health checker).
-const GRPC_HEALTH: &str = r#"protocol = "tcp"
-interval = "1s"
+/// Health checks every second, gRPC's `Health/Check` (a grpc group's default).
+const GRPC_HEALTH: &str = r#"interval = "1s"
 timeout = "500ms"
 healthy_threshold = 2
 unhealthy_threshold = 2
@@ -420,7 +418,10 @@ async fn a_grpc_group_target_speaking_http1_gets_unavailable_and_a_counted_reaso
             + &Group::new("g")
                 .deregistration_delay("1s")
                 .key("protocol_version = \"grpc\"")
-                .table("health_check", GRPC_HEALTH)
+                .table(
+                    "health_check",
+                    &format!("protocol = \"tcp\"\n{GRPC_HEALTH}"),
+                )
                 .targets(&format!("[{{ address = \"{}\" }}]", h1.addr()))
                 .to_string();
         let berth = Berth::start(&cfg).await;

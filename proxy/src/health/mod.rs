@@ -1,7 +1,8 @@
 //! Health: one pure state machine ([`HealthState::observe`]) fed by the active checker
-//! ([`active`]), plus the pure ejection-time rule used by passive outlier detection.
+//! ([`active`], with gRPC checks in [`grpc`]), plus the pure ejection-time rule used by passive outlier detection.
 
 pub mod active;
+pub mod grpc;
 
 use std::time::Duration;
 

@@ -50,7 +50,7 @@ pub struct H2Stream {
 
 impl H2Stream {
     /// Takes a slot of `conn` (counted until this is dropped).
-    pub(super) fn new(tx: http2::SendRequest<UpBody>, conn: Arc<H2Conn>) -> H2Stream {
+    pub fn new(tx: http2::SendRequest<UpBody>, conn: Arc<H2Conn>) -> H2Stream {
         conn.streams.fetch_add(1, Ordering::Relaxed);
         H2Stream { tx, conn }
     }
@@ -223,11 +223,12 @@ pub enum SendFailure {
     /// The target reset the stream with REFUSED_STREAM, or went away (GOAWAY) without
     /// processing it: the request never ran and may go to another target whatever its method.
     Unprocessed,
-    /// The target reset the stream (RST_STREAM) or the connection (GOAWAY with an error).
+    /// The target reset the stream (RST_STREAM), went away with an error (GOAWAY), or closed
+    /// the connection under a stream it had accepted.
     Reset,
     /// The target broke HTTP/2 (or never spoke it).
     Protocol,
-    /// Anything else (the connection closed, I/O errors).
+    /// An HTTP/1.1 failure (the connection closed, I/O errors).
     Other,
 }
 
@@ -273,7 +274,8 @@ fn classify_h2_text(text: &str, answered: bool) -> SendFailure {
     if !answered || text.contains("error detected") || text.contains("protocol error") {
         return SendFailure::Protocol;
     }
-    SendFailure::Other
+    // The connection broke under a stream it had accepted (closed after a GOAWAY, or reset).
+    SendFailure::Reset
 }
 
 #[cfg(test)]
