@@ -225,4 +225,84 @@ mod tests {
         ));
         assert_eq!(seen.load(Ordering::SeqCst), 0);
     }
+
+    /// A target's response body that sends `hello`, then fails (its connection is cut) when
+    /// told to.
+    struct Broken(bool, tokio::sync::oneshot::Receiver<()>);
+    impl Body for Broken {
+        type Data = Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            if !self.0 {
+                self.0 = true;
+                return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"hello")))));
+            }
+            Pin::new(&mut self.1)
+                .poll(cx)
+                .map(|_| Some(Err(std::io::Error::other("target died"))))
+        }
+    }
+
+    /// What a gRPC call's [`OnEnd`] saw: the trailers' `grpc-status`, and how it ended.
+    struct Seen(Arc<std::sync::Mutex<(Option<String>, Option<bool>)>>);
+    impl OnEnd for Seen {
+        fn ended(self: Box<Self>, complete: bool, _body_bytes: u64) {
+            self.0.lock().unwrap().1 = Some(complete);
+        }
+        fn trailers(&mut self, t: &HeaderMap) {
+            let status = t
+                .get("grpc-status")
+                .map(|v| v.to_str().unwrap().to_string());
+            self.0.lock().unwrap().0 = status;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_grpc_call_whose_target_body_fails_ends_with_unavailable_trailers() {
+        use http_body_util::BodyExt;
+        use hyper_util::rt::TokioIo;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (die, dying) = tokio::sync::oneshot::channel::<()>();
+        let dying = std::sync::Mutex::new(Some(dying));
+        tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let svc = hyper::service::service_fn(move |_req| {
+                let rx = dying.lock().unwrap().take().unwrap();
+                async move { Ok::<_, std::convert::Infallible>(hyper::Response::new(Broken(false, rx))) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(s), svc)
+                .await;
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::new(http_body_util::Empty::<Bytes>::new());
+        let resp = send.send_request(req).await.unwrap();
+        let seen = Arc::new(std::sync::Mutex::new((None, None)));
+        let on_end = Box::new(Seen(Arc::clone(&seen)));
+        let mut body = DownBody::upstream(resp.into_body(), Duration::from_secs(5), on_end)
+            .ending_grpc_calls();
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.data_ref().map(|d| &d[..]), Some(&b"hello"[..]));
+        drop(die);
+        // The failure becomes trailers, not an error; then the body is over.
+        let last = body.frame().await.unwrap().expect("trailers, not an error");
+        let t = last.trailers_ref().expect("a trailers frame");
+        assert_eq!(t["grpc-status"], "14");
+        let message = t["grpc-message"].to_str().unwrap();
+        assert!(
+            message.starts_with("berth: target response body"),
+            "{message}"
+        );
+        assert!(body.frame().await.is_none());
+        assert!(body.is_end_stream());
+        assert_eq!(*seen.lock().unwrap(), (Some("14".to_string()), Some(false)));
+    }
 }
