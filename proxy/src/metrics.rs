@@ -17,9 +17,15 @@ pub use berth_common::proxy_metric_names::{
 
 /// Proxy-generated responses by `listener` and `reason` (`no_healthy_target`,
 /// `header_too_large`, `fixed_response`, `redirect`, `upstream_connect`, `upstream_timeout`,
-/// `upstream_error`, `bad_request`, `request_timeout`, `internal`, `upgrade_failed`: a target
+/// `upstream_error`, `bad_request`, `request_timeout`, `incompatible_protocol`, `internal`, `upgrade_failed`: a target
 /// answered a WebSocket upgrade with neither `101` nor an error status).
 pub const PROXY_RESPONSES: &str = "berth_proxy_responses_total";
+/// gRPC calls answered, by `listener`, `target_group` and `grpc_status`: the code (`0` to `16`)
+/// of the `grpc-status` trailer, or of the headers of a trailers-only answer (berth's own
+/// included), `invalid` for a value outside the spec, `missing` when the response ended without
+/// one, `cancelled` when the client went away first. A `grpc-status: 14` on HTTP 200 counts as
+/// `14` here, and as a 2xx in [`REQUESTS`]. ALB: none (its gRPC status is only in access logs).
+pub const GRPC_RESPONSES: &str = "berth_grpc_responses_total";
 /// Whole request duration as the client saw it, by `listener`.
 pub const REQUEST_SECONDS: &str = "berth_request_duration_seconds";
 /// Requests sent to each target, by `target_group` and `target`. ALB: `RequestCountPerTarget`.
@@ -130,6 +136,7 @@ enum Kind {
 const FAMILIES: &[(&str, Kind, Option<metrics::Unit>, &str)] = &[
     (REQUESTS, Kind::Counter, None, "Requests answered, by status class and origin (target or proxy)."),
     (PROXY_RESPONSES, Kind::Counter, None, "Proxy-generated responses by reason."),
+    (GRPC_RESPONSES, Kind::Counter, None, "gRPC calls answered, by the gRPC status of the call (trailers, or headers of a trailers-only answer; missing: none seen; cancelled: the client went away first)."),
     (TARGET_RESPONSE_SECONDS, Kind::Histogram, Some(metrics::Unit::Seconds), "Target response time (to response header)."),
     (REQUEST_SECONDS, Kind::Histogram, Some(metrics::Unit::Seconds), "Whole request duration."),
     (TARGET_REQUESTS, Kind::Counter, None, "Requests sent to each target."),
@@ -283,6 +290,7 @@ pub struct ListenerMetrics {
     pub request_seconds: Histogram,
     requests: HandleCache<String, std::sync::Arc<RequestCounters>>,
     proxy_responses: HandleCache<&'static str, Counter>,
+    grpc_responses: HandleCache<(String, &'static str), Counter>,
 }
 
 impl ListenerMetrics {
@@ -298,6 +306,7 @@ impl ListenerMetrics {
             request_seconds: metrics::histogram!(REQUEST_SECONDS, "listener" => l()),
             requests: HandleCache::default(),
             proxy_responses: HandleCache::default(),
+            grpc_responses: HandleCache::default(),
         }
     }
 
@@ -318,6 +327,19 @@ impl ListenerMetrics {
                 (
                     reason,
                     metrics::counter!(PROXY_RESPONSES, "listener" => self.name.clone(), "reason" => reason),
+                )
+            })
+            .increment(1);
+    }
+
+    /// Counts one gRPC call of `group` that ended with status label `status` (a fixed word or
+    /// code, see [`GRPC_RESPONSES`]).
+    pub fn grpc_response(&self, group: &str, status: &'static str) {
+        self.grpc_responses
+            .get(&(group.to_string(), status), || {
+                (
+                    (group.to_string(), status),
+                    metrics::counter!(GRPC_RESPONSES, "listener" => self.name.clone(), "target_group" => group.to_string(), "grpc_status" => status),
                 )
             })
             .increment(1);

@@ -14,6 +14,10 @@
 //! - [`scaler::Scaler`]: a `berth-scaler` process.
 //! - [`certs`]: CAs, server and client leaves (expired ones too) and CRLs for the TLS reload
 //!   and mutual TLS tests.
+//! - [`grpc`]: a gRPC echo target (tonic's service layer on hyper's h2c server) and a client
+//!   over h2c or TLS.
+//! - [`h2_backend::H2Backend`]: an HTTP/1.1 or HTTP/2 target, plain or TLS, that streams,
+//!   sends trailers, resets streams and goes away on request.
 //! - [`tcp`]: a TCP echo target and PROXY v2 helpers for the L4 tests.
 //! - [`net`]: loopback address allocation; [`wait`]: polling a condition with a deadline.
 //! - [`websocket`]: a WebSocket echo target and clients (tokio-tungstenite).
@@ -28,6 +32,8 @@ pub mod berth;
 pub mod certs;
 pub mod client;
 pub mod config;
+pub mod grpc;
+pub mod h2_backend;
 pub mod load;
 pub mod log;
 pub mod metrics;

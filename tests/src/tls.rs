@@ -97,6 +97,13 @@ impl TestCa {
     }
 }
 
+impl TestCa {
+    /// This CA's certificate, PEM (for a `ca_bundle` that trusts it).
+    pub fn ca_cert_pem(&self) -> String {
+        self.cert.pem()
+    }
+}
+
 impl Default for TestCa {
     fn default() -> Self {
         TestCa::new()

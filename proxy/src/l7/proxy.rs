@@ -17,6 +17,7 @@ use hyper::body::{Body, Incoming};
 
 use super::body::{DownBody, OnEnd};
 use super::conn::{ClientConn, RequestGuard};
+use super::grpc::{self, Call};
 use super::rules::{self, RequestView};
 use super::upgrade;
 use crate::group::{Group, SelectInput};
@@ -64,6 +65,8 @@ struct Exchange {
     inflight: Option<InFlight>,
     /// The connection the response came on, with the pool limits of its group.
     reuse: Option<(Sender, usize)>,
+    /// Set for a gRPC call: its deadline, and its status once seen.
+    grpc: Option<Call>,
 }
 
 impl OnEnd for Exchange {
@@ -77,6 +80,9 @@ impl OnEnd for Exchange {
         lm.request_seconds
             .record(self.start.elapsed().as_secs_f64());
         lm.bytes_out.increment(body_bytes);
+        if let Some(call) = &self.grpc {
+            lm.grpc_response(group, call.label(complete));
+        }
         if let (true, Some((sender, max)), Some(f)) =
             (complete, self.reuse.take(), self.inflight.as_ref())
         {
@@ -84,6 +90,12 @@ impl OnEnd for Exchange {
             if !f.0.is_draining() {
                 f.0.pool.put(sender, now_ms(), max);
             }
+        }
+    }
+
+    fn trailers(&mut self, trailers: &HeaderMap) {
+        if let Some(call) = self.grpc.as_mut() {
+            call.observe(trailers);
         }
     }
 }
@@ -120,8 +132,46 @@ impl Exchange {
         resp
     }
 
-    fn error(self, status: u16, reason: &'static str, text: &'static str) -> Response<DownBody> {
-        self.text(status, reason, text, false)
+    /// berth's error answer: plain text, or for a gRPC call a trailers-only answer (HTTP 200,
+    /// `grpc-status` from [`grpc::code_for`], `grpc-message` with `text`). Either way it is
+    /// counted with `reason`, and in `berth_requests_total` with `status`, the HTTP status
+    /// berth would have answered a plain request with, so its errors stay 5xx there.
+    fn error(
+        mut self,
+        status: u16,
+        reason: &'static str,
+        text: &'static str,
+    ) -> Response<DownBody> {
+        let Some(call) = self.grpc.as_mut() else {
+            return self.text(status, reason, text, false);
+        };
+        let code = grpc::code_for(status, reason);
+        call.answered(code);
+        let message = format!("berth: {}", text.trim_end());
+        let mut resp = self.respond(
+            status,
+            reason,
+            "application/grpc",
+            Bytes::new(),
+            &grpc::answer_headers(code, &message)[1..],
+            false,
+        );
+        *resp.status_mut() = StatusCode::OK;
+        resp.headers_mut().remove(header::CONTENT_LENGTH);
+        resp
+    }
+
+    /// The wait for a target's response head: the group's read timeout, cut to what is left
+    /// of its total timeout and of a gRPC call's deadline.
+    fn head_timeout(&self, cfg: &TargetGroup) -> Duration {
+        let read = read_timeout(cfg, self.start);
+        match self.grpc.and_then(|c| c.deadline) {
+            Some(d) => read.min(
+                d.saturating_sub(self.start.elapsed())
+                    .max(Duration::from_millis(1)),
+            ),
+            None => read,
+        }
     }
 
     /// A short plain-text answer of berth's own.
@@ -151,6 +201,7 @@ impl Exchange {
 /// Answers one request from a client connection.
 pub async fn handle(conn: Arc<ClientConn>, req: Request<Incoming>) -> Response<DownBody> {
     let guard = conn.activity.begin(req.version() == Version::HTTP_2);
+    let grpc = Call::of(req.headers());
     let x = Exchange {
         conn: Arc::clone(&conn),
         start: Instant::now(),
@@ -161,6 +212,7 @@ pub async fn handle(conn: Arc<ClientConn>, req: Request<Incoming>) -> Response<D
         reason: None,
         inflight: None,
         reuse: None,
+        grpc,
     };
     let snap = conn.shared.current.load_full();
     let Some(listener) = snap.listener(&conn.listener) else {
@@ -281,6 +333,16 @@ async fn forward(
     group.retry_budget.deposit(cfg.retry.budget_percent);
     x.group = Some(Arc::clone(&group));
     let conn = Arc::clone(&x.conn);
+    if let Some(why) = grpc::incompatible(
+        parts.version,
+        &parts.method,
+        x.grpc.is_some(),
+        cfg.protocol_version,
+    ) {
+        // ALB's status for this: 464. Not a gRPC answer: the request cannot be one here.
+        x.grpc = None;
+        return x.text(464, "incompatible_protocol", why, false);
+    }
 
     let (hash_key, sticky_id) = balance_keys(&cfg, &parts.headers, &conn);
     let sticky = cfg.stickiness.as_ref();
@@ -393,7 +455,7 @@ async fn forward(
             req.headers_mut().remove(header::CONNECTION);
         }
         let sent_at = Instant::now();
-        let read = read_timeout(&cfg, x.start);
+        let read = x.head_timeout(&cfg);
         match tokio::time::timeout(read, sender.send(req)).await {
             Err(_) => return x.error(504, "upstream_timeout", "upstream timed out\n"),
             Ok(Ok(resp)) => {
@@ -720,16 +782,23 @@ fn from_target(
     x.status = status;
     x.from_target = true;
     x.reuse = Some(reuse);
+    let grpc = match x.grpc.as_mut() {
+        Some(call) => {
+            // A trailers-only answer has its status here.
+            call.observe(resp.headers());
+            true
+        }
+        None => false,
+    };
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.version = Version::HTTP_11;
     if let Some(c) = set_cookie.and_then(|c| HeaderValue::try_from(c).ok()) {
         parts.headers.append(header::SET_COOKIE, c);
     }
-    Response::from_parts(
-        parts,
-        DownBody::upstream(body, cfg.timeouts.read, Box::new(x)),
-    )
+    let body = DownBody::upstream(body, cfg.timeouts.read, Box::new(x));
+    let body = if grpc { body.ending_grpc_calls() } else { body };
+    Response::from_parts(parts, body)
 }
 
 /// The wait for a fresh look at the group: [`REDISCOVERY_WAIT`], cut to what is left of the
