@@ -753,6 +753,7 @@ async fn checkout(
             cfg.protocol_version.is_http2(),
             t.idle,
             t.connect,
+            now_ms(),
         )
         .await?;
     if !reused {

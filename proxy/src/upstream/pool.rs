@@ -16,7 +16,6 @@ use super::dial::dial;
 use super::sender::{handshake, H2Conn, H2Stream, Handshaken, Sender, MAX_STREAMS_PER_CONNECTION};
 use super::tls::TargetTls;
 use super::ConnectError;
-use crate::target::now_ms;
 
 /// One idle connection and when it became idle (the `now_ms` clock).
 #[derive(Debug)]
@@ -53,7 +52,8 @@ pub struct Pool {
 impl Pool {
     /// A connection for one request: for HTTP/1.1 the newest idle ready one, for HTTP/2 a
     /// stream of an open connection with room; else a new connection (dialled with `tls`).
-    /// Returns whether it was reused.
+    /// `now_ms` is the clock [`Pool::prune`] is given. Returns whether it was reused.
+    #[allow(clippy::too_many_arguments)]
     pub async fn checkout(
         &self,
         addr: SocketAddr,
@@ -61,15 +61,16 @@ impl Pool {
         h2: bool,
         idle: Duration,
         connect: Duration,
+        now_ms: u64,
     ) -> Result<(Sender, bool), ConnectError> {
         let idle_ms = idle.as_millis() as u64;
         if h2 {
-            if let Some(s) = self.h2_stream(now_ms()) {
+            if let Some(s) = self.h2_stream(now_ms) {
                 return Ok((s, true));
             }
             let _opening = self.h2_opening.lock().await;
             // Another request may have opened one while this one waited.
-            if let Some(s) = self.h2_stream(now_ms()) {
+            if let Some(s) = self.h2_stream(now_ms) {
                 return Ok((s, true));
             }
             let io = dial(addr, tls, connect).await?;
@@ -83,11 +84,11 @@ impl Pool {
                 .push(Shared {
                     tx,
                     conn,
-                    used_ms: now_ms(),
+                    used_ms: now_ms,
                 });
             return Ok((Sender::H2(stream), false));
         }
-        while let Some(mut s) = self.take(now_ms(), idle_ms) {
+        while let Some(mut s) = self.take(now_ms, idle_ms) {
             // Usually ready at once; otherwise its task has yet to see the last response end.
             if s.is_ready() {
                 return Ok((s, true));
@@ -232,8 +233,8 @@ mod tests {
     async fn pool_reuses_newest_and_expires_idle_connections() {
         let addr = server(false).await;
         let pool = Pool::default();
-        let (a, ra) = pool.checkout(addr, None, false, SEC, SEC).await.unwrap();
-        let (b, _) = pool.checkout(addr, None, false, SEC, SEC).await.unwrap();
+        let (a, ra) = pool.checkout(addr, None, false, SEC, SEC, 1).await.unwrap();
+        let (b, _) = pool.checkout(addr, None, false, SEC, SEC, 1).await.unwrap();
         assert!(!ra);
         pool.put(a, 100, 8);
         pool.put(b, 200, 8);
@@ -254,7 +255,12 @@ mod tests {
         let pool = Pool::default();
         let mut held = Vec::new();
         for _ in 0..3 {
-            held.push(pool.checkout(addr, None, false, SEC, SEC).await.unwrap().0);
+            held.push(
+                pool.checkout(addr, None, false, SEC, SEC, 1)
+                    .await
+                    .unwrap()
+                    .0,
+            );
         }
         for s in held {
             pool.put(s, 1, 2);
@@ -268,8 +274,8 @@ mod tests {
     async fn h2_requests_share_one_connection() {
         let addr = server(true).await;
         let pool = Pool::default();
-        let (mut a, ra) = pool.checkout(addr, None, true, SEC, SEC).await.unwrap();
-        let (mut b, rb) = pool.checkout(addr, None, true, SEC, SEC).await.unwrap();
+        let (mut a, ra) = pool.checkout(addr, None, true, SEC, SEC, 1).await.unwrap();
+        let (mut b, rb) = pool.checkout(addr, None, true, SEC, SEC, 1).await.unwrap();
         assert!(
             !ra && rb,
             "the second request reuses the first's connection"
@@ -286,9 +292,10 @@ mod tests {
         };
         assert_eq!(s.conn().streams(), 2);
         drop(b);
-        pool.put(a, now_ms(), 8);
+        pool.put(a, 5, 8);
         // No stream left: the connection closes once idle past the limit.
-        assert_eq!(pool.prune(now_ms() + 10_000, 1000), 0);
+        assert_eq!(pool.prune(500, 1000), 1);
+        assert_eq!(pool.prune(5_000, 1000), 0);
     }
 
     #[tokio::test]
@@ -298,7 +305,10 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap()
         };
-        match Pool::default().checkout(addr, None, false, SEC, SEC).await {
+        match Pool::default()
+            .checkout(addr, None, false, SEC, SEC, 1)
+            .await
+        {
             Err(ConnectError::Io(a, _)) => assert_eq!(a, addr),
             other => panic!("expected a refused connect, got {other:?}"),
         }

@@ -318,9 +318,10 @@ mod tests {
             c("connection closed before message completed", false),
             SendFailure::Protocol
         );
+        // The connection broke under an accepted stream (closed after a GOAWAY).
         assert_eq!(
-            c("connection closed before message completed", true),
-            SendFailure::Other
+            c("stream closed because of a broken pipe", true),
+            SendFailure::Reset
         );
         assert_eq!(SendFailure::Reset.reason(), "upstream_reset");
     }

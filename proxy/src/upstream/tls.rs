@@ -136,6 +136,12 @@ pub fn for_health_check(group: &TargetGroup) -> Result<Option<Arc<TargetTls>>, T
 /// Builds (or finds) every TLS setting of `group` now, so that a configuration load reports
 /// problems and warns about `verify = false` before the first request.
 pub fn prepare(group: &TargetGroup) {
+    if group.tls.as_ref().is_some_and(|t| !t.verify) {
+        tracing::warn!(
+            target_group = %group.name,
+            "TLS to targets with verify = false: target certificates are not checked (as ALB)"
+        );
+    }
     for built in [for_group(group), for_health_check(group)] {
         if let Err(e) = built {
             tracing::error!(target_group = %group.name, error = %e, "TLS to targets cannot be set up; connections will fail");
@@ -157,12 +163,6 @@ fn cached(tls: &TargetGroupTls, version: ProtocolVersion) -> Result<Arc<TargetTl
         return Ok(Arc::clone(t));
     }
     let built = Arc::new(TargetTls::new(tls, version)?);
-    if !tls.verify {
-        tracing::warn!(
-            server_name = ?tls.server_name,
-            "TLS to targets with verify = false: target certificates are not checked"
-        );
-    }
     cache
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
