@@ -243,39 +243,60 @@ impl SendFailure {
     }
 }
 
-/// Classifies a failed HTTP/2 send. hyper hides the h2 error type behind its own (berth does
-/// not depend on h2 directly), so the h2 error's text is read: "stream error received: <reason>"
-/// is a RST_STREAM from the target, "connection error received: <reason>" a GOAWAY, "... detected"
-/// a protocol violation berth's side found. `answered` says whether the connection ever
-/// carried a response: one that fails before any did not speak HTTP/2.
-pub fn classify_h2(err: &hyper::Error, answered: bool) -> SendFailure {
-    let mut text = String::new();
-    let mut src: Option<&dyn std::error::Error> = Some(err);
-    while let Some(e) = src {
-        text.push_str(&e.to_string());
-        text.push('\n');
-        src = e.source();
-    }
-    classify_h2_text(&text, answered)
+/// What an h2 error says about who ended a stream, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct H2Failure {
+    /// The target sent it: RST_STREAM (`reset`) or GOAWAY (`go_away`).
+    pub remote: bool,
+    /// A RST_STREAM.
+    pub reset: bool,
+    /// A GOAWAY.
+    pub go_away: bool,
+    /// berth's side found the target breaking the protocol.
+    pub library: bool,
+    /// The HTTP/2 error code.
+    pub reason: Option<h2::Reason>,
 }
 
-/// [`classify_h2`] on the error chain's text.
-fn classify_h2_text(text: &str, answered: bool) -> SendFailure {
-    if text.contains("stream error received: refused stream") {
-        return SendFailure::Unprocessed;
+impl H2Failure {
+    fn of(e: &h2::Error) -> H2Failure {
+        H2Failure {
+            remote: e.is_remote(),
+            reset: e.is_reset(),
+            go_away: e.is_go_away(),
+            library: e.is_library(),
+            reason: e.reason(),
+        }
     }
-    if text.contains("connection error received: not a result of an error") {
-        // A graceful GOAWAY fails only the streams it did not accept.
-        return SendFailure::Unprocessed;
+}
+
+/// Classifies a failed HTTP/2 send by the h2 error under hyper's. `answered` says whether the
+/// connection ever carried a response: one that fails before any did not speak HTTP/2.
+pub fn classify_h2(err: &hyper::Error, answered: bool) -> SendFailure {
+    let h2 = std::iter::successors(Some(err as &(dyn std::error::Error + 'static)), |e| {
+        e.source()
+    })
+    .find_map(|e| e.downcast_ref::<h2::Error>())
+    .map(H2Failure::of);
+    classify_h2_failure(h2, answered)
+}
+
+/// [`classify_h2`] on what the h2 error said (`None`: no h2 error, e.g. the connection closed).
+fn classify_h2_failure(h2: Option<H2Failure>, answered: bool) -> SendFailure {
+    match h2 {
+        // The target refused the stream before any work, or a graceful GOAWAY did not take it.
+        Some(f) if f.remote && f.reset && f.reason == Some(h2::Reason::REFUSED_STREAM) => {
+            SendFailure::Unprocessed
+        }
+        Some(f) if f.remote && f.go_away && f.reason == Some(h2::Reason::NO_ERROR) => {
+            SendFailure::Unprocessed
+        }
+        Some(f) if f.remote => SendFailure::Reset,
+        Some(f) if f.library => SendFailure::Protocol,
+        _ if !answered => SendFailure::Protocol,
+        // The connection broke under a stream it had accepted (closed after a GOAWAY, or reset).
+        _ => SendFailure::Reset,
     }
-    if text.contains("stream error received") || text.contains("connection error received") {
-        return SendFailure::Reset;
-    }
-    if !answered || text.contains("error detected") || text.contains("protocol error") {
-        return SendFailure::Protocol;
-    }
-    // The connection broke under a stream it had accepted (closed after a GOAWAY, or reset).
-    SendFailure::Reset
 }
 
 #[cfg(test)]
@@ -284,45 +305,43 @@ mod tests {
 
     #[test]
     fn h2_errors_classified_by_who_sent_what() {
-        let c = classify_h2_text;
+        use h2::Reason;
+        let f = |remote, reset, go_away, library, reason| {
+            Some(H2Failure {
+                remote,
+                reset,
+                go_away,
+                library,
+                reason: Some(reason),
+            })
+        };
+        let c = classify_h2_failure;
+        // RST_STREAM(REFUSED_STREAM) and a graceful GOAWAY: the request never ran.
         assert_eq!(
-            c(
-                "stream error received: refused stream before processing any application logic",
-                true
-            ),
+            c(f(true, true, false, false, Reason::REFUSED_STREAM), true),
             SendFailure::Unprocessed
         );
         assert_eq!(
-            c("connection error received: not a result of an error", true),
+            c(f(true, false, true, false, Reason::NO_ERROR), true),
             SendFailure::Unprocessed
         );
+        // Any other reset or GOAWAY from the target.
         assert_eq!(
-            c(
-                "stream error received: unexpected internal error encountered",
-                true
-            ),
+            c(f(true, true, false, false, Reason::INTERNAL_ERROR), true),
             SendFailure::Reset
         );
         assert_eq!(
-            c(
-                "connection error received: unexpected internal error encountered",
-                true
-            ),
+            c(f(true, false, true, false, Reason::INTERNAL_ERROR), true),
             SendFailure::Reset
         );
+        // berth found the target breaking the protocol.
         assert_eq!(
-            c("connection error detected: frame with invalid size", true),
+            c(f(false, false, true, true, Reason::FRAME_SIZE_ERROR), true),
             SendFailure::Protocol
         );
-        assert_eq!(
-            c("connection closed before message completed", false),
-            SendFailure::Protocol
-        );
-        // The connection broke under an accepted stream (closed after a GOAWAY).
-        assert_eq!(
-            c("stream closed because of a broken pipe", true),
-            SendFailure::Reset
-        );
+        // No h2 error: before any answer the target did not speak HTTP/2; after, it broke.
+        assert_eq!(c(None, false), SendFailure::Protocol);
+        assert_eq!(c(None, true), SendFailure::Reset);
         assert_eq!(SendFailure::Reset.reason(), "upstream_reset");
     }
 
