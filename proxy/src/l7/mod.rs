@@ -2,12 +2,13 @@
 //! accept (TLS, HTTP/1.1 and HTTP/2); [`proxy`] answers each request through listener
 //! [`rules`] and target groups, over the per-target connection pools of [`crate::upstream`],
 //! kept tidy by [`pools`]; [`body`] streams responses back; [`conn`] is what a client
-//! connection's requests share; [`upgrade`] hands WebSocket connections over to a byte tunnel;
+//! connection's requests share; [`headers`] is what a request's head becomes on its way; [`upgrade`] hands WebSocket connections over to a byte tunnel;
 //! [`grpc`] is what berth knows of gRPC calls.
 
 pub mod body;
 pub mod conn;
 pub mod grpc;
+pub mod headers;
 pub mod listener;
 pub mod pools;
 pub mod proxy;

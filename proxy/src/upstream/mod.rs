@@ -56,4 +56,21 @@ impl ConnectError {
             ConnectError::Protocol(..) | ConnectError::Handshake(..) => "upstream_protocol",
         }
     }
+
+    /// berth's answer when this ends a request: HTTP status, the counted reason and a short
+    /// text (504 for a timeout, 502 otherwise).
+    pub fn answer(&self) -> (u16, &'static str, &'static str) {
+        match self {
+            ConnectError::Timeout(_) => (504, self.reason(), "upstream connect timed out\n"),
+            ConnectError::Io(..) => (502, self.reason(), "upstream connect failed\n"),
+            ConnectError::Tls(..) | ConnectError::Setup(..) => {
+                (502, self.reason(), "upstream TLS handshake failed\n")
+            }
+            ConnectError::Protocol(..) | ConnectError::Handshake(..) => (
+                502,
+                self.reason(),
+                "upstream does not speak the target group's protocol\n",
+            ),
+        }
+    }
 }
