@@ -385,16 +385,9 @@ async fn forward(
     let mut connect_resends = 0u32;
     let mut rediscovered = false;
     loop {
-        let Some(sel) = group.select(&SelectInput {
-            hash_key,
-            sticky_id: sticky_id.as_deref(),
-            exclude: &tried,
-        }) else {
+        let Some(target) = next_target(&group, hash_key, sticky_id.as_deref(), &mut tried) else {
             return x.error(503, "no_healthy_target", "no healthy target\n");
         };
-        let target = sel.target;
-        target.count_request(&group.name);
-        tried.push(target.address);
         x.inflight = Some(InFlight::new(Arc::clone(&target)));
         let (mut sender, reused) = match checkout(&target, &group, &cfg).await {
             Ok(s) => s,
@@ -534,6 +527,26 @@ async fn forward(
     }
 }
 
+/// The balancer's pick among the targets a request has not tried yet, counted and remembered
+/// as tried; `None` when the group has no healthy target left.
+fn next_target(
+    group: &Group,
+    hash_key: Option<u64>,
+    sticky_id: Option<&str>,
+    tried: &mut Vec<SocketAddr>,
+) -> Option<Arc<Target>> {
+    let target = group
+        .select(&SelectInput {
+            hash_key,
+            sticky_id,
+            exclude: tried,
+        })?
+        .target;
+    target.count_request(&group.name);
+    tried.push(target.address);
+    Some(target)
+}
+
 /// What a request offers the balancer besides its exclusions: the consistent-hash key and the
 /// stickiness cookie's target id.
 fn balance_keys(
@@ -585,16 +598,9 @@ async fn forward_upgrade(
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut connect_resends = 0u32;
     loop {
-        let Some(sel) = group.select(&SelectInput {
-            hash_key,
-            sticky_id: sticky_id.as_deref(),
-            exclude: &tried,
-        }) else {
+        let Some(target) = next_target(&group, hash_key, sticky_id.as_deref(), &mut tried) else {
             return x.error(503, "no_healthy_target", "no healthy target\n");
         };
-        let target = sel.target;
-        target.count_request(&group.name);
-        tried.push(target.address);
         let opened = match upstream::tls::for_group(&cfg) {
             Ok(tls) => upgrade::open(target.address, tls.as_deref(), cfg.timeouts.connect).await,
             Err(e) => Err(ConnectError::Setup(target.address, e)),
