@@ -216,17 +216,8 @@ impl TlsConn {
         addr: std::net::SocketAddr,
         sni: &str,
     ) -> anyhow::Result<TlsConn> {
-        let tcp = tokio::net::TcpStream::connect(addr).await?;
-        let name = rustls::pki_types::ServerName::try_from(sni.to_string())?;
-        let tls = tokio_rustls::TlsConnector::from(cfg)
-            .connect(name, tcp)
-            .await?;
-        let server_cert = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .map(|c| c.as_ref().to_vec())
+        let tls = crate::tls::connect(cfg, addr, sni).await?;
+        let server_cert = crate::tls::server_leaf(&tls)
             .ok_or_else(|| anyhow::anyhow!("no server certificate"))?;
         let (send, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;

@@ -23,15 +23,13 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use http::uri::PathAndQuery;
 use http::Uri;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::ServerName;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
-use tokio_rustls::TlsConnector;
 use tokio_stream::{Stream, StreamExt};
 use tonic::codegen::Service;
 use tonic::metadata::{MetadataMap, MetadataValue};
@@ -348,12 +346,7 @@ impl GrpcClient {
         cfg: Arc<rustls::ClientConfig>,
         sni: &str,
     ) -> Result<GrpcClient> {
-        let tcp = TcpStream::connect(addr).await?;
-        let name = ServerName::try_from(sni.to_string()).context("server name")?;
-        let tls = TlsConnector::from(cfg)
-            .connect(name, tcp)
-            .await
-            .context("TLS handshake")?;
+        let tls = crate::tls::connect(cfg, addr, sni).await?;
         anyhow::ensure!(
             tls.get_ref().1.alpn_protocol() == Some(b"h2"),
             "ALPN did not choose h2"

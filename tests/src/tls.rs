@@ -16,6 +16,31 @@ use tokio_rustls::TlsConnector;
 
 use crate::client::Resp;
 
+/// Opens TCP to `addr` and completes a TLS handshake with SNI `sni` (the ALPN offered is the
+/// config's).
+pub async fn connect(
+    cfg: Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+    sni: &str,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let _ = tcp.set_nodelay(true);
+    let name = ServerName::try_from(sni.to_string()).context("server name")?;
+    TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
+        .context("TLS handshake")
+}
+
+/// The leaf certificate (DER) the server presented in a finished handshake.
+pub fn server_leaf(tls: &tokio_rustls::client::TlsStream<TcpStream>) -> Option<Vec<u8>> {
+    tls.get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.as_ref().to_vec())
+}
+
 /// A certificate authority made for one test.
 pub struct TestCa {
     cert: rcgen::Certificate,
@@ -131,19 +156,9 @@ pub async fn tls_get(
     sni: &str,
     path: &str,
 ) -> Result<TlsResp> {
-    let tcp = TcpStream::connect(addr).await?;
-    let name = ServerName::try_from(sni.to_string()).context("server name")?;
-    let tls = TlsConnector::from(cfg)
-        .connect(name, tcp)
-        .await
-        .context("TLS handshake")?;
-    let (_, conn) = tls.get_ref();
-    let server_cert = conn
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| c.as_ref().to_vec())
-        .ok_or_else(|| anyhow!("no server certificate"))?;
-    let alpn = conn.alpn_protocol().map(|p| p.to_vec());
+    let tls = connect(cfg, addr, sni).await?;
+    let server_cert = server_leaf(&tls).ok_or_else(|| anyhow!("no server certificate"))?;
+    let alpn = tls.get_ref().1.alpn_protocol().map(|p| p.to_vec());
     let io = TokioIo::new(tls);
     let resp = if alpn.as_deref() == Some(b"h2") {
         let (mut send, conn) =

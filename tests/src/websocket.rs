@@ -24,12 +24,12 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_rustls::client::TlsStream;
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
@@ -251,12 +251,7 @@ pub async fn connect_tls(
     sni: &str,
     path: &str,
 ) -> Result<(WebSocketStream<TlsStream<TcpStream>>, HandshakeResponse)> {
-    let tcp = TcpStream::connect(addr).await?;
-    let name = ServerName::try_from(sni.to_string()).context("server name")?;
-    let tls = TlsConnector::from(cfg)
-        .connect(name, tcp)
-        .await
-        .context("TLS handshake")?;
+    let tls = crate::tls::connect(cfg, addr, sni).await?;
     handshake(&format!("wss://{sni}:{}{path}", addr.port()), tls).await
 }
 

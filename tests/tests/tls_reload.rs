@@ -145,18 +145,8 @@ fn rewrite_in_place(berth: &Berth, name: &str, content: &str) {
 
 /// The certificate a TLS client gets from the tls listener, after an echo round trip.
 async fn tls_echo(cfg: Arc<rustls::ClientConfig>, addr: SocketAddr) -> anyhow::Result<Vec<u8>> {
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
-    let name = rustls::pki_types::ServerName::try_from("tcp.test")?;
-    let mut tls = tokio_rustls::TlsConnector::from(cfg)
-        .connect(name, tcp)
-        .await?;
-    let cert = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| c.as_ref().to_vec())
-        .unwrap_or_default();
+    let mut tls = berth_tests::tls::connect(cfg, addr, "tcp.test").await?;
+    let cert = berth_tests::tls::server_leaf(&tls).unwrap_or_default();
     tls.write_all(b"ping").await?;
     let mut buf = [0u8; 4];
     tls.read_exact(&mut buf).await?;
