@@ -160,7 +160,10 @@ async fn rule_and_dashboard_metric_names_exist_in_a_live_scrape() {
         let resetting = closing_target(Close::Reset).await;
         // Bound and released at once: connections are refused (connect errors, re-sends).
         let refused = net::free_port(net::target_ip());
-        let (listen, tcp_listen) = (net::listen_addr(), net::listen_addr());
+        let (listen, tcp_listen, tls_listen) =
+            (net::listen_addr(), net::listen_addr(), net::listen_addr());
+        // A tls listener, so the certificate gauges (expiry alert) are in the scrape.
+        let cert = berth_tests::tls::TestCa::new().issue(&["tls.test"]);
         // Priority 1: a fixed response; then one path prefix per target group.
         let mut rules = String::from(
             "[[listeners.rules]]\npriority = 1\nconditions = [{ path_prefix = [\"/fixed\"] }]\n\
@@ -199,6 +202,16 @@ trusted_cidrs = ["127.0.0.1/32"]
 [listeners.default_action]
 forward = [{{ target_group = "tcp" }}]
 
+[[listeners]]
+name = "tls"
+bind = "{tls_listen}"
+protocol = "tls"
+[[listeners.certificates]]
+cert = "tls.crt"
+key = "tls.key"
+[listeners.default_action]
+forward = [{{ target_group = "tcp" }}]
+
 {app_group}
 {sick_group}
 [[target_groups]]
@@ -233,8 +246,12 @@ source = {{ kind = "file", path = "file-targets.toml" }}
             live2 = live2.addr(),
         );
         let file_targets = format!("targets = {}\n", targets_toml(&[&app]));
-        let berth =
-            Berth::start_with_files(&config, &[("file-targets.toml", &file_targets)]).await;
+        let files = [
+            ("file-targets.toml", file_targets.as_str()),
+            ("tls.crt", cert.cert_pem.as_str()),
+            ("tls.key", cert.key_pem.as_str()),
+        ];
+        let berth = Berth::start_with_files(&config, &files).await;
         berth.wait_healthy("app", &[app.addr()], Duration::from_secs(15)).await;
         berth
             .wait_target("sick", sick.addr(), Some("unhealthy"), Duration::from_secs(15))

@@ -81,6 +81,7 @@ fn every_alert_has_a_firing_unit_test() {
         "BerthAwsApiErrors",
         "BerthScalerPinnedAtMax",
         "BerthConfigReloadFailing",
+        "BerthCertificateExpiringSoon",
     ]
     .into_iter()
     .map(String::from)
