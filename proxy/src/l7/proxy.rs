@@ -706,14 +706,19 @@ async fn checkout(
     group: &Group,
     cfg: &TargetGroup,
 ) -> Result<(Sender, bool), ConnectError> {
-    let tls = upstream::tls::for_group(cfg).map_err(|e| ConnectError::Setup(target.address, e))?;
     let t = &cfg.timeouts;
+    let h2 = cfg.protocol_version.is_http2();
+    // A pooled connection needs no TLS settings: they are looked up only to dial.
+    if let Some(s) = target.pool.reuse(h2, t.idle, t.connect, now_ms()).await {
+        return Ok((s, true));
+    }
+    let tls = upstream::tls::for_group(cfg).map_err(|e| ConnectError::Setup(target.address, e))?;
     let (s, reused) = target
         .pool
         .checkout(
             target.address,
             tls.as_deref(),
-            cfg.protocol_version.is_http2(),
+            h2,
             t.idle,
             t.connect,
             now_ms(),

@@ -50,9 +50,33 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// A connection for one request: for HTTP/1.1 the newest idle ready one, for HTTP/2 a
-    /// stream of an open connection with room; else a new connection (dialled with `tls`).
-    /// `now_ms` is the clock [`Pool::prune`] is given. Returns whether it was reused.
+    /// A pooled connection for one request, if there is one: for HTTP/1.1 the newest idle
+    /// ready one, for HTTP/2 a stream of an open connection with room. `now_ms` is the clock
+    /// [`Pool::prune`] is given; `connect` bounds the wait for an idle connection to be ready.
+    pub async fn reuse(
+        &self,
+        h2: bool,
+        idle: Duration,
+        connect: Duration,
+        now_ms: u64,
+    ) -> Option<Sender> {
+        if h2 {
+            return self.h2_stream(now_ms);
+        }
+        while let Some(mut s) = self.take(now_ms, idle.as_millis() as u64) {
+            // Usually ready at once; otherwise its task has yet to see the last response end.
+            if s.is_ready() {
+                return Some(s);
+            }
+            if let Ok(Ok(())) = tokio::time::timeout(connect, s.ready()).await {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    /// A connection for one request: a pooled one ([`Pool::reuse`]), else a new connection
+    /// (dialled with `tls`). Returns whether it was reused.
     #[allow(clippy::too_many_arguments)]
     pub async fn checkout(
         &self,
@@ -63,11 +87,10 @@ impl Pool {
         connect: Duration,
         now_ms: u64,
     ) -> Result<(Sender, bool), ConnectError> {
-        let idle_ms = idle.as_millis() as u64;
+        if let Some(s) = self.reuse(h2, idle, connect, now_ms).await {
+            return Ok((s, true));
+        }
         if h2 {
-            if let Some(s) = self.h2_stream(now_ms) {
-                return Ok((s, true));
-            }
             let _opening = self.h2_opening.lock().await;
             // Another request may have opened one while this one waited.
             if let Some(s) = self.h2_stream(now_ms) {
@@ -87,15 +110,6 @@ impl Pool {
                     used_ms: now_ms,
                 });
             return Ok((Sender::H2(stream), false));
-        }
-        while let Some(mut s) = self.take(now_ms, idle_ms) {
-            // Usually ready at once; otherwise its task has yet to see the last response end.
-            if s.is_ready() {
-                return Ok((s, true));
-            }
-            if let Ok(Ok(())) = tokio::time::timeout(connect, s.ready()).await {
-                return Ok((s, true));
-            }
         }
         let io = dial(addr, tls, connect).await?;
         match handshake(io, false, addr).await? {
