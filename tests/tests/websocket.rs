@@ -420,3 +420,69 @@ async fn a_target_that_does_not_switch_gets_a_502_and_refusals_pass_through() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_targets_tunnels_close_when_its_deregistration_delay_ends() {
+    bounded(LIMIT, async {
+        let (a, b) = (EchoTarget::spawn().await, EchoTarget::spawn().await);
+        let web = listen_addr();
+        let group = |target: &EchoTarget| {
+            Group::new("g")
+                .deregistration_delay("3s")
+                .fast_health_check()
+                .targets(&target.targets_toml())
+                .to_string()
+        };
+        let listener = Listener::web(web, "g").to_string();
+        let berth = Berth::start(&(listener.clone() + &group(&a))).await;
+        berth.wait_healthy("g", &[a.addr()], HEALTHY).await;
+        let (mut ws, _) = connect(web, "/drain").await.expect("upgrade");
+        let first = echo(&mut ws, Message::text("to a"), ECHO).await.unwrap();
+        assert_eq!(first, Message::text("to a"));
+
+        // a leaves the group (as an ECS task being stopped): it drains for 3 s.
+        berth.write_config(&(listener + &group(&b)));
+        let reloaded = Instant::now();
+        berth.reload();
+        berth.wait_healthy("g", &[b.addr()], HEALTHY).await;
+        // Within the delay the tunnel to a still relays, and new upgrades go to b.
+        let during = echo(&mut ws, Message::text("while a drains"), ECHO)
+            .await
+            .unwrap();
+        assert_eq!(during, Message::text("while a drains"));
+        let (mut ws_b, _) = connect(web, "/new").await.expect("upgrade to b");
+        let to_b = echo(&mut ws_b, Message::text("to b"), ECHO).await.unwrap();
+        assert_eq!(to_b, Message::text("to b"));
+        assert_eq!(b.upgrades(), 1, "the new upgrade went to b");
+
+        // At the end of the delay berth closes a's tunnel; the client sees the close.
+        assert!(
+            ended(&mut ws, Duration::from_secs(15)).await.unwrap(),
+            "a's tunnel still open 15 s after a started draining (delay 3 s)"
+        );
+        let labels = [
+            ("listener", "web"),
+            ("target_group", "g"),
+            ("reason", "deregistered"),
+        ];
+        wait_metric(
+            &berth,
+            "berth_upgraded_connection_closes_total",
+            &labels,
+            1.0,
+        )
+        .await;
+        wait_until(ECHO, "a to see the close", || async { a.open() == 0 }).await;
+        assert!(
+            reloaded.elapsed() >= Duration::from_millis(2500),
+            "a's tunnel closed {:?} after the reload, before the 3 s delay",
+            reloaded.elapsed()
+        );
+        // b's tunnel is untouched.
+        let still = echo(&mut ws_b, Message::text("b stays"), ECHO)
+            .await
+            .unwrap();
+        assert_eq!(still, Message::text("b stays"));
+    })
+    .await
+}
