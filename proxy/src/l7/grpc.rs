@@ -175,6 +175,21 @@ pub fn parse_timeout(value: &HeaderValue) -> Option<Duration> {
     })
 }
 
+/// A `grpc-timeout` value for `left` (at least 1 ms): milliseconds while they fit the spec's 8
+/// digits, else seconds, else hours.
+pub fn timeout_value(left: Duration) -> HeaderValue {
+    const MAX: u128 = 99_999_999;
+    let ms = left.as_millis().max(1);
+    let text = if ms <= MAX {
+        format!("{ms}m")
+    } else if left.as_secs() as u128 <= MAX {
+        format!("{}S", left.as_secs())
+    } else {
+        format!("{}H", (left.as_secs() / 3600).min(MAX as u64))
+    };
+    HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("1m"))
+}
+
 /// The gRPC code of an error berth answers with HTTP `status` and `reason`: the spec's table
 /// for HTTP statuses (400 → `INTERNAL`; 429, 502, 503, 504 → `UNAVAILABLE`; others `UNKNOWN`),
 /// except a target that did not answer in time (`upstream_timeout`): `DEADLINE_EXCEEDED`.
@@ -233,6 +248,20 @@ pub fn encode_message(message: &str) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timeout_values_fit_eight_digits_and_parse_back() {
+        for (left, want) in [
+            (Duration::from_millis(1500), "1500m"),
+            (Duration::ZERO, "1m"),
+            (Duration::from_secs(200_000), "200000S"),
+            (Duration::from_secs(400_000_000 * 3600), "99999999H"),
+        ] {
+            let v = timeout_value(left);
+            assert_eq!(v, want);
+            assert!(parse_timeout(&v).is_some(), "{want} parses");
+        }
+    }
 
     fn ct(v: &'static str) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -412,6 +412,13 @@ async fn forward(
         let Some(mut req) = next.take() else {
             return x.error(500, "internal", "internal error\n");
         };
+        if let Some(deadline) = x.grpc.and_then(|c| c.deadline) {
+            // The target gets what is left of the client's deadline (retries and waits for a
+            // target have used some of it), as Envoy does.
+            let left = deadline.saturating_sub(x.start.elapsed());
+            req.headers_mut()
+                .insert(grpc::GRPC_TIMEOUT, grpc::timeout_value(left));
+        }
         if target.is_draining() {
             // The target is leaving: it should close this connection after answering.
             req.headers_mut()
