@@ -42,6 +42,30 @@ async fn wait_metric(berth: &Berth, name: &str, labels: &[(&str, &str)], want: f
     .await
 }
 
+/// Waits until listener `web`'s tunnel to group `g` is counted closed for `reason`, and no
+/// upgraded connection of theirs is open.
+async fn wait_tunnel_closed(berth: &Berth, reason: &str) {
+    let labels = [
+        ("listener", "web"),
+        ("target_group", "g"),
+        ("reason", reason),
+    ];
+    wait_metric(
+        berth,
+        "berth_upgraded_connection_closes_total",
+        &labels,
+        1.0,
+    )
+    .await;
+    wait_metric(
+        berth,
+        "berth_active_upgraded_connections",
+        &labels[..2],
+        0.0,
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_through_http_and_https_listeners_counted_in_metrics() {
     bounded(LIMIT, async {
@@ -302,25 +326,7 @@ async fn the_listener_idle_timeout_applies_not_the_read_timeout() {
             idle_for >= Duration::from_millis(3500),
             "closed after {idle_for:?} of idle time, before the 4 s idle timeout"
         );
-        let labels = [
-            ("listener", "web"),
-            ("target_group", "g"),
-            ("reason", "idle_timeout"),
-        ];
-        wait_metric(
-            &berth,
-            "berth_upgraded_connection_closes_total",
-            &labels,
-            1.0,
-        )
-        .await;
-        wait_metric(
-            &berth,
-            "berth_active_upgraded_connections",
-            &labels[..2],
-            0.0,
-        )
-        .await;
+        wait_tunnel_closed(&berth, "idle_timeout").await;
         wait_until(ECHO, "the target to see the close", || async {
             target.open() == 0
         })
