@@ -64,7 +64,7 @@ pub const UPGRADED_CLOSES: &str = "berth_upgraded_connection_closes_total";
 /// Retries sent to another target, by `target_group`.
 pub const RETRIES: &str = "berth_retries_total";
 /// Requests sent again because no target had received them (`reason`: `connect`,
-/// `pooled_closed`, `rediscovered`).
+/// `pooled_closed`, `reset_unread`, `unprocessed`, `rediscovered`).
 pub const UNSENT_RESENDS: &str = "berth_unsent_resends_total";
 /// Retries refused because the budget was spent, by `target_group`.
 pub const RETRY_BUDGET_EXHAUSTED: &str = "berth_retry_budget_exhausted_total";
@@ -154,7 +154,7 @@ const FAMILIES: &[(&str, Kind, Option<metrics::Unit>, &str)] = &[
     (ACTIVE_UPGRADED_CONNECTIONS, Kind::Gauge, None, "Upgraded (WebSocket) connections open now."),
     (UPGRADED_CLOSES, Kind::Counter, None, "Upgraded connections ended, by reason."),
     (RETRIES, Kind::Counter, None, "Requests retried on another target."),
-    (UNSENT_RESENDS, Kind::Counter, None, "Requests sent again, whatever their method, because no target had received them: a failed connect (reason connect), a pooled connection the target had closed (reason pooled_closed), or every known target refused and a fresh ECS poll showed new ones (reason rediscovered)."),
+    (UNSENT_RESENDS, Kind::Counter, None, "Requests sent again, whatever their method, because no target had received them: a failed connect (reason connect), a pooled connection the target had closed (reason pooled_closed), an HTTP/1.1 connection the target reset before answering (reason reset_unread), an HTTP/2 stream refused or not taken by a GOAWAY (reason unprocessed), or every known target refused and a fresh ECS poll showed new ones (reason rediscovered)."),
     (RETRY_BUDGET_EXHAUSTED, Kind::Counter, None, "Retries refused by the retry budget."),
     (EJECTIONS, Kind::Counter, None, "Passive outlier ejections."),
     (HEALTH_CHECKS, Kind::Counter, None, "Active health checks by result."),

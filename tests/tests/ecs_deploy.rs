@@ -189,7 +189,7 @@ impl Env {
             stats.summary()
         );
         let mut counts = Vec::new();
-        for reason in ["connect", "pooled_closed", "rediscovered"] {
+        for reason in ["connect", "pooled_closed", "reset_unread", "rediscovered"] {
             let n = self
                 .berth
                 .metric(

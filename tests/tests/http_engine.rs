@@ -337,3 +337,118 @@ async fn requests_no_target_received_are_resent_whatever_their_method() {
     })
     .await
 }
+
+/// A target that accepts connections and drops them after `pause`: unread (`read_first` false:
+/// the kernel answers with a reset, as a stopping app's listener does to connections still in
+/// its accept queue) or after reading the whole request (a close, FIN: the app had it). Returns
+/// its address and how many connections it took.
+async fn dropping_target(
+    read_first: bool,
+    pause: Duration,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind((berth_tests::net::target_ip(), 0))
+        .await
+        .expect("bind the dropping target");
+    let addr = listener.local_addr().expect("its address");
+    let taken = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&taken);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                if read_first {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let _ = tokio::time::timeout(pause, async {
+                        while let Ok(n) = s.read(&mut buf).await {
+                            if n == 0 {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
+                } else {
+                    tokio::time::sleep(pause).await;
+                }
+                drop(s);
+            });
+        }
+    });
+    (addr, taken)
+}
+
+/// A target that resets a connection before reading the request (TCP RST with the bytes
+/// unread) never had it: every method goes to another target. One that read the request and
+/// closed (FIN) may have acted on it: a POST gets a 502, never a second delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_reset_unread_is_resent_one_closed_after_reading_is_not() {
+    bounded(LIMIT, async {
+        let a = Backend::spawn("a").await;
+        let (resetting, reset_conns) = dropping_target(false, Duration::from_millis(50)).await;
+        let (closing, closed_conns) = dropping_target(true, Duration::from_millis(50)).await;
+        let web = listen_addr();
+        let group = |name: &str, other: SocketAddr| {
+            Group::new(name)
+                .key("algorithm = \"round_robin\"")
+                .key("health_check = { enabled = false }")
+                .key("outlier = { enabled = false }")
+                .key("retry = { attempts = 0 }")
+                .targets(&format!(
+                    "[{{ address = \"{}\" }}, {{ address = \"{other}\" }}]",
+                    a.addr()
+                ))
+        };
+        let cfg = format!(
+            "{}{}{}",
+            Listener::web(web, "reset")
+                .rule(1, "{ path_prefix = [\"/closed\"] }", &forward("closed")),
+            group("reset", resetting),
+            group("closed", closing)
+        );
+        let berth = Berth::start(&cfg).await;
+        let body = "x".repeat(10 * 1024);
+        let post = |path: &str| {
+            format!(
+                "POST {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\
+                 content-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        for i in 0..10 {
+            let got = responses(&exchange(web, post(&format!("/r{i}")).as_bytes()).await);
+            assert_eq!(got.len(), 1, "POST /r{i}: one response, got {got:?}");
+            assert_eq!(got[0].0, 200, "POST /r{i} answered {got:?}");
+        }
+        let resets = reset_conns.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(resets >= 3, "round robin sent POSTs to the resetting target ({resets})");
+        let resent = berth
+            .metric(
+                "berth_unsent_resends_total",
+                &[("target_group", "reset"), ("reason", "reset_unread")],
+            )
+            .await
+            .unwrap_or(0.0);
+        assert_eq!(resent, resets as f64, "each reset request went to the live target");
+
+        let mut statuses = Vec::new();
+        for i in 0..6 {
+            let got = responses(&exchange(web, post(&format!("/closed/{i}")).as_bytes()).await);
+            assert_eq!(got.len(), 1, "POST /closed/{i}: one response, got {got:?}");
+            statuses.push(got[0].0);
+        }
+        let closes = closed_conns.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(closes >= 2, "round robin sent POSTs to the closing target ({closes})");
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 502).count(),
+            closes,
+            "each POST the target read and closed on is a 502 ({statuses:?})"
+        );
+        assert_eq!(
+            a.requests(),
+            (10 + 6 - closes) as u64,
+            "the live target saw each other request once"
+        );
+        eprintln!("figure: 10 POSTs with {resets} to a target resetting them unread: 10 answered 200, {resent} re-sent; 6 POSTs with {closes} to a target closing after reading: {closes} answered 502, none re-sent");
+    })
+    .await
+}

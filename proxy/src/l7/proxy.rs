@@ -367,16 +367,14 @@ async fn forward(
     }
     let idempotent = parts.method.is_idempotent();
     // HTTP/2 requests keep a copy even when not retried: a refused stream may go elsewhere.
-    let replay = if (idempotent && cfg.retry.attempts > 0) || h2 {
-        up_body.replay().map(|body| Replay {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            headers: parts.headers.clone(),
-            body,
-        })
-    } else {
-        None
-    };
+    // Kept for every method: a request the target never read (a refused HTTP/2 stream, an
+    // HTTP/1.1 connection reset before any answer) may go to another target.
+    let replay = up_body.replay().map(|body| Replay {
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        headers: parts.headers.clone(),
+        body,
+    });
     let pool_max = snap.config.proxy.upstream_keepalive_pool;
     let mut next = Some(Request::from_parts(parts, up_body));
     let mut tried: Vec<SocketAddr> = Vec::new();
@@ -494,15 +492,21 @@ async fn forward(
                     }
                     None => {
                         connect_failed(&group, &target, &cfg);
-                        // An HTTP/2 target refused the stream or went away before taking it:
-                        // the request never ran, so it goes to another target, any method.
-                        if failure == SendFailure::Unprocessed && group.has_untried(&tried) {
+                        // An HTTP/2 target refused the stream or went away before taking it,
+                        // or an HTTP/1.1 target reset the connection with the request unread:
+                        // it never ran, so it goes to another target, any method.
+                        let unread = match failure {
+                            SendFailure::Unprocessed => Some("unprocessed"),
+                            SendFailure::Unread => Some("reset_unread"),
+                            _ => None,
+                        };
+                        if let Some(reason) = unread.filter(|_| group.has_untried(&tried)) {
                             if let Some(r) = replay.as_ref().and_then(Replay::request) {
                                 if resend_unsent(
                                     &group,
                                     &mut connect_resends,
                                     MAX_CONNECT_RESENDS,
-                                    "unprocessed",
+                                    reason,
                                 ) {
                                     next = Some(r);
                                     continue;

@@ -101,10 +101,10 @@ impl Sender {
         }
     }
 
-    /// What a failed send means ([`classify_h2`] for HTTP/2; always `Other` for HTTP/1.1).
+    /// What a failed send means ([`classify_h2`] for HTTP/2, [`classify_h1`] for HTTP/1.1).
     pub fn failure(&self, err: &hyper::Error) -> SendFailure {
         match self {
-            Sender::H1(_) => SendFailure::Other,
+            Sender::H1(_) => classify_h1(err),
             Sender::H2(s) => classify_h2(err, s.conn.answered()),
         }
     }
@@ -228,6 +228,11 @@ pub enum SendFailure {
     Reset,
     /// The target broke HTTP/2 (or never spoke it).
     Protocol,
+    /// HTTP/1.1: the target reset the connection (TCP RST) before any byte of its answer. Its
+    /// kernel threw away request bytes the application never read: a listener closed with the
+    /// connection still in its accept queue (an app stopping), or an idle keep-alive connection
+    /// closed as the request arrived. The request may go to another target whatever its method.
+    Unread,
     /// An HTTP/1.1 failure (the connection closed, I/O errors).
     Other,
 }
@@ -236,7 +241,7 @@ impl SendFailure {
     /// The reason counted in `berth_proxy_responses_total`.
     pub fn reason(self) -> &'static str {
         match self {
-            SendFailure::Unprocessed | SendFailure::Reset => "upstream_reset",
+            SendFailure::Unprocessed | SendFailure::Reset | SendFailure::Unread => "upstream_reset",
             SendFailure::Protocol => "upstream_protocol",
             SendFailure::Other => "upstream_error",
         }
@@ -267,6 +272,21 @@ impl H2Failure {
             library: e.is_library(),
             reason: e.reason(),
         }
+    }
+}
+
+/// Classifies a failed HTTP/1.1 send: a connection reset under the request, before any answer,
+/// is [`SendFailure::Unread`]; anything else (a close, a timeout, a malformed answer) is `Other`.
+pub fn classify_h1(err: &hyper::Error) -> SendFailure {
+    let reset = std::iter::successors(Some(err as &(dyn std::error::Error + 'static)), |e| {
+        e.source()
+    })
+    .filter_map(|e| e.downcast_ref::<std::io::Error>())
+    .any(|e| e.kind() == std::io::ErrorKind::ConnectionReset);
+    if reset {
+        SendFailure::Unread
+    } else {
+        SendFailure::Other
     }
 }
 
