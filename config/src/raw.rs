@@ -261,6 +261,37 @@ pub struct RawListener {
     pub rules: Vec<RawRule>,
     /// Action when no rule matches.
     pub default_action: Option<RawAction>,
+    /// `[listeners.response_headers]`: headers set on every response (http/https only).
+    pub response_headers: Option<RawResponseHeaders>,
+}
+
+/// `[listeners.response_headers]`: ALB's header modification attributes
+/// (`routing.http.response.*`); each set key replaces the target's value of that header.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResponseHeaders {
+    /// `Strict-Transport-Security`, e.g. `"max-age=31536000; includeSubDomains; preload"`.
+    pub strict_transport_security: Option<String>,
+    /// `Access-Control-Allow-Origin`: `"*"` or one origin (`https://example.com`).
+    pub access_control_allow_origin: Option<String>,
+    /// `Access-Control-Allow-Methods`: `"*"` or a comma-separated list of methods.
+    pub access_control_allow_methods: Option<String>,
+    /// `Access-Control-Allow-Headers`: `"*"` or a comma-separated list of header names.
+    pub access_control_allow_headers: Option<String>,
+    /// `Access-Control-Allow-Credentials`: only `"true"`.
+    pub access_control_allow_credentials: Option<String>,
+    /// `Access-Control-Expose-Headers`: `"*"` or a comma-separated list of header names.
+    pub access_control_expose_headers: Option<String>,
+    /// `Access-Control-Max-Age` in seconds, 0..=86400.
+    pub access_control_max_age: Option<i64>,
+    /// `Content-Security-Policy`.
+    pub content_security_policy: Option<String>,
+    /// `X-Content-Type-Options`: only `"nosniff"`.
+    pub x_content_type_options: Option<String>,
+    /// `X-Frame-Options`: `"DENY"`, `"SAMEORIGIN"` or `"ALLOW-FROM <origin>"`.
+    pub x_frame_options: Option<String>,
+    /// `false` removes the `Server` header from responses (default `true`: passed through).
+    pub server: Option<bool>,
 }
 
 /// `[listeners.proxy_protocol]`: accept PROXY protocol headers.
@@ -311,6 +342,23 @@ pub struct RawRule {
     pub conditions: Vec<RawCondition>,
     /// What to do on a match.
     pub action: Option<RawAction>,
+    /// Rewrites of the request's host or URL once this rule matched (ALB's rule transforms);
+    /// at most one of each type.
+    #[serde(default)]
+    pub transforms: Vec<RawTransform>,
+}
+
+/// One rule transform: `{ type = "host_header_rewrite" | "url_rewrite", regex, replace }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTransform {
+    /// `"host_header_rewrite"` or `"url_rewrite"`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Regular expression (Rust `regex` syntax), at most 1024 characters.
+    pub regex: Option<String>,
+    /// Replacement; `$1`, `${1}`, `${name}` refer to capture groups, `$$` is a `$`.
+    pub replace: Option<String>,
 }
 
 /// One rule condition; exactly one of the keys is set.

@@ -112,6 +112,8 @@ pub struct Listener {
     pub rules: Vec<Rule>,
     /// Action when no rule matches.
     pub default_action: Action,
+    /// Headers set on (or removed from) every response (default: none).
+    pub response_headers: super::ResponseHeaders,
 }
 
 /// A listener rule: when every condition matches, its action handles the request.
@@ -123,6 +125,8 @@ pub struct Rule {
     pub conditions: Vec<Condition>,
     /// What to do with a request the conditions match.
     pub action: Action,
+    /// Rewrites of the request's host and URL, forward actions only (default: none).
+    pub transforms: super::Transforms,
 }
 
 /// A compiled wildcard pattern (`*` any run of characters, `?` one character).

@@ -5,11 +5,13 @@ mod listener;
 mod scaler;
 mod settings;
 mod target_group;
+mod transforms;
 
 pub use listener::*;
 pub use scaler::*;
 pub use settings::*;
 pub use target_group::*;
+pub use transforms::*;
 
 /// A whole, valid configuration.
 #[derive(Debug, Clone)]

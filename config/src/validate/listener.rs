@@ -167,11 +167,13 @@ impl Checker<'_> {
                 }
                 Some(a) => self.action(&format!("{rp}.action"), a, groups),
             };
+            let transforms = self.transforms(&rp, &r.transforms, action.as_ref());
             if let (Some(priority), Some(action)) = (priority, action) {
                 rules.push(Rule {
                     priority,
                     conditions,
                     action,
+                    transforms,
                 });
             }
         }
@@ -195,6 +197,11 @@ impl Checker<'_> {
             );
         }
 
+        let response_headers = match &l.response_headers {
+            None => ResponseHeaders::default(),
+            Some(r) => self.response_headers(&format!("{p}.response_headers"), r, protocol),
+        };
+
         Some(Listener {
             name: name?,
             bind: bind?,
@@ -210,6 +217,7 @@ impl Checker<'_> {
             max_connections,
             rules,
             default_action: default_action?,
+            response_headers,
         })
     }
 }

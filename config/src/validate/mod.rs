@@ -18,7 +18,10 @@
 //!   `path_glob` is a glob in which `*` stays within a path segment and `**` crosses segments;
 //! * a forward action lists 1..=5 target groups with weights 0..=999 summing above 0;
 //! * a redirect must change at least one of protocol, host, port, path or query;
-//! * `max_header_bytes` is 1024..=1048576, `threads` 1..=64, target weights 1..=1000.
+//! * `max_header_bytes` is 1024..=1048576, `threads` 1..=64, target weights 1..=1000;
+//! * rule `transforms`: at most one of each type, forward actions only; `regex` and `replace`
+//!   at most 1024 bytes, the regex compiled within 1 MiB, every `$` reference of `replace`
+//!   naming a group of the regex; `[listeners.response_headers]` values as ALB accepts them.
 //!
 //! Where things are: `checker` holds the `Checker` (line index, base folder, errors) and
 //! the checks of single values; `document` splits the file into sections and checks names
@@ -33,6 +36,7 @@ mod conditions;
 mod document;
 mod health;
 mod listener;
+mod response_headers;
 mod scaler;
 mod scaling_policies;
 mod serde_errors;
@@ -43,6 +47,9 @@ mod target_group;
 mod target_protocol_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod transform_tests;
+mod transforms;
 mod values;
 
 use std::path::Path;
