@@ -18,7 +18,8 @@ pub use berth_common::proxy_metric_names::{
 /// Proxy-generated responses by `listener` and `reason` (`no_healthy_target`,
 /// `header_too_large`, `fixed_response`, `redirect`, `upstream_connect`, `upstream_timeout`,
 /// `upstream_error`, `bad_request`, `request_timeout`, `incompatible_protocol`, `internal`, `upgrade_failed`: a target
-/// answered a WebSocket upgrade with neither `101` nor an error status).
+/// answered a WebSocket upgrade with neither `101` nor an error status; `transform_failed`: a
+/// rule transform matched but produced an invalid host or request target, answered 500).
 pub const PROXY_RESPONSES: &str = "berth_proxy_responses_total";
 /// gRPC calls answered, by `listener`, `target_group` and `grpc_status`: the code (`0` to `16`)
 /// of the `grpc-status` trailer, or of the headers of a trailers-only answer (berth's own

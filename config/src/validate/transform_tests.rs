@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use super::parse_and_validate;
-use crate::model::*;
 
 /// A listener with one forward rule carrying `transforms` (inline array body) and `extra`
 /// lines at the end of the listener table.

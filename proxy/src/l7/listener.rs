@@ -529,7 +529,11 @@ impl hyper::service::Service<Request<Incoming>> for Handler {
 
     fn call(&self, req: Request<Incoming>) -> HandlerFuture {
         let conn = Arc::clone(&self.0);
-        Box::pin(async move { Ok(super::proxy::handle(conn, req).await) })
+        Box::pin(async move {
+            let mut resp = super::proxy::handle(Arc::clone(&conn), req).await;
+            super::response_headers::apply_for(&conn, resp.headers_mut());
+            Ok(resp)
+        })
     }
 }
 

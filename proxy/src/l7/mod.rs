@@ -3,7 +3,8 @@
 //! [`rules`] and target groups, over the per-target connection pools of [`crate::upstream`],
 //! kept tidy by [`pools`]; [`body`] streams responses back; [`conn`] is what a client
 //! connection's requests share; [`headers`] is what a request's head becomes on its way; [`upgrade`] hands WebSocket connections over to a byte tunnel;
-//! [`grpc`] is what berth knows of gRPC calls.
+//! [`grpc`] is what berth knows of gRPC calls; [`transforms`] rewrites a matched rule's
+//! requests and [`response_headers`] applies a listener's response header policy.
 
 pub mod body;
 pub mod conn;
@@ -12,5 +13,7 @@ pub mod headers;
 pub mod listener;
 pub mod pools;
 pub mod proxy;
+pub mod response_headers;
 pub mod rules;
+pub mod transforms;
 pub mod upgrade;

@@ -20,6 +20,7 @@ use super::conn::{ClientConn, RequestGuard};
 use super::grpc::{self, Call};
 use super::headers::{cookie, header_bytes, prepare_upstream, redirect_location, strip_hop_by_hop};
 use super::rules::{self, RequestView};
+use super::transforms;
 use super::upgrade;
 use crate::group::{Group, SelectInput};
 use crate::metrics as m;
@@ -216,7 +217,7 @@ pub async fn handle(conn: Arc<ClientConn>, req: Request<Incoming>) -> Response<D
     let Some(listener) = snap.listener(&conn.listener) else {
         return x.error(503, "internal", "listener not configured\n");
     };
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     // RFC 9112: no control characters or spaces in the request target (hyper's parser refuses
     // them on HTTP/1; this also covers HTTP/2's :path).
     if parts
@@ -245,7 +246,13 @@ pub async fn handle(conn: Arc<ClientConn>, req: Request<Incoming>) -> Response<D
         client_ip: conn.client_ip,
         vpce_id: conn.vpce_id.as_deref(),
     };
-    match rules::route(listener, &view) {
+    let rule = rules::matching_rule(listener, &view);
+    // Only a forward rule's transforms rewrite the request; the owned host is for them.
+    let host_for_transforms = rule
+        .and_then(|r| r.transforms.host.as_ref())
+        .and(host_header.as_deref())
+        .map(str::to_owned);
+    match rule.map_or(&listener.default_action, |r| &r.action) {
         Action::FixedResponse(f) => x.respond(
             f.status,
             "fixed_response",
@@ -274,6 +281,10 @@ pub async fn handle(conn: Arc<ClientConn>, req: Request<Incoming>) -> Response<D
                 Err(_) => x.error(500, "internal", "bad redirect location\n"),
             }
         }
+        // The guard rewrites the request (a matched rule's transforms) before it goes on.
+        Action::Forward(_) if transform_failed(rule, &mut parts, host_for_transforms, &conn) => {
+            x.error(500, "transform_failed", "transform failed\n")
+        }
         Action::Forward(groups) => match snap.groups.get(crate::forward::pick_group(groups)) {
             Some(g) => {
                 let g = Arc::clone(g);
@@ -287,6 +298,26 @@ pub async fn handle(conn: Arc<ClientConn>, req: Request<Incoming>) -> Response<D
             }
             None => x.error(503, "internal", "target group not found\n"),
         },
+    }
+}
+
+/// Applies the transforms of the matched `rule` to the request; true when one produced an
+/// invalid host or request target (logged; the caller answers 500 as ALB does).
+fn transform_failed(
+    rule: Option<&berth_config::model::Rule>,
+    parts: &mut http::request::Parts,
+    host: Option<String>,
+    conn: &ClientConn,
+) -> bool {
+    let Some(r) = rule.filter(|r| !r.transforms.is_empty()) else {
+        return false;
+    };
+    match transforms::apply(&r.transforms, parts, host.as_deref()) {
+        Ok(_) => false,
+        Err(e) => {
+            tracing::warn!(listener = %conn.listener, rule = r.priority, error = %e, "rule transform failed");
+            true
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use berth_config::model::{Action, Condition, Listener};
+use berth_config::model::{Action, Condition, Listener, Rule};
 use http::HeaderMap;
 
 /// The parts of a request that rules look at.
@@ -39,12 +39,18 @@ pub fn host_without_port(host: &str) -> &str {
 
 /// The action for a request on a listener.
 pub fn route<'a>(listener: &'a Listener, req: &RequestView<'_>) -> &'a Action {
+    matching_rule(listener, req)
+        .map(|r| &r.action)
+        .unwrap_or(&listener.default_action)
+}
+
+/// The first rule (by ascending priority) whose conditions all hold; `None` sends the request
+/// to the listener's default action.
+pub fn matching_rule<'a>(listener: &'a Listener, req: &RequestView<'_>) -> Option<&'a Rule> {
     listener
         .rules
         .iter()
         .find(|r| r.conditions.iter().all(|c| matches(c, req)))
-        .map(|r| &r.action)
-        .unwrap_or(&listener.default_action)
 }
 
 /// Whether one condition holds.
@@ -137,9 +143,11 @@ mod tests {
                     priority,
                     conditions,
                     action: fixed(s),
+                    transforms: Default::default(),
                 })
                 .collect(),
             default_action: fixed(404),
+            response_headers: Default::default(),
         }
     }
 
