@@ -3,8 +3,10 @@
 //! Answers `200` with its name as the body and `x-backend: <name>`; `/health` answers 200 (503
 //! once [`Backend::set_healthy`]`(false)`); `/echo-headers` answers the request headers as a JSON
 //! object (repeated headers joined with `", "`); `/slow?ms=N` waits N ms first; `/status/N`
-//! answers status N. Every response carries `x-backend` and `x-seen-uri` (the request target as
-//! received). [`Backend::set_hang`] makes it accept requests and never answer;
+//! answers status N. Every response carries `x-backend`, `x-seen-uri` (the request target as
+//! received) and `x-seen-host` (the `Host` header as received), and each request header
+//! `x-respond-with: <name>: <value>` becomes a response header `<name>: <value>`.
+//! [`Backend::set_hang`] makes it accept requests and never answer;
 //! [`Backend::kill`] closes the listener and drops every connection, as a killed process would.
 
 use std::collections::BTreeMap;
@@ -199,6 +201,14 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
     let uri = req.uri().to_string();
+    let seen_host = req.headers().get("host").cloned();
+    let respond_with: Vec<(String, String)> = req
+        .headers()
+        .get_all("x-respond-with")
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
     if state.hang.load(Ordering::SeqCst) {
         std::future::pending::<()>().await;
     }
@@ -246,11 +256,18 @@ async fn handle(
     };
     // Read (and discard) any request body so keep-alive works.
     let _ = req.into_body().collect().await;
-    let resp = Response::builder()
+    let mut resp = Response::builder()
         .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .header("x-backend", state.name.as_str())
         .header("x-seen-uri", uri.as_str())
-        .header("content-type", "text/plain")
+        .header("content-type", "text/plain");
+    if let Some(h) = seen_host {
+        resp = resp.header("x-seen-host", h);
+    }
+    for (k, v) in &respond_with {
+        resp = resp.header(k.as_str(), v.as_str());
+    }
+    let resp = resp
         .body(Full::new(Bytes::from(body)))
         .expect("valid response");
     Ok(resp)

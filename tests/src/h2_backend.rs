@@ -1,8 +1,9 @@
 //! A target that speaks HTTP/1.1 or HTTP/2 (h2c, or h2 over TLS), for the tests of berth's
 //! connections to targets: hyper servers over plain TCP or tokio-rustls, on loopback.
 //!
-//! Paths: `/` answers 200 with the backend's name and `x-version` (the HTTP version it
-//! received) and `x-te` (the `te` header it got); `/health` answers 200; `/echo` streams the
+//! Paths: `/` (and any other path not below) answers 200 with the backend's name and
+//! `x-version` (the HTTP version it received), `x-te` (the `te` header it got) and `x-seen-uri`
+//! (the request URI, with the `:authority` on HTTP/2); `/health` answers 200; `/echo` streams the
 //! request body back frame by frame as it arrives and ends with trailers `x-trailer: done`
 //! and `x-request-trailer` (the request's `x-client-trailer` trailer, if any); `/reset` resets
 //! the stream (RST_STREAM); `/goaway` sends GOAWAY and closes the connection under the
@@ -185,6 +186,7 @@ async fn handle(
         _ => Ok(Response::builder()
             .header("x-version", format!("{version:?}"))
             .header("x-te", te)
+            .header("x-seen-uri", req.uri().to_string())
             .header("x-backend", name)
             .body(Full::new(Bytes::from(name.to_string())).boxed())
             .expect("response")),
