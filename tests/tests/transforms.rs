@@ -12,7 +12,7 @@ use berth_tests::net::listen_addr;
 use berth_tests::{bounded, Backend, Berth, Http};
 use bytes::Bytes;
 use http::Request;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 const LIMIT: Duration = Duration::from_secs(90);
