@@ -3,7 +3,7 @@
 //! [`rules`] and target groups, over the per-target connection pools of [`crate::upstream`],
 //! kept tidy by [`pools`]; [`body`] streams responses back; [`conn`] is what a client
 //! connection's requests share; [`headers`] is what a request's head becomes on its way; [`upgrade`] hands WebSocket connections over to a byte tunnel;
-//! [`grpc`] is what berth knows of gRPC calls.
+//! [`grpc`] is what berth knows of gRPC calls; [`sticky`] signs and checks stickiness cookies.
 
 pub mod body;
 pub mod conn;
@@ -13,4 +13,5 @@ pub mod listener;
 pub mod pools;
 pub mod proxy;
 pub mod rules;
+pub mod sticky;
 pub mod upgrade;
