@@ -1,8 +1,6 @@
 //! Forward actions, shared by HTTP rules and TCP listeners: the weighted target groups an
 //! action sends to, and the weighted pick among them (per request on HTTP, per flow on TCP).
 
-#[cfg(test)]
-use berth_config::model::Forward;
 use berth_config::model::{Action, WeightedGroup};
 
 /// The weighted target groups of a forward action.

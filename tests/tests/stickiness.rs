@@ -352,6 +352,7 @@ async fn blue_green_group_stickiness_keeps_each_client_on_its_colour() {
                 }
             }
         }
+        eprintln!("blue/green 90/10 with group stickiness: {on_blue} of 200 fresh clients on blue");
         assert!((150..=195).contains(&on_blue), "200 fresh clients at 90/10: {on_blue} on blue");
         assert_eq!(berth.metric(GROUP_REJECTED, &[]).await.unwrap_or(0.0), 0.0);
 

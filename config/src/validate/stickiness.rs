@@ -103,7 +103,8 @@ impl Checker<'_> {
                 String::new()
             }
         };
-        if !cookie_name_valid(&cookie_name) && !(app && cookie_name.is_empty()) {
+        let missing = app && cookie_name.is_empty();
+        if !missing && !cookie_name_valid(&cookie_name) {
             self.error(&np, format!("invalid cookie name {cookie_name:?}"));
         }
         if app {
