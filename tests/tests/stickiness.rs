@@ -424,3 +424,41 @@ fn check_names_a_signing_key_of_the_wrong_length() {
         out.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_still_accepts_cookies_of_the_previous_one() {
+    bounded(LIMIT, async {
+        let bs = backends(&["k1", "k2", "k3"]).await;
+        let addrs: Vec<_> = bs.iter().map(Backend::addr).collect();
+        let web = listen_addr();
+        let with_key = |key: &str| {
+            format!("[proxy]\nstickiness_key = \"{key}\"\n")
+                + &web_to_static_group(web, &refs(&bs), "stickiness = {}")
+        };
+        let berth = Berth::start(&with_key(KEY)).await;
+        berth.wait_healthy("g", &addrs, HEALTHY).await;
+        let http = Http::new();
+        let url = format!("http://{web}/");
+        let r = http.get(&url).await.unwrap();
+        let old = pair(&set_cookie_starting(&r, "BERTHSTICKY"));
+        // 32 bytes of 0x2b.
+        berth.write_config(&with_key("KysrKysrKysrKysrKysrKysrKysrKysrKysrKysrKys="));
+        berth.reload();
+        let labels = [("result", "success")];
+        berth
+            .wait_metric_at_least("berth_config_reloads_total", &labels, 1.0, HEALTHY)
+            .await;
+        assert!(
+            berth.log().contains("stickiness key changed"),
+            "the reload rotated the key"
+        );
+        let r2 = http.get_with(&url, &[("cookie", &old)]).await.unwrap();
+        assert_eq!(r2.backend(), r.backend(), "the previous key's cookie holds");
+        let new = pair(&set_cookie_starting(&r2, "BERTHSTICKY"));
+        assert_ne!(new, old, "re-signed with the new key");
+        let held = spread(&http, &url, &new, 10).await;
+        assert_eq!(held.keys().collect::<Vec<_>>(), [r.backend()], "{held:?}");
+        assert_eq!(rejected(&berth, "g", "invalid").await, 0.0);
+    })
+    .await
+}
