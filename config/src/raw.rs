@@ -43,6 +43,12 @@ pub struct RawProxy {
     pub watch_interval: Option<String>,
     /// Poll interval for listener certificate, key, CA bundle and CRL files (default `"5s"`).
     pub certificate_poll_interval: Option<String>,
+    /// Base64 of exactly 32 bytes: the HMAC-SHA256 key that signs stickiness cookies; replicas
+    /// that share it honour each other's cookies (default: a random key per process).
+    pub stickiness_key: Option<String>,
+    /// A file holding `stickiness_key` (base64, surrounding whitespace ignored), such as a
+    /// Secrets Manager mount; read at every load and reload. Not with `stickiness_key`.
+    pub stickiness_key_file: Option<String>,
 }
 
 /// `[log]`.
@@ -397,6 +403,19 @@ pub struct RawAction {
     pub fixed_response: Option<RawFixedResponse>,
     /// Answer with a redirect.
     pub redirect: Option<RawRedirect>,
+    /// Only with `forward`: group-level stickiness (ALB's target group stickiness of a
+    /// forward action), a client stays on the group it was first sent to.
+    pub stickiness: Option<RawForwardStickiness>,
+}
+
+/// `stickiness` of a forward action.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForwardStickiness {
+    /// On or off (default on when the table is present).
+    pub enabled: Option<bool>,
+    /// How long a client stays on its group (default `"1h"`; 1s..7d as ALB).
+    pub duration: Option<String>,
 }
 
 /// One target group of a forward action.
@@ -506,9 +525,14 @@ pub struct RawHashOn {
 pub struct RawStickiness {
     /// On or off (default on when the table is present).
     pub enabled: Option<bool>,
+    /// `"lb_cookie"` (default: berth's cookie from the first response) or `"app_cookie"`
+    /// (berth's cookie only once the target sets the application cookie `cookie_name`).
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
     /// Cookie lifetime (default `"1d"`, as ALB).
     pub duration: Option<String>,
-    /// Cookie name (default `BERTHSTICKY`).
+    /// `lb_cookie`: berth's cookie name (default `BERTHSTICKY`); `app_cookie`: the
+    /// application's cookie name (required).
     pub cookie_name: Option<String>,
 }
 

@@ -6,7 +6,7 @@ use berth_config::model::{Action, WeightedGroup};
 /// The weighted target groups of a forward action.
 pub fn forward_groups(action: &Action) -> Option<&[WeightedGroup]> {
     match action {
-        Action::Forward(groups) => Some(groups),
+        Action::Forward(f) => Some(&f.groups),
         _ => None,
     }
 }
@@ -33,6 +33,7 @@ pub fn pick_group(groups: &[WeightedGroup]) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use berth_config::model::Forward;
 
     fn wg(name: &str, weight: u32) -> WeightedGroup {
         WeightedGroup {
@@ -62,7 +63,10 @@ mod tests {
 
     #[test]
     fn only_forward_actions_have_groups() {
-        let forward = Action::Forward(vec![wg("g", 1)]);
+        let forward = Action::Forward(Forward {
+            groups: vec![wg("g", 1)],
+            stickiness: None,
+        });
         assert_eq!(forward_groups(&forward).map(<[_]>::len), Some(1));
     }
 }

@@ -112,6 +112,15 @@ pub const TLS_CERTIFICATE_RELOADS: &str = "berth_tls_certificate_reloads_total";
 /// notAfter of each listener certificate's leaf as a Unix time, by `listener` and
 /// `certificate` (the file), for alerts before expiry.
 pub const TLS_CERTIFICATE_EXPIRY: &str = "berth_tls_certificate_expiry_timestamp_seconds";
+/// Stickiness cookies ignored, by `target_group` and `reason` (`invalid`: malformed, a MAC
+/// that does not verify (forged, tampered, another group's); `expired`: past its signed
+/// expiry; `unknown_target`: its target is no longer a healthy member of the group). The
+/// request was balanced as if it had no cookie. ALB: none.
+pub const STICKY_COOKIE_REJECTED: &str = "berth_sticky_cookie_rejected_total";
+/// Group stickiness cookies of forward actions ignored, by `listener` and `reason`
+/// (`invalid`, `expired`, `unknown_target`: its group is no longer in the action with a
+/// weight above 0). The group was picked by weight again. ALB: none.
+pub const GROUP_STICKY_COOKIE_REJECTED: &str = "berth_group_sticky_cookie_rejected_total";
 
 /// Buckets of the latency histograms, in seconds.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -174,6 +183,8 @@ const FAMILIES: &[(&str, Kind, Option<metrics::Unit>, &str)] = &[
     (PROXY_PROTOCOL_REJECTED, Kind::Counter, None, "Connections refused for their PROXY header."),
     (TLS_CERTIFICATE_RELOADS, Kind::Counter, None, "Listener certificate reloads by result (failure: the running certificates were kept)."),
     (TLS_CERTIFICATE_EXPIRY, Kind::Gauge, Some(metrics::Unit::Seconds), "notAfter of each listener certificate, as a Unix time."),
+    (STICKY_COOKIE_REJECTED, Kind::Counter, None, "Stickiness cookies ignored (invalid, expired, unknown_target); the request was balanced normally."),
+    (GROUP_STICKY_COOKIE_REJECTED, Kind::Counter, None, "Group stickiness cookies of forward actions ignored (invalid, expired, unknown_target); the group was picked by weight."),
 ];
 
 fn describe() {

@@ -3,8 +3,9 @@
 //! Answers `200` with its name as the body and `x-backend: <name>`; `/health` answers 200 (503
 //! once [`Backend::set_healthy`]`(false)`); `/echo-headers` answers the request headers as a JSON
 //! object (repeated headers joined with `", "`); `/slow?ms=N` waits N ms first; `/status/N`
-//! answers status N. Every response carries `x-backend`, `x-seen-uri` (the request target as
-//! received) and `x-seen-host` (the `Host` header as received), and each request header
+//! answers status N; `/set-cookie/NAME` answers with `Set-Cookie: NAME=<name>; Path=/` (an
+//! application's session cookie). Every response carries `x-backend`, `x-seen-uri` (the request
+//! target as received) and `x-seen-host` (the `Host` header as received), and each request header
 //! `x-respond-with: <name>: <value>` becomes a response header `<name>: <value>`.
 //! [`Backend::set_hang`] makes it accept requests and never answer;
 //! [`Backend::kill`] closes the listener and drops every connection, as a killed process would.
@@ -256,7 +257,11 @@ async fn handle(
     };
     // Read (and discard) any request body so keep-alive works.
     let _ = req.into_body().collect().await;
-    let mut resp = Response::builder()
+    let mut resp = Response::builder();
+    if let Some(cookie) = path.strip_prefix("/set-cookie/") {
+        resp = resp.header("set-cookie", format!("{cookie}={}; Path=/", state.name));
+    }
+    let mut resp = resp
         .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .header("x-backend", state.name.as_str())
         .header("x-seen-uri", uri.as_str())

@@ -21,6 +21,7 @@
 //! - [`tcp`]: a TCP echo target and PROXY v2 helpers for the L4 tests.
 //! - [`net`]: loopback address allocation; [`wait`]: polling a condition with a deadline.
 //! - [`websocket`]: a WebSocket echo target and clients (tokio-tungstenite).
+//! - [`sticky`]: stickiness cookies as a client sees them, and forged or tampered ones.
 //!
 //! Everything listens and connects on 127.0.0.0/8 only.
 
@@ -40,6 +41,7 @@ pub mod metrics;
 pub mod moto;
 pub mod net;
 pub mod scaler;
+pub mod sticky;
 pub mod tcp;
 pub mod tls;
 pub mod wait;

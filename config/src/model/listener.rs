@@ -189,11 +189,53 @@ pub enum Condition {
 #[derive(Debug, Clone)]
 pub enum Action {
     /// Forward to weighted target groups (weights sum > 0).
-    Forward(Vec<WeightedGroup>),
+    Forward(Forward),
     /// Answer with a fixed status and body, without contacting a target.
     FixedResponse(FixedResponse),
     /// Answer with a redirect to a URL built from the request.
     Redirect(Redirect),
+}
+
+/// A forward action: weighted target groups, and optionally group-level stickiness. It
+/// dereferences to its groups, so `for g in forward` and `forward[0]` read them.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    /// The groups, 1..=5.
+    pub groups: Vec<WeightedGroup>,
+    /// Group-level stickiness (`stickiness` of the action), if on.
+    pub stickiness: Option<GroupStickiness>,
+}
+
+impl std::ops::Deref for Forward {
+    type Target = [WeightedGroup];
+
+    fn deref(&self) -> &[WeightedGroup] {
+        &self.groups
+    }
+}
+
+impl<'a> IntoIterator for &'a Forward {
+    type Item = &'a WeightedGroup;
+    type IntoIter = std::slice::Iter<'a, WeightedGroup>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.groups.iter()
+    }
+}
+
+/// Group-level stickiness of a forward action (ALB's `TargetGroupStickinessConfig`): the
+/// group picked by weight for a client's first request is kept for `duration`, through a
+/// signed cookie that names the group and is only valid for this action.
+#[derive(Debug, Clone)]
+pub struct GroupStickiness {
+    /// How long a client stays on its group (default 1 h; 1 s..=7 d).
+    pub duration: Duration,
+    /// What the action is, `<listener>/<rule priority>` or `<listener>/default`: signed into
+    /// the cookie, so a cookie of one rule is refused by another.
+    pub scope: String,
+    /// The cookie's name, `BERTHTG` and 8 hex digits of a hash of `scope`: each sticky
+    /// action has its own cookie, so a client of two rules keeps its group in both.
+    pub cookie_name: String,
 }
 
 /// A target group in a forward action.

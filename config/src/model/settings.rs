@@ -24,6 +24,20 @@ pub struct ProxySettings {
     pub watch_interval: Duration,
     /// Poll interval of listener certificate, key, CA bundle and CRL files (default 5 s).
     pub certificate_poll_interval: Duration,
+    /// The key that signs stickiness cookies (`stickiness_key` or `stickiness_key_file`);
+    /// `None`: the proxy makes a random one per process.
+    pub stickiness_key: Option<StickinessKey>,
+}
+
+/// A 32-byte HMAC-SHA256 key for stickiness cookies. Its `Debug` output hides the bytes, so
+/// the key never reaches a log through the configuration.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StickinessKey(pub [u8; 32]);
+
+impl std::fmt::Debug for StickinessKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StickinessKey(<redacted>)")
+    }
 }
 
 /// How log lines are written (`log.format`).

@@ -35,9 +35,16 @@ pub enum HashOn {
 pub struct Stickiness {
     /// Cookie lifetime (default 1 day, as ALB).
     pub duration: Duration,
-    /// Cookie name (default `BERTHSTICKY`).
+    /// berth's own cookie: `cookie_name` for `lb_cookie` (default `BERTHSTICKY`),
+    /// `BERTHAPP` for `app_cookie`.
     pub cookie_name: String,
+    /// `app_cookie` only: the application's cookie; berth sets its own cookie only on a
+    /// response that sets this one (ALB's application-based stickiness).
+    pub app_cookie: Option<String>,
 }
+
+/// berth's own cookie name in `app_cookie` mode (ALB's is `AWSALBAPP-n`).
+pub const APP_STICKY_COOKIE: &str = "BERTHAPP";
 
 /// Timeouts towards a group's targets (`timeouts`).
 #[derive(Debug, Clone)]

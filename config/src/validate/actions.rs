@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use super::Checker;
-use crate::model::{Action, FixedResponse, Redirect, WeightedGroup};
+use crate::model::{Action, FixedResponse, Forward, Redirect, WeightedGroup};
 use crate::raw::RawAction;
 
 impl Checker<'_> {
@@ -23,6 +23,12 @@ impl Checker<'_> {
         }
         if a.redirect.is_some() {
             kinds.push("redirect");
+        }
+        if a.stickiness.is_some() && a.forward.is_none() {
+            self.error(
+                &format!("{p}.stickiness"),
+                "only with forward: group-level stickiness keeps a client on one of its groups",
+            );
         }
         if kinds.len() != 1 {
             let msg = if kinds.is_empty() {
@@ -81,7 +87,14 @@ impl Checker<'_> {
                 self.error(&fp, "weights must not all be 0");
                 ok = false;
             }
-            return ok.then_some(Action::Forward(out));
+            let stickiness = a
+                .stickiness
+                .as_ref()
+                .and_then(|s| self.forward_stickiness(s, &format!("{p}.stickiness")));
+            return ok.then_some(Action::Forward(Forward {
+                groups: out,
+                stickiness,
+            }));
         }
         if let Some(f) = &a.fixed_response {
             let fp = format!("{p}.fixed_response");

@@ -168,7 +168,12 @@ impl Checker<'_> {
                 Some(a) => self.action(&format!("{rp}.action"), a, groups),
             };
             let transforms = self.transforms(&rp, &r.transforms, action.as_ref());
-            if let (Some(priority), Some(action)) = (priority, action) {
+            if let (Some(priority), Some(mut action)) = (priority, action) {
+                super::stickiness::scope_forward(
+                    &mut action,
+                    name.as_deref().unwrap_or(""),
+                    Some(priority),
+                );
                 rules.push(Rule {
                     priority,
                     conditions,
@@ -186,6 +191,10 @@ impl Checker<'_> {
             }
             Some(a) => self.action(&format!("{p}.default_action"), a, groups),
         };
+        let mut default_action = default_action;
+        if let Some(a) = default_action.as_mut() {
+            super::stickiness::scope_forward(a, name.as_deref().unwrap_or(""), None);
+        }
         if l4
             && default_action
                 .as_ref()
@@ -194,6 +203,12 @@ impl Checker<'_> {
             self.error(
                 &format!("{p}.default_action"),
                 "tcp and tls listeners can only forward",
+            );
+        }
+        if l4 && matches!(&default_action, Some(Action::Forward(f)) if f.stickiness.is_some()) {
+            self.error(
+                &format!("{p}.default_action.stickiness"),
+                "group-level stickiness needs cookies: http and https listeners only",
             );
         }
 

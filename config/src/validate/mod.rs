@@ -42,6 +42,9 @@ mod scaling_policies;
 mod serde_errors;
 mod settings;
 mod sources;
+mod stickiness;
+#[cfg(test)]
+mod stickiness_tests;
 mod target_group;
 #[cfg(test)]
 mod target_protocol_tests;

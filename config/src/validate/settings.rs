@@ -40,8 +40,10 @@ impl Checker<'_> {
             secs(3600),
             "between 100ms and 1h",
         );
+        let stickiness_key = self.stickiness_key(p);
         ProxySettings {
             certificate_poll_interval,
+            stickiness_key,
             threads,
             grace_period,
             upstream_keepalive_pool,

@@ -89,57 +89,10 @@ impl Checker<'_> {
             );
         }
 
-        let stickiness = match &t.stickiness {
-            None => None,
-            Some(s) => {
-                let sp = format!("{p}.stickiness");
-                let duration = self.duration_in(
-                    &s.duration,
-                    &format!("{sp}.duration"),
-                    secs(86_400),
-                    secs(1),
-                    secs(7 * 86_400),
-                    "between 1s and 7d",
-                );
-                let cookie_name = s
-                    .cookie_name
-                    .clone()
-                    .unwrap_or_else(|| "BERTHSTICKY".to_owned());
-                let valid = !cookie_name.is_empty()
-                    && cookie_name.bytes().all(|b| {
-                        b.is_ascii_graphic()
-                            && !matches!(
-                                b,
-                                b'(' | b')'
-                                    | b'<'
-                                    | b'>'
-                                    | b'@'
-                                    | b','
-                                    | b';'
-                                    | b':'
-                                    | b'\\'
-                                    | b'"'
-                                    | b'/'
-                                    | b'['
-                                    | b']'
-                                    | b'?'
-                                    | b'='
-                                    | b'{'
-                                    | b'}'
-                            )
-                    });
-                if !valid {
-                    self.error(
-                        &format!("{sp}.cookie_name"),
-                        format!("invalid cookie name {cookie_name:?}"),
-                    );
-                }
-                s.enabled.unwrap_or(true).then_some(Stickiness {
-                    duration,
-                    cookie_name,
-                })
-            }
-        };
+        let stickiness = t
+            .stickiness
+            .as_ref()
+            .and_then(|s| self.target_stickiness(s, &format!("{p}.stickiness")));
 
         let deregistration_delay = self.duration_in(
             &t.deregistration_delay,

@@ -4,7 +4,8 @@
 //! kept tidy by [`pools`]; [`body`] streams responses back; [`conn`] is what a client
 //! connection's requests share; [`headers`] is what a request's head becomes on its way; [`upgrade`] hands WebSocket connections over to a byte tunnel;
 //! [`grpc`] is what berth knows of gRPC calls; [`transforms`] rewrites a matched rule's
-//! requests and [`response_headers`] applies a listener's response header policy.
+//! requests and [`response_headers`] applies a listener's response header policy; [`sticky`]
+//! signs and checks stickiness cookies.
 
 pub mod body;
 pub mod conn;
@@ -15,5 +16,6 @@ pub mod pools;
 pub mod proxy;
 pub mod response_headers;
 pub mod rules;
+pub mod sticky;
 pub mod transforms;
 pub mod upgrade;

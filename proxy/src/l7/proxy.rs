@@ -20,6 +20,7 @@ use super::conn::{ClientConn, RequestGuard};
 use super::grpc::{self, Call};
 use super::headers::{cookie, header_bytes, prepare_upstream, redirect_location, strip_hop_by_hop};
 use super::rules::{self, RequestView};
+use super::sticky;
 use super::transforms;
 use super::upgrade;
 use crate::group::{Group, SelectInput};
@@ -281,23 +282,28 @@ pub async fn handle(conn: Arc<ClientConn>, req: Request<Incoming>) -> Response<D
                 Err(_) => x.error(500, "internal", "bad redirect location\n"),
             }
         }
-        // The guard rewrites the request (a matched rule's transforms) before it goes on.
-        Action::Forward(_) if transform_failed(rule, &mut parts, host_for_transforms, &conn) => {
-            x.error(500, "transform_failed", "transform failed\n")
-        }
-        Action::Forward(groups) => match snap.groups.get(crate::forward::pick_group(groups)) {
-            Some(g) => {
-                let g = Arc::clone(g);
-                // HTTP/1.1 groups only: an HTTP/2 target cannot switch an HTTP/1.1 request.
-                let h1 = !g.config.load().protocol_version.is_http2();
-                if let Some(upgrade) = upgrade::requested(&parts).filter(|_| h1) {
-                    return forward_upgrade(x, &snap, g, parts, body, upgrade).await;
-                }
+        Action::Forward(f) => {
+            // A matched rule's transforms rewrite the request before it goes on.
+            if transform_failed(rule, &mut parts, host_for_transforms, &conn) {
+                return x.error(500, "transform_failed", "transform failed\n");
+            }
+            let https = conn.scheme == "https";
+            let (name, group_cookie) = sticky::pick_group(f, &parts.headers, &conn.listener, https);
+            let Some(g) = snap.groups.get(name) else {
+                return x.error(503, "internal", "target group not found\n");
+            };
+            let g = Arc::clone(g);
+            // HTTP/1.1 groups only: an HTTP/2 target cannot switch an HTTP/1.1 request.
+            let h1 = !g.config.load().protocol_version.is_http2();
+            let mut resp = if let Some(upgrade) = upgrade::requested(&parts).filter(|_| h1) {
+                forward_upgrade(x, &snap, g, parts, body, upgrade).await
+            } else {
                 let idle = listener.idle_timeout;
                 forward(x, &snap, g, parts, body, idle).await
-            }
-            None => x.error(503, "internal", "target group not found\n"),
-        },
+            };
+            sticky::append(resp.headers_mut(), group_cookie);
+            resp
+        }
     }
 }
 
@@ -373,8 +379,7 @@ async fn forward(
         return x.text(464, "incompatible_protocol", why, false);
     }
 
-    let (hash_key, sticky_id) = balance_keys(&cfg, &parts.headers, &conn);
-    let sticky = cfg.stickiness.as_ref();
+    let (hash_key, sticky_id) = balance_keys(&cfg, &group, &parts.headers, &conn);
 
     let up_body = match read_body(body, &conn, body_timeout).await {
         Ok(b) => b,
@@ -460,16 +465,8 @@ async fn forward(
         match tokio::time::timeout(read, sender.send(req)).await {
             Err(_) => return x.error(504, "upstream_timeout", "upstream timed out\n"),
             Ok(Ok(resp)) => {
-                let set_cookie = sticky.and_then(|s| {
-                    (sticky_id.as_deref() != Some(target.sticky_id.as_str())).then(|| {
-                        format!(
-                            "{}={}; Max-Age={}; Path=/; HttpOnly",
-                            s.cookie_name,
-                            target.sticky_id,
-                            s.duration.as_secs()
-                        )
-                    })
-                });
+                let https = conn.scheme == "https";
+                let set_cookie = sticky::target_cookie(&cfg, &target, resp.headers(), https);
                 return from_target(
                     x,
                     resp,
@@ -590,9 +587,10 @@ fn next_target(
 }
 
 /// What a request offers the balancer besides its exclusions: the consistent-hash key and the
-/// stickiness cookie's target id.
+/// stickiness cookie's target id, when the cookie is valid ([`sticky::requested_target`]).
 fn balance_keys(
     cfg: &TargetGroup,
+    group: &Group,
     headers: &HeaderMap,
     conn: &ClientConn,
 ) -> (Option<u64>, Option<String>) {
@@ -604,10 +602,7 @@ fn balance_keys(
         },
         _ => None,
     };
-    let sticky_id = cfg
-        .stickiness
-        .as_ref()
-        .and_then(|s| cookie(headers, &s.cookie_name).map(str::to_string));
+    let sticky_id = sticky::requested_target(cfg, group, headers);
     (hash_key, sticky_id)
 }
 
@@ -627,7 +622,7 @@ async fn forward_upgrade(
     let cfg = group.config.load_full();
     x.group = Some(Arc::clone(&group));
     let conn = Arc::clone(&x.conn);
-    let (hash_key, sticky_id) = balance_keys(&cfg, &parts.headers, &conn);
+    let (hash_key, sticky_id) = balance_keys(&cfg, &group, &parts.headers, &conn);
     let client_side = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     prepare_upstream(&mut parts, &conn, snap);
     upgrade::prepare(&mut parts.headers, upgrade_value);
@@ -783,7 +778,7 @@ fn from_target(
     group: &Group,
     cfg: &TargetGroup,
     sent_at: Instant,
-    set_cookie: Option<String>,
+    set_cookie: Option<HeaderValue>,
 ) -> Response<DownBody> {
     let status = resp.status().as_u16();
     group.record_response_time(sent_at.elapsed().as_secs_f64());
@@ -804,9 +799,7 @@ fn from_target(
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.version = Version::HTTP_11;
-    if let Some(c) = set_cookie.and_then(|c| HeaderValue::try_from(c).ok()) {
-        parts.headers.append(header::SET_COOKIE, c);
-    }
+    sticky::append(&mut parts.headers, set_cookie);
     let body = DownBody::upstream(body, cfg.timeouts.read, Box::new(x));
     let body = if grpc { body.ending_grpc_calls() } else { body };
     Response::from_parts(parts, body)
