@@ -43,6 +43,9 @@ pub struct RawProxy {
     pub watch_interval: Option<String>,
     /// Poll interval for listener certificate, key, CA bundle and CRL files (default `"5s"`).
     pub certificate_poll_interval: Option<String>,
+    /// This proxy's Availability Zone, e.g. `"us-east-1a"` (default: asked of the ECS task
+    /// metadata endpoint v4 at start; unknown outside ECS).
+    pub availability_zone: Option<String>,
 }
 
 /// `[log]`.
@@ -426,6 +429,22 @@ pub struct RawTargetGroup {
     pub protocol_version: Option<String>,
     /// TLS settings towards the targets (only with `protocol = "https"`).
     pub tls: Option<RawTargetTls>,
+    /// Zone-aware routing: prefer targets in the proxy's own Availability Zone.
+    pub zone_aware: Option<RawZoneAware>,
+}
+
+/// `zone_aware`: keep requests in the proxy's Availability Zone while it has capacity.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawZoneAware {
+    /// On or off (default on when the table is present).
+    pub enabled: Option<bool>,
+    /// Fewest healthy targets for zone-aware routing; below it, plain balancing over all
+    /// zones (default 6, Envoy's `min_cluster_size`).
+    pub min_targets: Option<i64>,
+    /// How the proxy fleet is spread over zones, as relative weights by zone name (default:
+    /// evenly over the zones the group's targets are in).
+    pub proxy_zones: Option<std::collections::BTreeMap<String, i64>>,
 }
 
 /// `[target_groups.tls]`: how an `https` group's targets are verified.
@@ -580,6 +599,8 @@ pub struct RawTarget {
     pub address: Option<String>,
     /// Relative weight 1..=1000 (default 1).
     pub weight: Option<i64>,
+    /// The target's Availability Zone, for zone-aware routing (default: unknown, never local).
+    pub zone: Option<String>,
 }
 
 /// The content of a targets file (`kind = "file"`).

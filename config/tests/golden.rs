@@ -133,6 +133,7 @@ fn spec(addr: &str, weight: u32) -> TargetSpec {
     TargetSpec {
         address: addr.parse().unwrap(),
         weight,
+        zone: None,
     }
 }
 

@@ -24,6 +24,9 @@ pub struct ProxySettings {
     pub watch_interval: Duration,
     /// Poll interval of listener certificate, key, CA bundle and CRL files (default 5 s).
     pub certificate_poll_interval: Duration,
+    /// This proxy's Availability Zone (`availability_zone`); `None`: asked of the ECS task
+    /// metadata endpoint at start.
+    pub availability_zone: Option<String>,
 }
 
 /// How log lines are written (`log.format`).

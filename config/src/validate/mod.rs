@@ -44,6 +44,7 @@ mod target_protocol_tests;
 #[cfg(test)]
 mod tests;
 mod values;
+mod zones;
 
 use std::path::Path;
 

@@ -40,7 +40,12 @@ impl Checker<'_> {
             secs(3600),
             "between 100ms and 1h",
         );
+        let availability_zone = p
+            .availability_zone
+            .as_deref()
+            .and_then(|z| self.zone_name(z, "proxy.availability_zone"));
         ProxySettings {
+            availability_zone,
             certificate_poll_interval,
             threads,
             grace_period,
