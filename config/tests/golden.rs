@@ -194,7 +194,7 @@ fn targets_file_toml_errors() {
 
     assert_eq!(
         targets_file_errors("targets = [\n  { adress = \"127.0.0.1:1\" },\n]"),
-        "targets[0].adress: unknown key \"adress\" (expected one of: address, weight) (line 2)"
+        "targets[0].adress: unknown key \"adress\" (expected one of: address, weight, zone) (line 2)"
     );
 
     assert_eq!(
@@ -220,7 +220,7 @@ fn targets_file_json_errors() {
 
     assert_eq!(
         targets_file_errors("{\"targets\": [\n {\"adress\": \"x\"}\n]}"),
-        "targets[0].adress: unknown key \"adress\" (expected one of: address, weight) (line 2)"
+        "targets[0].adress: unknown key \"adress\" (expected one of: address, weight, zone) (line 2)"
     );
 
     assert_eq!(
