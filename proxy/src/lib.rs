@@ -29,3 +29,4 @@ pub mod target;
 pub mod tls;
 pub mod upstream;
 pub mod workers;
+pub mod zone;

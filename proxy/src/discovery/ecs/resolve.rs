@@ -38,6 +38,18 @@ pub struct EcsTarget {
     pub labels: Vec<(&'static str, String)>,
 }
 
+impl EcsTarget {
+    /// The task's Availability Zone (its `availability_zone` label), when ECS reported a
+    /// valid one.
+    pub fn zone(&self) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| *k == "availability_zone")
+            .map(|(_, v)| v.as_str())
+            .filter(|z| crate::zone::valid_zone(z))
+    }
+}
+
 /// Why a task is not a target (for debugging and tests).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Skip {
