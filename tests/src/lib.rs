@@ -21,6 +21,7 @@
 //! - [`tcp`]: a TCP echo target and PROXY v2 helpers for the L4 tests.
 //! - [`net`]: loopback address allocation; [`wait`]: polling a condition with a deadline.
 //! - [`websocket`]: a WebSocket echo target and clients (tokio-tungstenite).
+//! - [`zones`]: targets tagged with Availability Zones and a fake ECS task metadata endpoint.
 //!
 //! Everything listens and connects on 127.0.0.0/8 only.
 
@@ -44,6 +45,7 @@ pub mod tcp;
 pub mod tls;
 pub mod wait;
 pub mod websocket;
+pub mod zones;
 
 pub use backend::Backend;
 pub use berth::Berth;
