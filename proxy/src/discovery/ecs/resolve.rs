@@ -190,6 +190,19 @@ mod tests {
     }
 
     #[test]
+    fn a_task_target_carries_its_zone() {
+        let mut task = task("t1", "awsvpc", Some("127.0.0.2"), "UNKNOWN");
+        let t = kt(task.clone(), None);
+        let def = td("awsvpc", false);
+        let src = src(PortRef::Name("http".into()));
+        let r = resolve(&src, "prod", &t, Some(&def)).unwrap();
+        assert_eq!(r.zone(), Some("us-east-1a"));
+        task.availability_zone = None;
+        let r = resolve(&src, "prod", &kt(task, None), Some(&def)).unwrap();
+        assert_eq!(r.zone(), None);
+    }
+
+    #[test]
     fn bridge_task_uses_instance_ip_and_host_port() {
         let t = kt(task("t1", "bridge", None, "UNKNOWN"), Some("127.0.0.9"));
         let r = resolve(
