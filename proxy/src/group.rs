@@ -348,12 +348,11 @@ impl Group {
                     _ => balance::round_robin(members, ok, weight, rr),
                 };
                 if let Some(j) = pick {
-                    let target = Arc::clone(&members[j]);
-                    if let Some(i) = list.iter().position(|t| Arc::ptr_eq(t, &target)) {
-                        self.count_locality(&set, i);
+                    if let Some(i) = set.zones.member_index[slot].get(j) {
+                        self.count_locality(&set, *i);
                     }
                     return Some(Selection {
-                        target,
+                        target: Arc::clone(&members[j]),
                         fail_open: false,
                     });
                 }

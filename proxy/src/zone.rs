@@ -223,6 +223,8 @@ pub struct ZoneIndex {
     pub locality: Vec<Locality>,
     /// The targets of each slot (draining ones included; selection skips them).
     pub members: Vec<Vec<Arc<Target>>>,
+    /// For each slot, the index in the set's list of each of its `members`.
+    pub member_index: Vec<Vec<usize>>,
     /// Round-robin counters, one per slot.
     pub rr: Vec<AtomicU64>,
     /// The slot of the proxy's zone, if known and among `names`.
@@ -239,6 +241,7 @@ impl Default for ZoneIndex {
             slot_of: Vec::new(),
             locality: Vec::new(),
             members: vec![Vec::new()],
+            member_index: vec![Vec::new()],
             rr: vec![AtomicU64::new(0)],
             local: None,
             route: ArcSwap::from_pointee(ZoneRoute::All(Off::Disabled)),
@@ -262,8 +265,10 @@ impl ZoneIndex {
         };
         let slot_of: Vec<usize> = zones.iter().map(slot).collect();
         let mut members = vec![Vec::new(); unknown + 1];
-        for (t, s) in list.iter().zip(&slot_of) {
+        let mut member_index = vec![Vec::new(); unknown + 1];
+        for (i, (t, s)) in list.iter().zip(&slot_of).enumerate() {
             members[*s].push(Arc::clone(t));
+            member_index[*s].push(i);
         }
         let local = own.as_ref().and_then(|o| names.iter().position(|n| n == o));
         let locality = zones
@@ -281,6 +286,7 @@ impl ZoneIndex {
             locality,
             rr: (0..=unknown).map(|_| AtomicU64::new(0)).collect(),
             members,
+            member_index,
             local,
             route: ArcSwap::from_pointee(ZoneRoute::All(Off::Disabled)),
         }
@@ -345,9 +351,13 @@ impl ZoneIndex {
 
     /// The slot a new request should be balanced in, or `None` for any target.
     pub fn pick(&self) -> Option<usize> {
-        let route = self.route.load();
         let local = self.local?;
-        route.pick(local, fastrand::u32(0..PARTS), fastrand::u64(..))
+        let route = self.route.load();
+        match &**route {
+            ZoneRoute::All(_) => None,
+            ZoneRoute::Local => Some(local),
+            spill => spill.pick(local, fastrand::u32(0..PARTS), fastrand::u64(..)),
+        }
     }
 }
 
