@@ -469,6 +469,44 @@ mod tests {
     }
 
     #[test]
+    fn proxy_zones_weigh_the_fleet_and_add_target_less_zones() {
+        // Targets: 2 in a, 2 in b. Proxies: 3 in a, 1 in b, 1 in d (no targets there).
+        let list = vec![
+            target(2, Some("a")),
+            target(3, Some("a")),
+            target(4, Some("b")),
+            target(5, Some("b")),
+        ];
+        let za = ZoneAware {
+            enabled: true,
+            min_targets: 1,
+            proxy_zones: vec![("a".into(), 3), ("b".into(), 1), ("d".into(), 1)],
+        };
+        // In a: half the capacity against 3/5 of the fleet: 5/6 stay local.
+        let idx = ZoneIndex::build(&list, Some(Arc::from("a")), &za);
+        let ZoneRoute::Spill { local_parts, .. } = *idx.refresh(&za, 1, |_| 100) else {
+            panic!("a spills")
+        };
+        assert_eq!(local_parts, 8333);
+        // In b: half the capacity against 1/5: all local.
+        let idx = ZoneIndex::build(&list, Some(Arc::from("b")), &za);
+        assert_eq!(*idx.refresh(&za, 1, |_| 100), ZoneRoute::Local);
+        // In d: a slot without targets; everything spills, all of it to b (a has no surplus).
+        let idx = ZoneIndex::build(&list, Some(Arc::from("d")), &za);
+        assert_eq!(idx.names.len(), 3);
+        let r = idx.refresh(&za, 1, |_| 100);
+        let d = idx.local.unwrap();
+        assert_eq!(r.share(d, d, 0.0), 0.0);
+        assert!((r.share(d, 1, 0.0) - 1.0).abs() < 1e-9, "{r:?}");
+        // In e, a zone nobody listed: no share of the fleet, plain balancing.
+        let idx = ZoneIndex::build(&list, Some(Arc::from("e")), &za);
+        assert_eq!(
+            *idx.refresh(&za, 1, |_| 100),
+            ZoneRoute::All(Off::NoLocalShare)
+        );
+    }
+
+    #[test]
     fn index_groups_by_zone_with_an_unknown_slot() {
         let list = vec![
             target(2, Some("b")),
