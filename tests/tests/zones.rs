@@ -230,3 +230,75 @@ async fn zone_aware_off_or_zone_unknown_balances_over_every_zone() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecs_tasks_carry_their_zone() {
+    use berth_tests::moto::{Moto, NetworkMode, TaskDefinition, TaskSpec};
+    use berth_tests::Backend;
+    bounded(LIMIT, async {
+        const PORT: u16 = 18081;
+        let moto = Moto::launch().await.expect("moto");
+        moto.create_cluster("prod").await.unwrap();
+        let td = TaskDefinition::single("api", NetworkMode::Awsvpc, PORT);
+        moto.register_task_definition(&td).await.unwrap();
+        moto.create_service("prod", "api", "api", 6).await.unwrap();
+        let mut tasks = Vec::new();
+        for (i, zone) in ["us-east-1a", "us-east-1b"].iter().enumerate() {
+            let mut ips = Vec::new();
+            for n in 0..3 {
+                let ip = berth_tests::net::target_ip();
+                let b = Backend::start_on(&format!("{zone}-{n}"), (ip, PORT).into()).await;
+                ips.push(ip);
+                tasks.push((b, i));
+            }
+            moto.create_tasks(
+                &TaskSpec::awsvpc("prod", "api", &ips)
+                    .service("api")
+                    .availability_zone(zone),
+            )
+            .await
+            .unwrap();
+        }
+        let web = listen_addr();
+        let tail = "poll_interval = \"500ms\"\n[target_groups.zone_aware]\nenabled = true";
+        let cfg = format!(
+            "[proxy]\navailability_zone = \"us-east-1a\"\n\n{}",
+            berth_tests::ecs_proxy_config(web, "api", "prod", "service = \"api\"", "1s", tail)
+        );
+        let berth = Berth::start_with_env(&cfg, &[], &moto.aws_env()).await;
+        let addrs: Vec<_> = tasks.iter().map(|(b, _)| b.addr()).collect();
+        berth.wait_healthy("api", &addrs, HEALTHY).await;
+        let view = berth.targets().await;
+        for t in view["target_groups"][0]["targets"]
+            .as_array()
+            .expect("targets")
+        {
+            assert!(
+                t["zone"]
+                    .as_str()
+                    .is_some_and(|z| z.starts_with("us-east-1")),
+                "{view}"
+            );
+        }
+        wait_for(HEALTHY, "zone-aware local", || async {
+            (berth
+                .metric(MODE, &[("target_group", "api"), ("mode", "local")])
+                .await
+                == Some(1.0))
+            .then_some(())
+        })
+        .await;
+        let http = Http::new();
+        for _ in 0..60 {
+            let r = http.get(&format!("http://{web}/")).await.expect("request");
+            assert_eq!(r.status, 200);
+        }
+        let per_zone = tasks.iter().fold([0u64; 2], |mut acc, (b, z)| {
+            acc[*z] += b.requests();
+            acc
+        });
+        println!("ECS tasks by zone (berth in us-east-1a): {per_zone:?}");
+        assert_eq!(per_zone, [60, 0]);
+    })
+    .await
+}
