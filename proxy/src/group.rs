@@ -274,6 +274,10 @@ impl Group {
     /// eligible: first tried targets are allowed again, then ejected ones; when no target is
     /// healthy the group fails open (as ALB) and routes to every non-draining target, `initial`
     /// ones included.
+    ///
+    /// A valid sticky id wins; then, unless a hash key decides, zone-aware routing picks a zone
+    /// (see [`crate::zone`]) and the algorithm picks within it, falling back to every zone
+    /// when nothing there is eligible. Each pick is counted by locality.
     pub fn select(&self, input: &SelectInput<'_>) -> Option<Selection> {
         let set = self.targets.load();
         let cfg = self.config.load();
