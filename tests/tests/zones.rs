@@ -232,6 +232,29 @@ async fn zone_aware_off_or_zone_unknown_balances_over_every_zone() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_turns_zone_aware_on() {
+    bounded(LIMIT, async {
+        let targets = ZonedTargets::start(&["a", "b", "c"], 3).await;
+        let web = listen_addr();
+        let zone = "availability_zone = \"a\"";
+        let berth = start(&config(web, &targets, "", zone), &targets, &[]).await;
+        wait_mode(&berth, "disabled").await;
+        berth.write_config(&config(
+            web,
+            &targets,
+            "zone_aware = { enabled = true }",
+            zone,
+        ));
+        berth.reload();
+        wait_mode(&berth, "local").await;
+        let got = send(&format!("http://{web}"), &targets, 90).await;
+        println!("after the reload: {got:?}");
+        assert_eq!(got["a"], 90, "{got:?}");
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ecs_tasks_carry_their_zone() {
     use berth_tests::moto::{Moto, NetworkMode, TaskDefinition, TaskSpec};
     use berth_tests::Backend;
