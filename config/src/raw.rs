@@ -49,6 +49,9 @@ pub struct RawProxy {
     /// A file holding `stickiness_key` (base64, surrounding whitespace ignored), such as a
     /// Secrets Manager mount; read at every load and reload. Not with `stickiness_key`.
     pub stickiness_key_file: Option<String>,
+    /// This proxy's Availability Zone, e.g. `"us-east-1a"` (default: asked of the ECS task
+    /// metadata endpoint v4 at start; unknown outside ECS).
+    pub availability_zone: Option<String>,
 }
 
 /// `[log]`.
@@ -493,6 +496,22 @@ pub struct RawTargetGroup {
     pub protocol_version: Option<String>,
     /// TLS settings towards the targets (only with `protocol = "https"`).
     pub tls: Option<RawTargetTls>,
+    /// Zone-aware routing: prefer targets in the proxy's own Availability Zone.
+    pub zone_aware: Option<RawZoneAware>,
+}
+
+/// `zone_aware`: keep requests in the proxy's Availability Zone while it has capacity.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawZoneAware {
+    /// On or off (default on when the table is present).
+    pub enabled: Option<bool>,
+    /// Fewest healthy targets for zone-aware routing; below it, plain balancing over all
+    /// zones (default 6, Envoy's `min_cluster_size`).
+    pub min_targets: Option<i64>,
+    /// How the proxy fleet is spread over zones, as relative weights by zone name (default:
+    /// evenly over the zones the group's targets are in).
+    pub proxy_zones: Option<std::collections::BTreeMap<String, i64>>,
 }
 
 /// `[target_groups.tls]`: how an `https` group's targets are verified.
@@ -652,6 +671,8 @@ pub struct RawTarget {
     pub address: Option<String>,
     /// Relative weight 1..=1000 (default 1).
     pub weight: Option<i64>,
+    /// The target's Availability Zone, for zone-aware routing (default: unknown, never local).
+    pub zone: Option<String>,
 }
 
 /// The content of a targets file (`kind = "file"`).

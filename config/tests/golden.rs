@@ -133,6 +133,7 @@ fn spec(addr: &str, weight: u32) -> TargetSpec {
     TargetSpec {
         address: addr.parse().unwrap(),
         weight,
+        zone: None,
     }
 }
 
@@ -193,7 +194,7 @@ fn targets_file_toml_errors() {
 
     assert_eq!(
         targets_file_errors("targets = [\n  { adress = \"127.0.0.1:1\" },\n]"),
-        "targets[0].adress: unknown key \"adress\" (expected one of: address, weight) (line 2)"
+        "targets[0].adress: unknown key \"adress\" (expected one of: address, weight, zone) (line 2)"
     );
 
     assert_eq!(
@@ -219,7 +220,7 @@ fn targets_file_json_errors() {
 
     assert_eq!(
         targets_file_errors("{\"targets\": [\n {\"adress\": \"x\"}\n]}"),
-        "targets[0].adress: unknown key \"adress\" (expected one of: address, weight) (line 2)"
+        "targets[0].adress: unknown key \"adress\" (expected one of: address, weight, zone) (line 2)"
     );
 
     assert_eq!(

@@ -95,6 +95,8 @@ pub async fn sniff<R: AsyncRead + Unpin>(
 /// `/targets` body.
 #[derive(Debug, Serialize)]
 pub struct TargetsView {
+    /// The proxy's own Availability Zone (`null` when unknown).
+    pub availability_zone: Option<String>,
     /// Every target group.
     pub target_groups: Vec<GroupView>,
 }
@@ -117,6 +119,8 @@ pub struct TargetView {
     pub state: TargetState,
     /// The weight the balancer gives it.
     pub weight: u32,
+    /// Its Availability Zone (`null` when unknown).
+    pub zone: Option<String>,
 }
 
 /// The current targets of every group, in configuration order.
@@ -138,11 +142,15 @@ pub fn targets_view(shared: &ProxyState) -> TargetsView {
                     address: t.label.clone(),
                     state: t.state(),
                     weight: t.weight(),
+                    zone: t.zone().map(|z| z.to_string()),
                 })
                 .collect(),
         })
         .collect();
-    TargetsView { target_groups }
+    TargetsView {
+        availability_zone: crate::zone::own().map(|z| z.to_string()),
+        target_groups,
+    }
 }
 
 async fn handle(

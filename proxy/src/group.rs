@@ -13,6 +13,7 @@ use crate::balance::{self, Ring};
 use crate::health::{self, Status};
 use crate::metrics as m;
 use crate::target::{now_ms, Target, TargetState};
+use crate::zone::{Locality, ZoneIndex};
 
 /// An immutable list of targets with its hash ring.
 #[derive(Debug, Default)]
@@ -21,6 +22,8 @@ pub struct TargetSet {
     pub list: Vec<Arc<Target>>,
     /// Consistent-hash ring over `list`.
     pub ring: Ring,
+    /// `list` grouped by Availability Zone, with the current zone-aware route.
+    pub zones: ZoneIndex,
 }
 
 /// What a request offers the balancer.
@@ -69,11 +72,20 @@ pub struct Group {
     pub rediscover_asked: AtomicBool,
     /// Notified by the group's loop each time its source answered and the answer was applied.
     pub discovered: tokio::sync::Notify,
+    /// The proxy's own Availability Zone (learnt once at start).
+    own_zone: Option<Arc<str>>,
+    /// `berth_zone_routed_requests_total` handles, by [`Locality`] index.
+    zone_routed: [std::sync::OnceLock<metrics::Counter>; 3],
 }
 
 impl Group {
-    /// A new group with no targets.
+    /// A new group with no targets, in the proxy's own zone ([`crate::zone::own`]).
     pub fn new(config: TargetGroup) -> Group {
+        Group::in_zone(config, crate::zone::own())
+    }
+
+    /// A new group with no targets for a proxy in zone `own_zone` (`None`: unknown).
+    pub fn in_zone(config: TargetGroup, own_zone: Option<Arc<str>>) -> Group {
         Group {
             name: config.name.clone(),
             config: ArcSwap::from_pointee(config),
@@ -88,6 +100,8 @@ impl Group {
             refreshable: AtomicBool::new(false),
             rediscover_asked: AtomicBool::new(false),
             discovered: tokio::sync::Notify::new(),
+            own_zone,
+            zone_routed: Default::default(),
         }
     }
 
@@ -132,17 +146,18 @@ impl Group {
                         t.set_weight(s.weight);
                         changed = true;
                     }
+                    if t.set_zone(s.zone.as_deref()) {
+                        changed = true;
+                    }
                     list.push(Arc::clone(t));
                 }
                 None => {
                     changed = true;
                     added = true;
                     tracing::info!(target_group = %self.name, target = %s.address, "target registered");
-                    list.push(Arc::new(Target::new(
-                        s.address,
-                        s.weight,
-                        cfg.health_check.enabled,
-                    )));
+                    let t = Target::new(s.address, s.weight, cfg.health_check.enabled);
+                    t.set_zone(s.zone.as_deref());
+                    list.push(Arc::new(t));
                 }
             }
         }
@@ -164,7 +179,45 @@ impl Group {
 
     fn store(&self, list: Vec<Arc<Target>>) {
         let ring = Ring::build(&list);
-        self.targets.store(Arc::new(TargetSet { list, ring }));
+        let cfg = self.config.load();
+        let zones = ZoneIndex::build(&list, self.own_zone.clone(), &cfg.zone_aware);
+        self.targets
+            .store(Arc::new(TargetSet { list, ring, zones }));
+        self.refresh_zones();
+    }
+
+    /// Rebuilds the zone index of the current targets (a reload changed `zone_aware`).
+    pub fn rebuild_zones(&self) {
+        let list = self.targets.load().list.clone();
+        self.store(list);
+    }
+
+    /// Recomputes the zone-aware route of the current targets from their health, ejections
+    /// and slow-start weights. The group's loop calls it after each check round and each
+    /// second; ejections call it at once.
+    pub fn refresh_zones(&self) {
+        let cfg = self.config.load();
+        let set = self.targets.load();
+        let now = now_ms();
+        let slow_start = cfg.slow_start;
+        set.zones.refresh(&cfg.zone_aware, now, |t| {
+            balance::effective_weight(t.weight(), t.healthy_since_ms(), now, slow_start)
+        });
+    }
+
+    /// Counts one pick of the target at `i` in `set` by its locality.
+    fn count_locality(&self, set: &TargetSet, i: usize) {
+        let l = set
+            .zones
+            .locality
+            .get(i)
+            .copied()
+            .unwrap_or(Locality::Unknown);
+        self.zone_routed[l as usize]
+            .get_or_init(|| {
+                metrics::counter!(m::ZONE_ROUTED, "target_group" => self.name.clone(), "locality" => l.as_str())
+            })
+            .increment(1);
     }
 
     /// Removes draining targets whose requests finished or whose deregistration delay ended.
@@ -221,6 +274,10 @@ impl Group {
     /// eligible: first tried targets are allowed again, then ejected ones; when no target is
     /// healthy the group fails open (as ALB) and routes to every non-draining target, `initial`
     /// ones included.
+    ///
+    /// A valid sticky id wins; then, unless a hash key decides, zone-aware routing picks a zone
+    /// (see [`crate::zone`]) and the algorithm picks within it, falling back to every zone
+    /// when nothing there is eligible. Each pick is counted by locality.
     pub fn select(&self, input: &SelectInput<'_>) -> Option<Selection> {
         let set = self.targets.load();
         let cfg = self.config.load();
@@ -233,15 +290,16 @@ impl Group {
         let tried = |t: &Target| input.exclude.contains(&t.address);
 
         if let Some(id) = input.sticky_id {
-            if let Some(t) = list.iter().find(|t| {
+            if let Some(i) = list.iter().position(|t| {
                 t.sticky_id == id
                     && !t.is_draining()
                     && t.status() == Status::Healthy
                     && !t.is_ejected(now)
             }) {
-                if !tried(t) {
+                if !tried(&list[i]) {
+                    self.count_locality(&set, i);
                     return Some(Selection {
-                        target: Arc::clone(t),
+                        target: Arc::clone(&list[i]),
                         fail_open: false,
                     });
                 }
@@ -272,7 +330,38 @@ impl Group {
             ]
         };
         self.set_fail_open(!any_healthy);
+        // Zone-aware routing chooses a zone first, then the algorithm picks within it; a
+        // consistent hash keeps its key's target whatever its zone, and failing open ignores
+        // zones.
+        let hashed =
+            matches!(cfg.algorithm, Algorithm::ConsistentHash(_)) && input.hash_key.is_some();
+        let zone = if any_healthy && !hashed {
+            set.zones.pick()
+        } else {
+            None
+        };
         for ok in tiers {
+            if let Some(slot) = zone {
+                let members = &set.zones.members[slot];
+                let rr = &set.zones.rr[slot];
+                let pick = match &cfg.algorithm {
+                    Algorithm::LeastOutstandingRequests => {
+                        balance::least_outstanding(members, ok, weight)
+                    }
+                    Algorithm::WeightedRandom => balance::weighted_random(members, ok, weight),
+                    _ => balance::round_robin(members, ok, weight, rr),
+                };
+                if let Some(j) = pick {
+                    if let Some(i) = set.zones.member_index[slot].get(j) {
+                        self.count_locality(&set, *i);
+                    }
+                    return Some(Selection {
+                        target: Arc::clone(&members[j]),
+                        fail_open: false,
+                    });
+                }
+                // Nothing eligible in the chosen zone at this tier: any zone.
+            }
             let pick = match &cfg.algorithm {
                 Algorithm::RoundRobin => balance::round_robin(list, ok, weight, &self.rr),
                 Algorithm::LeastOutstandingRequests => balance::least_outstanding(list, ok, weight),
@@ -283,6 +372,7 @@ impl Group {
                 },
             };
             if let Some(i) = pick {
+                self.count_locality(&set, i);
                 return Some(Selection {
                     target: Arc::clone(&list[i]),
                     fail_open: !any_healthy,
@@ -330,6 +420,7 @@ impl Group {
         }
         let d = target.eject(now, o.base_ejection_time, o.max_ejection_time);
         tracing::warn!(target_group = %self.name, target = %target.label, reason, seconds = d.as_secs_f64(), "target ejected");
+        self.refresh_zones();
         metrics::counter!(m::EJECTIONS, "target_group" => self.name.clone(), "reason" => reason)
             .increment(1);
         true
@@ -346,6 +437,12 @@ impl Group {
             metrics::gauge!(m::TARGETS, "target_group" => self.name.clone(), "state" => s.as_str())
                 .set(f64::from(counts[s as usize]));
         }
+        let (mode, local) = crate::zone::describe(&set.zones.route.load());
+        for each in crate::zone::MODES {
+            metrics::gauge!(m::ZONE_AWARE_MODE, "target_group" => self.name.clone(), "mode" => each)
+                .set(if each == mode { 1.0 } else { 0.0 });
+        }
+        metrics::gauge!(m::ZONE_LOCAL_RATIO, "target_group" => self.name.clone()).set(local);
     }
 }
 
@@ -439,6 +536,7 @@ mod tests {
             proxy_protocol_v2: false,
             tls: None,
             protocol_version: ProtocolVersion::Http1,
+            zone_aware: ZoneAware::default(),
         }
     }
 
@@ -456,6 +554,7 @@ mod tests {
         TargetSpec {
             address: format!("127.0.0.{last}:80").parse().unwrap(),
             weight: 1,
+            zone: None,
         }
     }
 
@@ -562,6 +661,152 @@ mod tests {
                 })
                 .unwrap();
             assert_eq!(s.target.address, spec(4).address);
+        }
+    }
+
+    /// A zone-aware group in zone "a" of `per_zone` healthy targets in each of zones a, b, c
+    /// (127.0.0.10.. in a, 20.. in b, 30.. in c).
+    fn zoned_group(alg: Algorithm, per_zone: u8) -> Group {
+        let mut c = cfg(alg);
+        c.zone_aware = ZoneAware {
+            enabled: true,
+            min_targets: 6,
+            proxy_zones: Vec::new(),
+        };
+        let g = Group::in_zone(c, Some(Arc::from("a")));
+        let mut specs = Vec::new();
+        for (zi, z) in ["a", "b", "c"].iter().enumerate() {
+            for k in 0..per_zone {
+                let mut s = spec(10 * (zi as u8 + 1) + k);
+                s.zone = Some(z.to_string());
+                specs.push(s);
+            }
+        }
+        g.apply_discovered(&specs);
+        for t in g.targets.load().list.iter() {
+            t.set_status(Status::Healthy);
+        }
+        g.refresh_zones();
+        g
+    }
+
+    /// Picks per zone (a, b, c) over `n` selections.
+    fn zone_counts(g: &Group, n: usize) -> [usize; 3] {
+        let mut c = [0; 3];
+        for _ in 0..n {
+            let s = g.select(&SelectInput::default()).unwrap();
+            let last = match s.target.address.ip() {
+                std::net::IpAddr::V4(v4) => v4.octets()[3],
+                _ => unreachable!(),
+            };
+            c[usize::from(last / 10 - 1)] += 1;
+        }
+        c
+    }
+
+    #[test]
+    fn zone_aware_keeps_requests_local_while_healthy() {
+        for alg in [
+            Algorithm::RoundRobin,
+            Algorithm::LeastOutstandingRequests,
+            Algorithm::WeightedRandom,
+        ] {
+            let g = zoned_group(alg, 3);
+            assert_eq!(zone_counts(&g, 300), [300, 0, 0]);
+        }
+        // Round robin still spreads within the zone.
+        let g = zoned_group(Algorithm::RoundRobin, 3);
+        let mut per = HashMap::new();
+        for _ in 0..300 {
+            *per.entry(g.select(&SelectInput::default()).unwrap().target.address)
+                .or_insert(0) += 1;
+        }
+        assert_eq!(per.len(), 3);
+        assert!(per.values().all(|n| *n == 100), "{per:?}");
+    }
+
+    #[test]
+    fn zone_aware_spills_when_local_targets_fail() {
+        let g = zoned_group(Algorithm::RoundRobin, 3);
+        let list = g.targets.load().list.clone();
+        list[0].set_status(Status::Unhealthy);
+        list[1].set_status(Status::Unhealthy);
+        g.refresh_zones();
+        let c = zone_counts(&g, 14_000);
+        // 3/7 local, 2/7 to b and to c.
+        assert!((5_600..6_400).contains(&c[0]), "{c:?}");
+        assert!((3_600..4_400).contains(&c[1]), "{c:?}");
+        assert!((3_600..4_400).contains(&c[2]), "{c:?}");
+        list[2].set_status(Status::Unhealthy);
+        g.refresh_zones();
+        let c = zone_counts(&g, 6_000);
+        assert_eq!(c[0], 0);
+        assert!((2_700..3_300).contains(&c[1]), "{c:?}");
+    }
+
+    #[test]
+    fn zone_aware_is_off_without_own_zone_or_below_min_targets() {
+        let mut c = cfg(Algorithm::RoundRobin);
+        c.zone_aware.enabled = true;
+        c.zone_aware.min_targets = 6;
+        let g = Group::in_zone(c, None);
+        let mut s = spec(10);
+        s.zone = Some("a".into());
+        let mut t = spec(20);
+        t.zone = Some("b".into());
+        g.apply_discovered(&[s, t]);
+        for t in g.targets.load().list.iter() {
+            t.set_status(Status::Healthy);
+        }
+        g.refresh_zones();
+        let c = zone_counts(&g, 100);
+        assert_eq!(c, [50, 50, 0]);
+        // In zone a, but only 2 healthy targets (< 6): plain balancing too.
+        let g2 = zoned_group(Algorithm::RoundRobin, 1);
+        let c = zone_counts(&g2, 300);
+        assert_eq!(c, [100, 100, 100]);
+    }
+
+    #[test]
+    fn stickiness_and_hashing_win_over_zones() {
+        let g = zoned_group(Algorithm::RoundRobin, 3);
+        let id = g.targets.load().list[5].sticky_id.clone();
+        for _ in 0..10 {
+            let s = g
+                .select(&SelectInput {
+                    sticky_id: Some(&id),
+                    ..Default::default()
+                })
+                .unwrap();
+            assert_eq!(s.target.address, spec(22).address);
+        }
+        let g = zoned_group(Algorithm::ConsistentHash(HashOn::SourceIp), 3);
+        let mut zones_hit = [0; 3];
+        for k in 0..300u64 {
+            let s = g
+                .select(&SelectInput {
+                    hash_key: Some(crate::target::fnv1a(&k.to_le_bytes())),
+                    ..Default::default()
+                })
+                .unwrap();
+            let last = s.target.address.to_string();
+            zones_hit[usize::from(last.as_bytes()[8] - b'1')] += 1;
+        }
+        assert!(zones_hit.iter().all(|n| *n > 30), "{zones_hit:?}");
+    }
+
+    #[test]
+    fn zone_aware_retries_leave_a_zone_when_it_is_all_tried() {
+        let g = zoned_group(Algorithm::RoundRobin, 3);
+        let tried: Vec<SocketAddr> = [10, 11, 12].iter().map(|l| spec(*l).address).collect();
+        for _ in 0..20 {
+            let s = g
+                .select(&SelectInput {
+                    exclude: &tried,
+                    ..Default::default()
+                })
+                .unwrap();
+            assert!(!tried.contains(&s.target.address));
         }
     }
 

@@ -46,6 +46,10 @@ pub async fn run(group: Arc<Group>, ecs: Arc<EcsHub>, watch_interval: impl Fn() 
                 source_cfg = Some(src_key);
                 next_discovery = Instant::now();
             }
+            if seen_cfg.is_some() {
+                // `zone_aware.proxy_zones` may name other zones now.
+                group.rebuild_zones();
+            }
             seen_cfg = Some(Arc::clone(&cfg));
         }
         let now = Instant::now();
@@ -80,6 +84,8 @@ pub async fn run(group: Arc<Group>, ecs: Arc<EcsHub>, watch_interval: impl Fn() 
             let flag = Arc::clone(&checking);
             tokio::spawn(async move {
                 check_group(&g).await;
+                // Health changed the zones' capacity: a new zone-aware route at once.
+                g.refresh_zones();
                 flag.store(false, Ordering::SeqCst);
                 g.publish_gauges();
             });
@@ -87,6 +93,8 @@ pub async fn run(group: Arc<Group>, ecs: Arc<EcsHub>, watch_interval: impl Fn() 
         group.reap_drained();
         if now >= next_gauges {
             next_gauges = now + IDLE_TICK;
+            // Ejections end and slow start ramps without an event: recompute each tick.
+            group.refresh_zones();
             group.publish_gauges();
             if let Some(t) = last_success {
                 metrics::gauge!(m::DISCOVERY_AGE, "target_group" => group.name.clone())

@@ -1,9 +1,10 @@
 //! berth proxy: an L7/L4 load balancer for Amazon ECS services; pingora runs the process.
 //!
 //! Data flow: configuration ([`runtime::ProxyState`], swapped on reload) → listeners ([`l7`],
-//! [`l4`]) → rules → target group ([`group::Group`]) → balancer ([`balance`]) → target; targets
-//! come from [`discovery`] sources, are probed by [`health`], and each group's loop
-//! ([`group_loop`]) applies both. [`admin`] serves `/metrics`, `/healthz` and `/targets`.
+//! [`l4`]) → rules → target group ([`group::Group`]) → zone ([`zone`], when zone-aware) →
+//! balancer ([`balance`]) → target; targets come from [`discovery`] sources, are probed by
+//! [`health`], and each group's loop ([`group_loop`]) applies both. [`admin`] serves
+//! `/metrics`, `/healthz` and `/targets`.
 //!
 //! Modules import one way, from the process assembly ([`server`]) down to leaves such as
 //! [`health`], [`upstream`] and [`metrics`]; `tests/layers.rs` fails on any cycle.
@@ -29,3 +30,4 @@ pub mod target;
 pub mod tls;
 pub mod upstream;
 pub mod workers;
+pub mod zone;

@@ -122,6 +122,21 @@ pub const STICKY_COOKIE_REJECTED: &str = "berth_sticky_cookie_rejected_total";
 /// weight above 0). The group was picked by weight again. ALB: none.
 pub const GROUP_STICKY_COOKIE_REJECTED: &str = "berth_group_sticky_cookie_rejected_total";
 
+/// Requests (and TCP flows) sent to a target, by `target_group` and `locality` of the target
+/// against the proxy's own Availability Zone: `same_zone`, `cross_zone`, or `unknown` (either
+/// zone unknown). Counted at each pick, so retries count once per attempt.
+pub const ZONE_ROUTED: &str = "berth_zone_routed_requests_total";
+/// 1 for the current zone-aware routing `mode` of a `target_group`: `local`, `spill`, or why
+/// it is off (`disabled`, `own_zone_unknown`, `too_few_targets`, `no_local_share`,
+/// `no_capacity`); 0 for the other modes.
+pub const ZONE_AWARE_MODE: &str = "berth_zone_aware_mode";
+/// Share of a `target_group`'s requests that zone-aware routing keeps in the proxy's zone
+/// (1: all; below 1: the zone is short of healthy targets and spills; 0 when off).
+pub const ZONE_LOCAL_RATIO: &str = "berth_zone_aware_local_ratio";
+/// Always 1: the proxy's own `availability_zone` (`unknown` when not learnt) and its `source`
+/// (`config`, `ecs_metadata`, `none`).
+pub const AVAILABILITY_ZONE_INFO: &str = "berth_availability_zone_info";
+
 /// Buckets of the latency histograms, in seconds.
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -182,6 +197,10 @@ const FAMILIES: &[(&str, Kind, Option<metrics::Unit>, &str)] = &[
     (L4_REFUSED, Kind::Counter, None, "TCP connections refused before relaying."),
     (PROXY_PROTOCOL_REJECTED, Kind::Counter, None, "Connections refused for their PROXY header."),
     (TLS_CERTIFICATE_RELOADS, Kind::Counter, None, "Listener certificate reloads by result (failure: the running certificates were kept)."),
+    (ZONE_ROUTED, Kind::Counter, None, "Requests and flows sent to a target, by locality against the proxy's own zone (same_zone, cross_zone, unknown)."),
+    (ZONE_AWARE_MODE, Kind::Gauge, None, "1 for the current zone-aware routing mode of the target group (local, spill, or why it is off)."),
+    (ZONE_LOCAL_RATIO, Kind::Gauge, None, "Share of the target group's requests zone-aware routing keeps in the proxy's zone."),
+    (AVAILABILITY_ZONE_INFO, Kind::Gauge, None, "The proxy's own Availability Zone and where it was learnt (always 1)."),
     (TLS_CERTIFICATE_EXPIRY, Kind::Gauge, Some(metrics::Unit::Seconds), "notAfter of each listener certificate, as a Unix time."),
     (STICKY_COOKIE_REJECTED, Kind::Counter, None, "Stickiness cookies ignored (invalid, expired, unknown_target); the request was balanced normally."),
     (GROUP_STICKY_COOKIE_REJECTED, Kind::Counter, None, "Group stickiness cookies of forward actions ignored (invalid, expired, unknown_target); the group was picked by weight."),

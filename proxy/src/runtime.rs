@@ -285,6 +285,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Result<(), ConfigErrors> 
     if old.proxy.upstream_keepalive_pool != new.proxy.upstream_keepalive_pool {
         err("proxy.upstream_keepalive_pool".into(), "the pool size");
     }
+    if old.proxy.availability_zone != new.proxy.availability_zone {
+        err("proxy.availability_zone".into(), "the proxy's zone");
+    }
     if old.listeners.len() != new.listeners.len() {
         err("listeners".into(), "the set of listeners");
     }

@@ -69,14 +69,18 @@ pub fn run(config: Config, source: ConfigSource) -> Result<(), StartError> {
     }
     let certificates = Certificates::load(&config)
         .map_err(|(listener, source)| StartError::Tls { listener, source })?;
-    let shared = ProxyState::new(config.clone(), source, Arc::new(EcsHub::new()));
-
     let control = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("berth-control")
         .enable_all()
         .build()
         .map_err(StartError::Runtime)?;
+    // The own zone is known before any group exists (a few short tries of the ECS task
+    // metadata endpoint at most): zone-aware routing applies from the first request.
+    control.block_on(crate::zone::learn_own(
+        config.proxy.availability_zone.as_deref(),
+    ));
+    let shared = ProxyState::new(config.clone(), source, Arc::new(EcsHub::new()));
     let admin_addr = config.admin.bind;
     let admin = control
         .block_on(crate::admin::bind(admin_addr))

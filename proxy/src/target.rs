@@ -78,6 +78,9 @@ pub struct Target {
     requests: std::sync::OnceLock<metrics::Counter>,
     /// Idle keep-alive HTTP connections to this target; they close when the target is dropped.
     pub pool: crate::upstream::Pool,
+    /// Its Availability Zone as its source reported it (read when the target set's zone index
+    /// is built, not per request).
+    zone: arc_swap::ArcSwapOption<String>,
 }
 
 impl Target {
@@ -116,11 +119,26 @@ impl Target {
             consecutive_connect_failures: AtomicU32::new(0),
             requests: std::sync::OnceLock::new(),
             pool: Default::default(),
+            zone: arc_swap::ArcSwapOption::empty(),
         };
         if status == Status::Healthy {
             t.healthy_since_ms.store(now_ms(), Ordering::Relaxed);
         }
         t
+    }
+
+    /// Its Availability Zone, `None` when unknown.
+    pub fn zone(&self) -> Option<Arc<String>> {
+        self.zone.load_full()
+    }
+
+    /// Records its zone (from its source); returns true when it changed.
+    pub fn set_zone(&self, zone: Option<&str>) -> bool {
+        if self.zone.load().as_deref().map(String::as_str) == zone {
+            return false;
+        }
+        self.zone.store(zone.map(|z| Arc::new(z.to_string())));
+        true
     }
 
     /// The weight the balancer gives it (at least 1).

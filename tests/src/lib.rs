@@ -22,6 +22,7 @@
 //! - [`net`]: loopback address allocation; [`wait`]: polling a condition with a deadline.
 //! - [`websocket`]: a WebSocket echo target and clients (tokio-tungstenite).
 //! - [`sticky`]: stickiness cookies as a client sees them, and forged or tampered ones.
+//! - [`zones`]: targets tagged with Availability Zones and a fake ECS task metadata endpoint.
 //!
 //! Everything listens and connects on 127.0.0.0/8 only.
 
@@ -46,6 +47,7 @@ pub mod tcp;
 pub mod tls;
 pub mod wait;
 pub mod websocket;
+pub mod zones;
 
 pub use backend::Backend;
 pub use berth::Berth;

@@ -27,6 +27,9 @@ pub struct ProxySettings {
     /// The key that signs stickiness cookies (`stickiness_key` or `stickiness_key_file`);
     /// `None`: the proxy makes a random one per process.
     pub stickiness_key: Option<StickinessKey>,
+    /// This proxy's Availability Zone (`availability_zone`); `None`: asked of the ECS task
+    /// metadata endpoint at start.
+    pub availability_zone: Option<String>,
 }
 
 /// A 32-byte HMAC-SHA256 key for stickiness cookies. Its `Debug` output hides the bytes, so

@@ -192,6 +192,9 @@ pub struct TargetSpec {
     pub address: SocketAddr,
     /// Relative share of the group's traffic, 1..=1000 (default 1).
     pub weight: u32,
+    /// Its Availability Zone (`zone` in static and file targets; the task's zone for ECS);
+    /// `None`: unknown, never counted as the proxy's own zone.
+    pub zone: Option<String>,
 }
 
 /// Where a target group's targets come from.
@@ -267,4 +270,23 @@ pub struct TargetGroup {
     pub tls: Option<TargetGroupTls>,
     /// The HTTP version spoken to targets (default HTTP/1.1).
     pub protocol_version: ProtocolVersion,
+    /// Zone-aware routing (default off).
+    pub zone_aware: ZoneAware,
+}
+
+/// Zone-aware routing of a target group (`zone_aware`, after Envoy's zone aware routing): a
+/// request stays in the proxy's own Availability Zone while that zone's healthy targets can
+/// carry the zone's share of the load, and spills to other zones in proportion to their
+/// spare capacity otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ZoneAware {
+    /// Whether it is on (default false; on when the table is present unless `enabled = false`).
+    pub enabled: bool,
+    /// Fewest healthy targets for zone-aware routing; below it requests are balanced over
+    /// every zone (default 6, as Envoy's `min_cluster_size`).
+    pub min_targets: u32,
+    /// The proxy fleet's spread over zones as (zone, relative weight), sorted by zone; empty
+    /// (default): berth replicas are assumed spread evenly over the zones the group's targets
+    /// are in.
+    pub proxy_zones: Vec<(String, u32)>,
 }

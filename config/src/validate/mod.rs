@@ -54,6 +54,7 @@ mod tests;
 mod transform_tests;
 mod transforms;
 mod values;
+mod zones;
 
 use std::path::Path;
 

@@ -41,7 +41,12 @@ impl Checker<'_> {
             "between 100ms and 1h",
         );
         let stickiness_key = self.stickiness_key(p);
+        let availability_zone = p
+            .availability_zone
+            .as_deref()
+            .and_then(|z| self.zone_name(z, "proxy.availability_zone"));
         ProxySettings {
+            availability_zone,
             certificate_poll_interval,
             stickiness_key,
             threads,

@@ -145,6 +145,10 @@ impl Checker<'_> {
                 .required(&t.address, &ap)
                 .and_then(|a| self.parse_addr(a, &ap));
             let weight = self.int_in(t.weight, &format!("{tp}.weight"), 1, 1, 1000) as u32;
+            let zone = t
+                .zone
+                .as_deref()
+                .and_then(|z| self.zone_name(z, &format!("{tp}.zone")));
             let Some(address) = address else { continue };
             if let Some(first) = seen.get(&address) {
                 self.error(
@@ -154,7 +158,11 @@ impl Checker<'_> {
                 continue;
             }
             seen.insert(address, i);
-            out.push(TargetSpec { address, weight });
+            out.push(TargetSpec {
+                address,
+                weight,
+                zone,
+            });
         }
         out
     }

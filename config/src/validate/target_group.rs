@@ -161,6 +161,7 @@ impl Checker<'_> {
             t.outlier.as_ref().unwrap_or(&RawOutlier::default()),
         );
         let source = self.source(&format!("{p}.source"), t.source.as_ref());
+        let zone_aware = self.zone_aware(&format!("{p}.zone_aware"), t.zone_aware.as_ref());
 
         Some(TargetGroup {
             name: name?,
@@ -176,6 +177,7 @@ impl Checker<'_> {
             proxy_protocol_v2: t.proxy_protocol_v2.unwrap_or(false),
             tls,
             protocol_version,
+            zone_aware,
         })
     }
 

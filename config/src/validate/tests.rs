@@ -164,7 +164,8 @@ fn defaults() {
             ts,
             &vec![TargetSpec {
                 address: "127.0.0.1:9000".parse().unwrap(),
-                weight: 1
+                weight: 1,
+                zone: None,
             }]
         ),
         other => panic!("unexpected {other:?}"),
@@ -321,4 +322,113 @@ default_action = {{ fixed_response = {{ status = 200 }} }}
         e.to_string(),
         "listeners[0].mtls.ca_bundle: required (line 10)"
     );
+}
+
+/// The zones of a static group's targets.
+fn static_zones(tg: &TargetGroup) -> Vec<Option<String>> {
+    match &tg.source {
+        Source::Static(list) => list.iter().map(|t| t.zone.clone()).collect(),
+        other => panic!("not static: {other:?}"),
+    }
+}
+
+#[test]
+fn zone_aware_defaults_off_and_parses() {
+    let c = parse_and_validate(MINIMAL, Path::new("/base")).unwrap();
+    assert_eq!(c.proxy.availability_zone, None);
+    let z = &c.target_groups[0].zone_aware;
+    assert!(!z.enabled);
+    assert_eq!(z.min_targets, 6);
+    assert!(z.proxy_zones.is_empty());
+    assert_eq!(static_zones(&c.target_groups[0]), vec![None::<String>]);
+
+    let text = r#"
+[proxy]
+availability_zone = "us-east-1a"
+
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:8080"
+default_action = { forward = [{ target_group = "app" }] }
+
+[[target_groups]]
+name = "app"
+zone_aware = { min_targets = 2, proxy_zones = { "us-east-1b" = 1, "us-east-1a" = 2 } }
+source = { kind = "static", targets = [{ address = "127.0.0.1:9000", zone = "us-east-1a" }, { address = "127.0.0.2:9000" }] }
+"#;
+    let c = parse_and_validate(text, Path::new("/base")).unwrap();
+    assert_eq!(c.proxy.availability_zone.as_deref(), Some("us-east-1a"));
+    let z = &c.target_groups[0].zone_aware;
+    assert!(z.enabled);
+    assert_eq!(z.min_targets, 2);
+    assert_eq!(
+        z.proxy_zones,
+        vec![("us-east-1a".to_owned(), 2), ("us-east-1b".to_owned(), 1)]
+    );
+    assert_eq!(
+        static_zones(&c.target_groups[0]),
+        vec![Some("us-east-1a".to_owned()), None]
+    );
+}
+
+#[test]
+fn zone_errors_name_key_and_line() {
+    let text = r#"[proxy]
+availability_zone = "us east"
+
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:8080"
+default_action = { forward = [{ target_group = "app" }] }
+
+[[target_groups]]
+name = "app"
+source = { kind = "static", targets = [{ address = "127.0.0.1:9000", zone = "" }] }
+
+[target_groups.zone_aware]
+min_targets = 0
+proxy_zones = { "a" = 0, "b/c" = 1 }
+"#;
+    let e = parse_and_validate(text, Path::new("/base")).unwrap_err();
+    let got: Vec<(String, Option<usize>)> = e.0.iter().map(|e| (e.path.clone(), e.line)).collect();
+    assert_eq!(
+        got,
+        [
+            ("proxy.availability_zone".to_owned(), Some(2)),
+            (
+                "target_groups[0].source.targets[0].zone".to_owned(),
+                Some(11)
+            ),
+            (
+                "target_groups[0].zone_aware.min_targets".to_owned(),
+                Some(14)
+            ),
+            (
+                "target_groups[0].zone_aware.proxy_zones.a".to_owned(),
+                Some(15)
+            ),
+            (
+                "target_groups[0].zone_aware.proxy_zones.b/c".to_owned(),
+                Some(15)
+            ),
+        ]
+    );
+    assert!(
+        e.0[0].message.contains("invalid zone name \"us east\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn targets_file_carries_zones() {
+    let toml = "targets = [{ address = \"127.0.0.2:80\", zone = \"b\" }]";
+    let json = r#"{"targets": [{"address": "127.0.0.2:80", "zone": "b"}]}"#;
+    for text in [toml, json] {
+        let t = super::parse_targets_file(text).unwrap();
+        assert_eq!(t[0].zone.as_deref(), Some("b"));
+    }
+    let e =
+        super::parse_targets_file("targets = [{ address = \"127.0.0.2:80\", zone = \"-x y\" }]")
+            .unwrap_err();
+    assert_eq!(e.0[0].path, "targets[0].zone");
 }

@@ -5,6 +5,7 @@
 //! proxy can apply health, draining, ejection and retry exclusions without allocating.
 
 mod ring;
+pub mod zone;
 
 pub use ring::Ring;
 

@@ -127,6 +127,7 @@ impl Discovery for EcsDiscovery {
             .map(|t| TargetSpec {
                 address: t.address,
                 weight: 1,
+                zone: t.zone().map(str::to_string),
             })
             .collect())
     }

@@ -38,6 +38,18 @@ pub struct EcsTarget {
     pub labels: Vec<(&'static str, String)>,
 }
 
+impl EcsTarget {
+    /// The task's Availability Zone (its `availability_zone` label), when ECS reported a
+    /// valid one.
+    pub fn zone(&self) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| *k == "availability_zone")
+            .map(|(_, v)| v.as_str())
+            .filter(|z| crate::zone::valid_zone(z))
+    }
+}
+
 /// Why a task is not a target (for debugging and tests).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Skip {
@@ -175,6 +187,19 @@ mod tests {
         .unwrap();
         assert_eq!(r.address, "127.0.0.2:8080".parse().unwrap());
         assert!(r.labels.contains(&("service", "api".to_string())));
+    }
+
+    #[test]
+    fn a_task_target_carries_its_zone() {
+        let mut task = task("t1", "awsvpc", Some("127.0.0.2"), "UNKNOWN");
+        let t = kt(task.clone(), None);
+        let def = td("awsvpc", false);
+        let src = src(PortRef::Name("http".into()));
+        let r = resolve(&src, "prod", &t, Some(&def)).unwrap();
+        assert_eq!(r.zone(), Some("us-east-1a"));
+        task.availability_zone = None;
+        let r = resolve(&src, "prod", &kt(task, None), Some(&def)).unwrap();
+        assert_eq!(r.zone(), None);
     }
 
     #[test]
