@@ -13,6 +13,8 @@ pub struct RawConfig {
     pub proxy: Option<RawProxy>,
     /// Logging.
     pub log: Option<RawLog>,
+    /// `[access_log]`: the access log of every listener (each may override it).
+    pub access_log: Option<RawAccessLog>,
     /// The admin listener (`/metrics`, `/healthz`, `/targets`).
     pub admin: Option<RawAdmin>,
     /// The scaler's settings; read by `berth-scaler`, ignored by the proxy.
@@ -43,6 +45,8 @@ pub struct RawProxy {
     pub watch_interval: Option<String>,
     /// Poll interval for listener certificate, key, CA bundle and CRL files (default `"5s"`).
     pub certificate_poll_interval: Option<String>,
+    /// Add or extend `X-Amzn-Trace-Id` on requests to targets (default `true`).
+    pub trace_id: Option<bool>,
 }
 
 /// `[log]`.
@@ -261,6 +265,23 @@ pub struct RawListener {
     pub rules: Vec<RawRule>,
     /// Action when no rule matches.
     pub default_action: Option<RawAction>,
+    /// `[listeners.access_log]`: overrides of the top-level `[access_log]`, key by key.
+    pub access_log: Option<RawAccessLog>,
+}
+
+/// `[access_log]` (top level) and `[listeners.access_log]` (per listener, each key falling
+/// back to the top-level one).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    /// Write one line per request and per L4 flow to stdout (default `false`, as ALB).
+    pub enabled: Option<bool>,
+    /// `"json"` (default) or `"alb"` (ALB's space-separated fields).
+    pub format: Option<String>,
+    /// The share of requests and flows logged, 0.0..=1.0 (default 1.0).
+    pub sampling: Option<f64>,
+    /// Top level only: lines queued for the writer before new ones are dropped (default 16384).
+    pub buffer_lines: Option<i64>,
 }
 
 /// `[listeners.proxy_protocol]`: accept PROXY protocol headers.

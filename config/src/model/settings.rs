@@ -24,6 +24,9 @@ pub struct ProxySettings {
     pub watch_interval: Duration,
     /// Poll interval of listener certificate, key, CA bundle and CRL files (default 5 s).
     pub certificate_poll_interval: Duration,
+    /// Add `X-Amzn-Trace-Id` to requests sent to targets, or extend the client's with `Self=`
+    /// (default true, as ALB).
+    pub trace_id: bool,
 }
 
 /// How log lines are written (`log.format`).

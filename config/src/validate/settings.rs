@@ -42,6 +42,7 @@ impl Checker<'_> {
         );
         ProxySettings {
             certificate_poll_interval,
+            trace_id: p.trace_id.unwrap_or(true),
             threads,
             grace_period,
             upstream_keepalive_pool,
