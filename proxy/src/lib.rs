@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+pub mod access_log;
 pub mod admin;
 pub mod balance;
 pub mod conn;

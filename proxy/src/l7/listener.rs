@@ -175,6 +175,7 @@ impl HttpListener {
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().ok();
         let mut client_ip = Some(peer.ip());
+        let mut client_addr = Some(peer);
         let mut vpce_id = None;
         if listener.proxy_protocol.is_some() {
             let Ok(info) = accept_proxy_header(listener, &self.name, &mut stream, Some(peer)).await
@@ -185,6 +186,7 @@ impl HttpListener {
                 // The PROXY header's client replaces the load balancer's address everywhere.
                 if let Some(src) = info.source {
                     client_ip = Some(src.ip());
+                    client_addr = Some(src);
                 }
                 vpce_id = info.vpce_id;
             }
@@ -200,7 +202,7 @@ impl HttpListener {
             },
         };
         drop(snap);
-        let conn = |client_ip, vpce_id, client_cert| {
+        let conn = |client_ip, vpce_id, client_cert, tls| {
             let mut c = ClientConn::new(
                 self.name.clone(),
                 self.scheme,
@@ -211,11 +213,13 @@ impl HttpListener {
                 vpce_id,
             );
             c.client_cert = client_cert;
+            c.client_addr = client_addr;
+            c.tls = tls;
             Arc::new(c)
         };
         match &self.tls {
             None => {
-                let conn = conn(client_ip, vpce_id, None);
+                let conn = conn(client_ip, vpce_id, None, None);
                 // Each kind of connection in its own allocation, sized to it: a plain
                 // connection's task does not carry room for a TLS one.
                 Box::pin(self.serve(stream, conn, settings, &shutdown)).await;
@@ -248,7 +252,8 @@ impl HttpListener {
                 };
                 let client_cert = current.client_cert_headers(tls.get_ref().1);
                 drop(current);
-                let conn = conn(client_ip, vpce_id, client_cert);
+                let facts = crate::access_log::TlsFacts::of(tls.get_ref().1);
+                let conn = conn(client_ip, vpce_id, client_cert, Some(facts));
                 Box::pin(self.serve(tls, conn, settings, &shutdown)).await;
             }
         }

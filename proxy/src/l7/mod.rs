@@ -5,6 +5,7 @@
 //! connection's requests share; [`headers`] is what a request's head becomes on its way; [`upgrade`] hands WebSocket connections over to a byte tunnel;
 //! [`grpc`] is what berth knows of gRPC calls.
 
+pub mod access;
 pub mod body;
 pub mod conn;
 pub mod grpc;
@@ -13,4 +14,5 @@ pub mod listener;
 pub mod pools;
 pub mod proxy;
 pub mod rules;
+pub mod trace;
 pub mod upgrade;
