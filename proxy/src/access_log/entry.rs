@@ -461,8 +461,9 @@ impl FlowEntry<'_> {
 }
 
 /// Splits an ALB-format line into fields: space-separated, a quoted field up to its closing
-/// quote (escapes skipped). For tests and tools that read the lines back.
-pub fn alb_fields(line: &str) -> Vec<String> {
+/// quote (escapes skipped).
+#[cfg(test)]
+fn alb_fields(line: &str) -> Vec<String> {
     let mut fields = Vec::new();
     let mut cur = String::new();
     let mut chars = line.trim_end_matches('\n').chars();
