@@ -368,7 +368,7 @@ async fn a_stalled_stdout_drops_lines_and_never_stalls_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_ids_new_kept_replaced_and_off() {
     bounded(LIMIT, async {
-        let (_a, web, berth, _out) = start_web("").await;
+        let (a, web, berth, _out) = start_web("").await;
         let http = Http::new();
         let echo = |headers: Vec<(&'static str, String)>| {
             let http = http.clone();
@@ -407,12 +407,11 @@ async fn trace_ids_new_kept_replaced_and_off() {
         assert_eq!(seen["traceparent"], tp);
         assert_eq!(seen["tracestate"], "congo=t61rcWkgMzE");
 
-        let off = web_config(web, &_a, "[proxy]\ntrace_id = false");
+        let off = web_config(web, &a, "[proxy]\ntrace_id = false");
         berth.write_config(&off);
         berth.reload();
-        berth_tests::wait::wait_until(LINES, "trace ids off after the reload", || {
-            let echo = echo.clone();
-            async move { echo(vec![]).await.get("x-amzn-trace-id").is_none() }
+        berth_tests::wait::wait_until(LINES, "trace ids off after the reload", || async move {
+            echo(vec![]).await.get("x-amzn-trace-id").is_none()
         })
         .await;
         let seen = echo(vec![("x-amzn-trace-id", root.into())]).await;

@@ -456,7 +456,7 @@ impl FlowEntry<'_> {
             }
             None => out.push_str(" -"),
         }
-        let _ = write!(out, " \"{}\"\n", self.end_reason);
+        let _ = writeln!(out, " \"{}\"", self.end_reason);
     }
 }
 
