@@ -45,12 +45,15 @@ fn find(
     found[0].clone()
 }
 
-/// Listener `web`: `/dead` → a group whose target refuses connections, `/r` a redirect
-/// (priority 5), `/f` a fixed response (priority 6), anything else → group `a`.
+/// Listener `web` (2 KiB header limit): `/dead` → a group whose target refuses connections,
+/// `/empty` → a group with no target, `/r` a redirect (priority 5), `/f` a fixed response
+/// (priority 6), anything else → group `a`.
 fn web_config(web: SocketAddr, a: &Backend, top: &str) -> String {
     let dead = listen_addr();
     let listener = Listener::web(web, "a")
+        .key("max_header_bytes = 2048")
         .rule(1, r#"{ path_prefix = ["/dead"] }"#, &forward("dead"))
+        .rule(2, r#"{ path_prefix = ["/empty"] }"#, &forward("empty"))
         .rule(
             5,
             r#"{ path_prefix = ["/r"] }"#,
@@ -64,8 +67,12 @@ fn web_config(web: SocketAddr, a: &Backend, top: &str) -> String {
     let dead_group = Group::new("dead")
         .key("[target_groups.health_check]\nenabled = false")
         .targets(&format!("[{{ address = \"{dead}\" }}]"));
+    // A targets file that does not exist: a group with no target.
+    let empty = Group::new("empty").key(
+        "[target_groups.health_check]\nenabled = false\n[target_groups.source]\nkind = \"file\"\npath = \"none.toml\"",
+    );
     format!(
-        "{top}\n{listener}{}{dead_group}",
+        "{top}\n{listener}{}{dead_group}{empty}",
         static_group("a", &[a], "")
     )
 }
@@ -108,9 +115,17 @@ async fn json_lines_for_forwarded_redirected_fixed_and_failed_requests() {
         assert_eq!(r.status, 418);
         let r = http.get(&format!("http://{web}/dead")).await.expect("502");
         assert_eq!(r.status, 502);
+        let r = http.get(&format!("http://{web}/empty")).await.expect("503");
+        assert_eq!(r.status, 503);
+        let big = "b".repeat(4096);
+        let r = Http::no_pool()
+            .get_with(&format!("http://{web}/big"), &[("x-big", &big)])
+            .await
+            .expect("431");
+        assert_eq!(r.status, 431);
 
-        let lines = out.wait_json(4, LINES).await;
-        assert_eq!(lines.len(), 4, "one line per request: {lines:#?}");
+        let lines = out.wait_json(6, LINES).await;
+        assert_eq!(lines.len(), 6, "one line per request: {lines:#?}");
         for l in &lines {
             println!("sample json line: {l}");
         }
@@ -156,11 +171,22 @@ async fn json_lines_for_forwarded_redirected_fixed_and_failed_requests() {
         assert_eq!(failed["target_group"], "dead");
         assert_eq!(failed["matched_rule_priority"], 1);
         assert!(failed.get("target_status_code").is_none());
-        let reason = failed["error_reason"].as_str().unwrap_or("");
+        assert_eq!(failed["error_reason"], "upstream_connect", "{failed}");
+
+        let none = find(&lines, "elb_status_code", 503);
+        assert_eq!(none["error_reason"], "no_healthy_target");
+        assert_eq!(none["target_group"], "empty");
+        assert_eq!(none["matched_rule_priority"], 2);
+        assert!(none.get("target:port").is_none());
+
+        let refused = find(&lines, "elb_status_code", 431);
+        assert_eq!(refused["error_reason"], "header_too_large");
         assert!(
-            !reason.is_empty() && reason.bytes().all(|b| b == b'_' || b.is_ascii_lowercase()),
-            "{failed}"
+            refused.get("actions_executed").is_none(),
+            "refused before routing"
         );
+        // The HTTP parser refused the head before berth saw a request: no request line.
+        assert_eq!(refused["request"], "- - -");
     })
     .await;
 }

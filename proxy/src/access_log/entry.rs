@@ -46,7 +46,7 @@ pub struct HttpEntry<'a> {
     pub received_bytes: u64,
     /// Response body bytes to the client.
     pub sent_bytes: u64,
-    /// The method.
+    /// The method; `-` for a request that could not be read (the request is then `- - -`).
     pub method: &'a str,
     /// `http` or `https`.
     pub scheme: &'a str,
@@ -66,7 +66,8 @@ pub struct HttpEntry<'a> {
     pub trace_id: Option<&'a [u8]>,
     /// The priority of the rule that matched; 0 for the default action (as ALB).
     pub rule_priority: Option<u32>,
-    /// ALB's `actions_executed`: `forward`, `redirect`, `fixed-response`.
+    /// ALB's `actions_executed`: `forward`, `redirect`, `fixed-response`; empty when the
+    /// request was refused before any rule was matched.
     pub actions: &'static str,
     /// A redirect's `Location`.
     pub redirect_url: Option<&'a [u8]>,
@@ -195,6 +196,11 @@ impl<'o> Obj<'o> {
 /// The request as ALB writes it: `GET https://host:port/path?q HTTP/1.1` (raw client bytes,
 /// escaped by the caller's format).
 fn request_line(e: &HttpEntry<'_>, out: &mut Vec<u8>) {
+    if e.method == "-" {
+        // A request that could not be read.
+        out.extend_from_slice(b"- - -");
+        return;
+    }
     out.extend_from_slice(e.method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(e.scheme.as_bytes());
@@ -252,7 +258,9 @@ impl HttpEntry<'_> {
             o.n("matched_rule_priority", p.into());
         }
         o.time("request_creation_time", self.start);
-        o.s("actions_executed", self.actions);
+        if !self.actions.is_empty() {
+            o.s("actions_executed", self.actions);
+        }
         if let Some(r) = self.redirect_url {
             o.b("redirect_url", r);
         }
@@ -340,7 +348,7 @@ impl HttpEntry<'_> {
         }
         out.push(' ');
         push_time(out, self.start);
-        q(out, Some(self.actions.as_bytes()));
+        q(out, Some(self.actions.as_bytes()).filter(|a| !a.is_empty()));
         q(out, self.redirect_url);
         q(out, self.error_reason.map(str::as_bytes));
         // target:port_list and target_status_code_list: the one target tried last.

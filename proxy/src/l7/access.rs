@@ -8,7 +8,9 @@ use std::time::{Instant, SystemTime};
 use berth_config::model::{AccessLogFormat, Action, Listener};
 use http::{header, HeaderValue, Method, Uri, Version};
 
+use super::conn::ClientConn;
 use crate::access_log::{self, HttpEntry};
+use crate::runtime::Generation;
 
 /// What a logged request's line needs beyond what the exchange counts anyway.
 #[derive(Debug)]
@@ -27,7 +29,7 @@ pub struct RequestLog {
     pub body_bytes: u64,
     /// The rule that matched: its priority, 0 for the default action.
     pub rule_priority: Option<u32>,
-    /// ALB's `actions_executed`.
+    /// ALB's `actions_executed`; empty until a rule matched (a request refused before routing).
     pub actions: &'static str,
     /// A redirect's `Location`.
     pub redirect_url: Option<HeaderValue>,
@@ -70,7 +72,7 @@ impl RequestLog {
             head_bytes: head_bytes as u64,
             body_bytes: declared,
             rule_priority: None,
-            actions: "forward",
+            actions: "",
             redirect_url: None,
             trace_id: None,
             target: None,
@@ -199,4 +201,44 @@ impl RequestLog {
         };
         access_log::log_http(&entry, self.format, self.capacity);
     }
+}
+
+/// The line of a request hyper refused before berth saw it (a head too large, or malformed):
+/// its status and reason, and no request line (`- - -`, as ALB writes for one it cannot parse).
+pub fn refused(snap: &Generation, conn: &ClientConn, status: u16, reason: &'static str) {
+    let settings = snap.config.access_log.for_listener(&conn.listener);
+    if !access_log::sampled(settings) {
+        return;
+    }
+    let now = SystemTime::now();
+    let entry = HttpEntry {
+        kind: if conn.tls.is_some() { "https" } else { "http" },
+        start: now,
+        end: now,
+        listener: &conn.listener,
+        client: conn.client_addr,
+        target: None,
+        request_processing: None,
+        target_processing: None,
+        response_processing: None,
+        elb_status: status,
+        target_status: None,
+        received_bytes: 0,
+        sent_bytes: 0,
+        method: "-",
+        scheme: conn.scheme,
+        host: b"-",
+        path_and_query: "",
+        version: "-",
+        user_agent: None,
+        tls: conn.tls.as_ref(),
+        target_group: None,
+        trace_id: None,
+        rule_priority: None,
+        actions: "",
+        redirect_url: None,
+        error_reason: Some(reason),
+        grpc_status: None,
+    };
+    access_log::log_http(&entry, settings.format, snap.config.access_log.buffer_lines);
 }

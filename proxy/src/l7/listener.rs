@@ -132,6 +132,8 @@ impl HttpListener {
 #[derive(Clone, Copy)]
 struct Serving<'a> {
     activity: &'a Activity,
+    /// The connection, for the access log line of a request hyper refuses.
+    conn: &'a ClientConn,
     s: Settings,
     shutdown: &'a ShutdownWatch,
 }
@@ -275,9 +277,11 @@ impl HttpListener {
             activity: Arc::clone(&activity),
             prefix: Bytes::new(),
         };
+        let log_conn = Arc::clone(&conn);
         if s.protocols != Protocols::Http1 {
             let serving = Serving {
                 activity: &activity,
+                conn: &log_conn,
                 s,
                 shutdown,
             };
@@ -286,6 +290,7 @@ impl HttpListener {
         }
         let serving = Serving {
             activity: &activity,
+            conn: &log_conn,
             s,
             shutdown,
         };
@@ -407,6 +412,7 @@ impl HttpListener {
             activity,
             s,
             shutdown,
+            ..
         } = serving;
         let mut shut = shutdown.clone();
         if *shut.borrow() {
@@ -438,6 +444,7 @@ impl HttpListener {
     {
         let Serving {
             activity,
+            conn,
             s,
             shutdown,
         } = serving;
@@ -495,14 +502,14 @@ impl HttpListener {
             Ok(()) => winding_down.unwrap_or(Ended::Done),
             Err(e) => {
                 let e: Box<dyn std::error::Error + Send + Sync> = e.into();
-                self.count_refused(e.as_ref());
+                self.count_refused(e.as_ref(), conn);
                 Ended::Done
             }
         }
     }
 
     /// Counts a request hyper refused itself (it wrote the 431 or 400).
-    fn count_refused(&self, e: &(dyn std::error::Error + 'static)) {
+    fn count_refused(&self, e: &(dyn std::error::Error + 'static), conn: &ClientConn) {
         let Some(e) = e.downcast_ref::<hyper::Error>() else {
             tracing::debug!(listener = %self.name, error = %e, "connection ended with an error");
             return;
@@ -517,6 +524,7 @@ impl HttpListener {
         };
         self.metrics.requests("").count(status, false);
         self.metrics.proxy_response(reason);
+        super::access::refused(&self.shared.current.load(), conn, status, reason);
     }
 }
 
