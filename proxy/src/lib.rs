@@ -3,7 +3,8 @@
 //! Data flow: configuration ([`runtime::ProxyState`], swapped on reload) → listeners ([`l7`],
 //! [`l4`]) → rules → target group ([`group::Group`]) → balancer ([`balance`]) → target; targets
 //! come from [`discovery`] sources, are probed by [`health`], and each group's loop
-//! ([`group_loop`]) applies both. [`admin`] serves `/metrics`, `/healthz` and `/targets`.
+//! ([`group_loop`]) applies both. [`admin`] serves `/metrics`, `/healthz` and `/targets`;
+//! [`access_log`] writes one line per request and per L4 flow to stdout, off the request path.
 //!
 //! Modules import one way, from the process assembly ([`server`]) down to leaves such as
 //! [`health`], [`upstream`] and [`metrics`]; `tests/layers.rs` fails on any cycle.

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use berth_tests::access_log::{alb_fields, AccessLogFile};
+use berth_tests::access_log::{alb_fields, find, is_id, is_root, start_web, AccessLogFile};
 use berth_tests::client::Http;
 use berth_tests::config::{forward, Group, Listener};
 use berth_tests::grpc::{GrpcClient, GrpcTarget, Msg};
@@ -17,75 +17,6 @@ const HEALTHY: Duration = Duration::from_secs(20);
 const LINES: Duration = Duration::from_secs(10);
 /// The fields of an HTTP line in the `alb` format: ALB's 33, then `grpc_status`.
 const ALB_HTTP_FIELDS: usize = 34;
-/// Whether `s` is `1-<8 lowercase hex>-<24 lowercase hex>`.
-fn is_id(s: &str) -> bool {
-    let hex = |p: &str, n: usize| {
-        p.len() == n
-            && p.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    };
-    let parts: Vec<&str> = s.split('-').collect();
-    parts.len() == 3 && parts[0] == "1" && hex(parts[1], 8) && hex(parts[2], 24)
-}
-
-/// Whether `s` is a trace id berth made: `Root=1-<8 hex>-<24 hex>`.
-fn is_root(s: &str) -> bool {
-    s.strip_prefix("Root=").is_some_and(is_id)
-}
-
-/// The one line whose `field` is `value`.
-fn find(
-    lines: &[serde_json::Value],
-    field: &str,
-    value: impl Into<serde_json::Value>,
-) -> serde_json::Value {
-    let value = value.into();
-    let found: Vec<_> = lines.iter().filter(|l| l[field] == value).collect();
-    assert_eq!(found.len(), 1, "lines with {field} = {value}: {lines:#?}");
-    found[0].clone()
-}
-
-/// Listener `web` (2 KiB header limit): `/dead` → a group whose target refuses connections,
-/// `/empty` → a group with no target, `/r` a redirect (priority 5), `/f` a fixed response
-/// (priority 6), anything else → group `a`.
-fn web_config(web: SocketAddr, a: &Backend, top: &str) -> String {
-    let dead = listen_addr();
-    let listener = Listener::web(web, "a")
-        .key("max_header_bytes = 2048")
-        .rule(1, r#"{ path_prefix = ["/dead"] }"#, &forward("dead"))
-        .rule(2, r#"{ path_prefix = ["/empty"] }"#, &forward("empty"))
-        .rule(
-            5,
-            r#"{ path_prefix = ["/r"] }"#,
-            r#"{ redirect = { status = 301, host = "elsewhere.test" } }"#,
-        )
-        .rule(
-            6,
-            r#"{ path_prefix = ["/f"] }"#,
-            r#"{ fixed_response = { status = 418, body = "teapot" } }"#,
-        );
-    let dead_group = Group::new("dead")
-        .key("[target_groups.health_check]\nenabled = false")
-        .targets(&format!("[{{ address = \"{dead}\" }}]"));
-    // A targets file that does not exist: a group with no target.
-    let empty = Group::new("empty").key(
-        "[target_groups.health_check]\nenabled = false\n[target_groups.source]\nkind = \"file\"\npath = \"none.toml\"",
-    );
-    format!(
-        "{top}\n{listener}{}{dead_group}{empty}",
-        static_group("a", &[a], "")
-    )
-}
-
-async fn start_web(top: &str) -> (Backend, SocketAddr, Berth, AccessLogFile) {
-    let a = Backend::spawn("a").await;
-    let web = listen_addr();
-    let out = AccessLogFile::new();
-    let berth = Berth::start_with_stdout(&web_config(web, &a, top), &[], out.stdio()).await;
-    berth.wait_healthy("a", &[a.addr()], HEALTHY).await;
-    (a, web, berth, out)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_lines_for_forwarded_redirected_fixed_and_failed_requests() {
     bounded(LIMIT, async {
@@ -387,64 +318,6 @@ async fn a_stalled_stdout_drops_lines_and_never_stalls_requests() {
         assert!(dropped > 0.0, "lines were dropped and counted");
         assert!(dropped + written <= 2000.0);
         drop(reader);
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trace_ids_new_kept_replaced_and_off() {
-    bounded(LIMIT, async {
-        let (a, web, berth, _out) = start_web("").await;
-        let http = Http::new();
-        let echo = |headers: Vec<(&'static str, String)>| {
-            let http = http.clone();
-            async move {
-                let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                http.get_with(&format!("http://{web}/echo-headers"), &h)
-                    .await
-                    .expect("echo")
-                    .json()
-            }
-        };
-        let seen = echo(vec![]).await;
-        assert!(
-            is_root(seen["x-amzn-trace-id"].as_str().unwrap_or("")),
-            "{seen}"
-        );
-        let root = "Root=1-5759e988-bd862e3fe1be46a994272793";
-        let incoming = format!(
-            "{root};Parent=53995c3f42cd8ad8;Sampled=1;Self=1-00000000-000000000000000000000000"
-        );
-        let seen = echo(vec![("x-amzn-trace-id", incoming)]).await;
-        let v = seen["x-amzn-trace-id"].as_str().unwrap_or("");
-        let kept = format!("{root};Parent=53995c3f42cd8ad8;Sampled=1;Self=");
-        assert!(v.strip_prefix(&kept).is_some_and(is_id), "{v}");
-        let seen = echo(vec![("x-amzn-trace-id", "Root=bogus".into())]).await;
-        assert!(
-            is_root(seen["x-amzn-trace-id"].as_str().unwrap_or("")),
-            "{seen}"
-        );
-        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-        let seen = echo(vec![
-            ("traceparent", tp.into()),
-            ("tracestate", "congo=t61rcWkgMzE".into()),
-        ])
-        .await;
-        assert_eq!(seen["traceparent"], tp);
-        assert_eq!(seen["tracestate"], "congo=t61rcWkgMzE");
-
-        let off = web_config(web, &a, "[proxy]\ntrace_id = false");
-        berth.write_config(&off);
-        berth.reload();
-        berth_tests::wait::wait_until(LINES, "trace ids off after the reload", || async move {
-            echo(vec![]).await.get("x-amzn-trace-id").is_none()
-        })
-        .await;
-        let seen = echo(vec![("x-amzn-trace-id", root.into())]).await;
-        assert_eq!(
-            seen["x-amzn-trace-id"], root,
-            "passed through untouched when off"
-        );
     })
     .await;
 }
