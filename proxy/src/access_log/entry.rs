@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::escape::{alb_quoted, json_string};
+use super::escape::{alb_bare, alb_quoted, json_string};
 use super::TlsFacts;
 
 /// Fields of ALB's HTTP access log line that berth writes, in ALB's order, then berth's own
@@ -304,7 +304,7 @@ impl HttpEntry<'_> {
         out.push(' ');
         push_time(out, self.end);
         out.push(' ');
-        alb_quoted(out, self.listener.as_bytes());
+        alb_bare(out, self.listener.as_bytes());
         addr(out, self.client);
         addr(out, self.target);
         t(out, self.request_processing);
@@ -329,7 +329,7 @@ impl HttpEntry<'_> {
         match self.target_group {
             Some(g) => {
                 out.push(' ');
-                alb_quoted(out, g.as_bytes());
+                alb_bare(out, g.as_bytes());
             }
             None => dash(out),
         }
@@ -381,7 +381,7 @@ impl HttpEntry<'_> {
         match self.grpc_status {
             Some(g) => {
                 out.push(' ');
-                alb_quoted(out, g.as_bytes());
+                alb_bare(out, g.as_bytes());
             }
             None => dash(out),
         }
@@ -427,7 +427,7 @@ impl FlowEntry<'_> {
         out.push(' ');
         push_time(out, self.end);
         out.push(' ');
-        alb_quoted(out, self.listener.as_bytes());
+        alb_bare(out, self.listener.as_bytes());
         for a in [self.client, self.target] {
             match a {
                 Some(a) => {
@@ -460,7 +460,7 @@ impl FlowEntry<'_> {
         match self.target_group {
             Some(g) => {
                 out.push(' ');
-                alb_quoted(out, g.as_bytes());
+                alb_bare(out, g.as_bytes());
             }
             None => out.push_str(" -"),
         }

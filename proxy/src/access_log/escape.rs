@@ -35,6 +35,20 @@ pub fn alb_quoted(out: &mut String, bytes: &[u8]) {
     out.push_str(ascii(&bytes[plain..]));
 }
 
+/// Appends `bytes` for an unquoted field of an ALB-format line (a listener or target group
+/// name): as [`alb_quoted`], and a space becomes `\x20` so the field stays one field.
+pub fn alb_bare(out: &mut String, bytes: &[u8]) {
+    if !bytes.contains(&b' ') {
+        return alb_quoted(out, bytes);
+    }
+    for part in bytes.split(|&b| b == b' ').enumerate() {
+        if part.0 > 0 {
+            out.push_str("\\x20");
+        }
+        alb_quoted(out, part.1);
+    }
+}
+
 /// Appends `bytes` as a JSON string, quotes included.
 pub fn json_string(out: &mut String, bytes: &[u8]) {
     out.push('"');
@@ -115,6 +129,9 @@ mod tests {
         assert_eq!(alb(b"\x7f"), "\\x7f");
         assert_eq!(alb("é".as_bytes()), "\\xc3\\xa9");
         assert_eq!(alb(b""), "");
+        let mut bare = String::new();
+        alb_bare(&mut bare, b"my web\"x");
+        assert_eq!(bare, "my\\x20web\\\"x");
         // No escaped output holds a line break, a quote that is not escaped, or a control byte.
         let s = alb(b"\" 200 \"-\"\nfake line");
         assert!(!s.contains('\n'));
