@@ -13,6 +13,8 @@ pub struct RawConfig {
     pub proxy: Option<RawProxy>,
     /// Logging.
     pub log: Option<RawLog>,
+    /// `[access_log]`: the access log of every listener (each may override it).
+    pub access_log: Option<RawAccessLog>,
     /// The admin listener (`/metrics`, `/healthz`, `/targets`).
     pub admin: Option<RawAdmin>,
     /// The scaler's settings; read by `berth-scaler`, ignored by the proxy.
@@ -52,6 +54,8 @@ pub struct RawProxy {
     /// This proxy's Availability Zone, e.g. `"us-east-1a"` (default: asked of the ECS task
     /// metadata endpoint v4 at start; unknown outside ECS).
     pub availability_zone: Option<String>,
+    /// Add or extend `X-Amzn-Trace-Id` on requests to targets (default `true`).
+    pub trace_id: Option<bool>,
 }
 
 /// `[log]`.
@@ -272,6 +276,8 @@ pub struct RawListener {
     pub default_action: Option<RawAction>,
     /// `[listeners.response_headers]`: headers set on every response (http/https only).
     pub response_headers: Option<RawResponseHeaders>,
+    /// `[listeners.access_log]`: overrides of the top-level `[access_log]`, key by key.
+    pub access_log: Option<RawAccessLog>,
 }
 
 /// `[listeners.response_headers]`: ALB's header modification attributes
@@ -301,6 +307,21 @@ pub struct RawResponseHeaders {
     pub x_frame_options: Option<String>,
     /// `false` removes the `Server` header from responses (default `true`: passed through).
     pub server: Option<bool>,
+}
+
+/// `[access_log]` (top level) and `[listeners.access_log]` (per listener, each key falling
+/// back to the top-level one).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    /// Write one line per request and per L4 flow to stdout (default `false`, as ALB).
+    pub enabled: Option<bool>,
+    /// `"json"` (default) or `"alb"` (ALB's space-separated fields).
+    pub format: Option<String>,
+    /// The share of requests and flows logged, 0.0..=1.0 (default 1.0).
+    pub sampling: Option<f64>,
+    /// Top level only: lines queued for the writer before new ones are dropped (default 16384).
+    pub buffer_lines: Option<i64>,
 }
 
 /// `[listeners.proxy_protocol]`: accept PROXY protocol headers.

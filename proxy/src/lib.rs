@@ -4,13 +4,15 @@
 //! [`l4`]) → rules → target group ([`group::Group`]) → zone ([`zone`], when zone-aware) →
 //! balancer ([`balance`]) → target; targets come from [`discovery`] sources, are probed by
 //! [`health`], and each group's loop ([`group_loop`]) applies both. [`admin`] serves
-//! `/metrics`, `/healthz` and `/targets`.
+//! `/metrics`, `/healthz` and `/targets`; [`access_log`] writes one line per request and per
+//! L4 flow to stdout, off the request path.
 //!
 //! Modules import one way, from the process assembly ([`server`]) down to leaves such as
 //! [`health`], [`upstream`] and [`metrics`]; `tests/layers.rs` fails on any cycle.
 
 #![warn(missing_docs)]
 
+pub mod access_log;
 pub mod admin;
 pub mod balance;
 pub mod conn;

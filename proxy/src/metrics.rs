@@ -21,6 +21,10 @@ pub use berth_common::proxy_metric_names::{
 /// answered a WebSocket upgrade with neither `101` nor an error status; `transform_failed`: a
 /// rule transform matched but produced an invalid host or request target, answered 500).
 pub const PROXY_RESPONSES: &str = "berth_proxy_responses_total";
+/// Access log lines written to stdout.
+pub const ACCESS_LOG_LINES: &str = "berth_access_log_lines_total";
+/// Access log lines dropped because the writer's queue was full (stdout stalled or slow).
+pub const ACCESS_LOG_DROPPED: &str = "berth_access_log_dropped_lines_total";
 /// gRPC calls answered, by `listener`, `target_group` and `grpc_status`: the code (`0` to `16`)
 /// of the `grpc-status` trailer, or of the headers of a trailers-only answer (berth's own
 /// included), `invalid` for a value outside the spec, `missing` when the response ended without
@@ -161,6 +165,8 @@ enum Kind {
 const FAMILIES: &[(&str, Kind, Option<metrics::Unit>, &str)] = &[
     (REQUESTS, Kind::Counter, None, "Requests answered, by status class and origin (target or proxy)."),
     (PROXY_RESPONSES, Kind::Counter, None, "Proxy-generated responses by reason."),
+    (ACCESS_LOG_LINES, Kind::Counter, None, "Access log lines written to stdout."),
+    (ACCESS_LOG_DROPPED, Kind::Counter, None, "Access log lines dropped because the writer's queue was full (stdout stalled or too slow)."),
     (GRPC_RESPONSES, Kind::Counter, None, "gRPC calls answered, by the gRPC status of the call (trailers, or headers of a trailers-only answer; missing: none seen; cancelled: the client went away first)."),
     (TARGET_RESPONSE_SECONDS, Kind::Histogram, Some(metrics::Unit::Seconds), "Target response time (to response header)."),
     (REQUEST_SECONDS, Kind::Histogram, Some(metrics::Unit::Seconds), "Whole request duration."),

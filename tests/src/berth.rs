@@ -100,12 +100,30 @@ impl Berth {
         Self::spawn_with_env(config, files, extra_args, &[])
     }
 
+    /// Starts berth on `config` with its stdout (the access log) going to `stdout` instead of
+    /// the log file (stderr still goes there), and waits until `/healthz` answers 200.
+    pub async fn start_with_stdout(config: &str, files: &[(&str, &str)], stdout: Stdio) -> Berth {
+        let mut b = Self::spawn_inner(config, files, &[], &[], Some(stdout));
+        b.wait_ready(Duration::from_secs(30)).await;
+        b
+    }
+
     /// Like [`Berth::spawn`] with extra environment variables.
     pub fn spawn_with_env(
         config: &str,
         files: &[(&str, &str)],
         extra_args: &[&str],
         env: &[(String, String)],
+    ) -> Berth {
+        Self::spawn_inner(config, files, extra_args, env, None)
+    }
+
+    fn spawn_inner(
+        config: &str,
+        files: &[(&str, &str)],
+        extra_args: &[&str],
+        env: &[(String, String)],
+        stdout: Option<Stdio>,
     ) -> Berth {
         let dir = tempfile::Builder::new()
             .prefix("berth-test-")
@@ -132,7 +150,7 @@ impl Berth {
             .env("RUST_BACKTRACE", "1")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
-            .stdout(log)
+            .stdout(stdout.unwrap_or_else(|| log.into()))
             .stderr(log2)
             .spawn()
             .expect("spawn berth-proxy");

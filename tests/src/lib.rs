@@ -28,6 +28,7 @@
 
 #![warn(missing_docs)]
 
+pub mod access_log;
 pub mod api_service;
 pub mod backend;
 pub mod berth;

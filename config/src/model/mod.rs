@@ -1,12 +1,14 @@
 //! The validated configuration model. Built only by [`crate::validate`]; every value in it has
 //! been checked, so the proxy never re-validates. Defaults follow AWS ALB's where ALB has one.
 
+mod access_log;
 mod listener;
 mod scaler;
 mod settings;
 mod target_group;
 mod transforms;
 
+pub use access_log::*;
 pub use listener::*;
 pub use scaler::*;
 pub use settings::*;
@@ -20,6 +22,8 @@ pub struct Config {
     pub proxy: ProxySettings,
     /// `[log]`: format and filter.
     pub log: LogSettings,
+    /// `[access_log]` and each listener's `[listeners.access_log]`.
+    pub access_log: AccessLogSettings,
     /// `[admin]`: where metrics, health and targets are served.
     pub admin: AdminSettings,
     /// `[scaler]`: read by `berth-scaler` only; the proxy ignores it.

@@ -30,6 +30,9 @@ pub struct ProxySettings {
     /// This proxy's Availability Zone (`availability_zone`); `None`: asked of the ECS task
     /// metadata endpoint at start.
     pub availability_zone: Option<String>,
+    /// Add `X-Amzn-Trace-Id` to requests sent to targets, or extend the client's with `Self=`
+    /// (default true, as ALB).
+    pub trace_id: bool,
 }
 
 /// A 32-byte HMAC-SHA256 key for stickiness cookies. Its `Debug` output hides the bytes, so

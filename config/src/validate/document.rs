@@ -6,12 +6,15 @@ use std::net::SocketAddr;
 
 use super::Checker;
 use crate::model::{Config, Listener, TargetGroup};
-use crate::raw::{RawAdmin, RawListener, RawLog, RawProxy, RawScaler, RawTargetGroup};
+use crate::raw::{
+    RawAccessLog, RawAdmin, RawListener, RawLog, RawProxy, RawScaler, RawTargetGroup,
+};
 
 /// Top-level keys of the configuration file.
-const TOP_LEVEL_KEYS: [&str; 6] = [
+const TOP_LEVEL_KEYS: [&str; 7] = [
     "proxy",
     "log",
+    "access_log",
     "admin",
     "scaler",
     "listeners",
@@ -23,6 +26,7 @@ const TOP_LEVEL_KEYS: [&str; 6] = [
 pub(super) struct Sections {
     proxy: RawProxy,
     log: RawLog,
+    access_log: RawAccessLog,
     admin: RawAdmin,
     scaler: RawScaler,
     listeners: Vec<Option<RawListener>>,
@@ -38,6 +42,7 @@ impl Checker<'_> {
         let mut sections = Sections {
             proxy: RawProxy::default(),
             log: RawLog::default(),
+            access_log: RawAccessLog::default(),
             admin: RawAdmin::default(),
             scaler: RawScaler::default(),
             listeners: Vec::new(),
@@ -48,6 +53,9 @@ impl Checker<'_> {
             match key.as_str() {
                 "proxy" => sections.proxy = self.deserialize(value, "proxy").unwrap_or_default(),
                 "log" => sections.log = self.deserialize(value, "log").unwrap_or_default(),
+                "access_log" => {
+                    sections.access_log = self.deserialize(value, "access_log").unwrap_or_default()
+                }
                 "admin" => sections.admin = self.deserialize(value, "admin").unwrap_or_default(),
                 "scaler" => sections.scaler = self.deserialize(value, "scaler").unwrap_or_default(),
                 "listeners" | "target_groups" => {
@@ -92,6 +100,7 @@ impl Checker<'_> {
         let config = Config {
             proxy: self.proxy(&sections.proxy),
             log: self.log(&sections.log),
+            access_log: self.access_log(&sections.access_log, &sections.listeners),
             admin: self.admin(&sections.admin),
             scaler: self.scaler(&sections.scaler, &sections.target_group_names),
             target_groups: self.target_groups(&sections.target_groups),

@@ -30,6 +30,7 @@
 //! `health` and `sources`); `values` parses durations, matchers, CIDRs, wildcards and
 //! schedules; `serde_errors` rewords serde's messages.
 
+mod access_log;
 mod actions;
 mod checker;
 mod conditions;

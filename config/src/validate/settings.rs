@@ -49,6 +49,7 @@ impl Checker<'_> {
             availability_zone,
             certificate_poll_interval,
             stickiness_key,
+            trace_id: p.trace_id.unwrap_or(true),
             threads,
             grace_period,
             upstream_keepalive_pool,

@@ -432,3 +432,67 @@ fn targets_file_carries_zones() {
             .unwrap_err();
     assert_eq!(e.0[0].path, "targets[0].zone");
 }
+
+const ACCESS_LOG_BASE: &str = r#"
+[[listeners]]
+name = "a"
+bind = "127.0.0.1:8080"
+[listeners.default_action]
+fixed_response = { status = 200 }
+[[listeners]]
+name = "b"
+bind = "127.0.0.1:8081"
+[listeners.default_action]
+fixed_response = { status = 200 }
+"#;
+
+#[test]
+fn access_log_defaults_are_off_json_everything() {
+    let c = parse_and_validate(ACCESS_LOG_BASE, Path::new(".")).unwrap();
+    assert_eq!(c.access_log.buffer_lines, DEFAULT_BUFFER_LINES);
+    let a = c.access_log.for_listener("a");
+    assert!(!a.enabled);
+    assert_eq!(a.format, AccessLogFormat::Json);
+    assert_eq!(a.sampling, 1.0);
+    assert!(c.proxy.trace_id);
+}
+
+#[test]
+fn listener_access_log_overrides_the_top_level_key_by_key() {
+    let text = format!(
+        "[proxy]\ntrace_id = false\n[access_log]\nenabled = true\nformat = \"alb\"\nsampling = 0.5\nbuffer_lines = 10\n{ACCESS_LOG_BASE}[listeners.access_log]\nsampling = 1\n"
+    );
+    let c = parse_and_validate(&text, Path::new(".")).unwrap();
+    assert!(!c.proxy.trace_id);
+    assert_eq!(c.access_log.buffer_lines, 10);
+    let a = c.access_log.for_listener("a");
+    assert_eq!(
+        (a.enabled, a.format, a.sampling),
+        (true, AccessLogFormat::Alb, 0.5)
+    );
+    let b = c.access_log.for_listener("b");
+    assert_eq!(
+        (b.enabled, b.format, b.sampling),
+        (true, AccessLogFormat::Alb, 1.0)
+    );
+}
+
+#[test]
+fn access_log_errors_name_key_and_line() {
+    let text = format!(
+        "[access_log]\nformat = \"clf\"\nsampling = 1.5\n{ACCESS_LOG_BASE}[listeners.access_log]\nbuffer_lines = 5\nsampling = -0.1\n"
+    );
+    let e = parse_and_validate(&text, Path::new(".")).unwrap_err();
+    let got: Vec<String> = e.0.iter().map(|e| e.to_string()).collect();
+    let want = [
+        ("access_log.format", 2),
+        ("access_log.sampling", 3),
+        ("listeners[1].access_log.buffer_lines", 16),
+        ("listeners[1].access_log.sampling", 17),
+    ];
+    assert_eq!(got.len(), want.len(), "{got:#?}");
+    for ((path, line), e) in want.iter().zip(&e.0) {
+        assert_eq!((e.path.as_str(), e.line), (*path, Some(*line)), "{got:#?}");
+    }
+    assert!(got[0].contains("\"json\" or \"alb\""), "{got:#?}");
+}

@@ -25,6 +25,8 @@ use crate::runtime::ProxyState;
 use crate::target::{fnv1a, now_ms, InFlight, Target};
 use crate::tls::LiveAcceptor;
 
+use super::flow_log::{note, FlowLog};
+
 /// Relay buffer per direction.
 const BUF: usize = 16 * 1024;
 
@@ -115,25 +117,38 @@ impl TcpProxy {
             gauge,
         };
         self.metrics.new_flows.increment(1);
+        let mut flow = FlowLog::begin(&snap, name, self.tls.is_some());
+        note(&mut flow, |f| f.client = Some(peer));
 
         let _ = stream.set_nodelay(true);
         let (peer, local) = (Some(peer), stream.local_addr().ok());
         let info = match accept_proxy_header(listener, name, &mut stream, peer).await {
             Ok(i) => i,
-            Err(_) => return,
+            Err(_) => {
+                note(&mut flow, |f| f.end_reason = "proxy_header");
+                return;
+            }
         };
         let client = info.as_ref().and_then(|i| i.source).or(peer);
+        note(&mut flow, |f| f.client = client);
         let destination = info.as_ref().and_then(|i| i.destination).or(local);
 
         let Some(group) = forward_groups(&listener.default_action)
             .map(pick_group)
             .and_then(|g| snap.groups.get(g))
         else {
+            note(&mut flow, |f| f.end_reason = "no_target");
             return;
         };
+        note(&mut flow, |f| f.group = Some(group.name.clone()));
         let Some((upstream, inflight)) = self.connect(group, listener, client).await else {
+            note(&mut flow, |f| f.end_reason = "no_target");
             return;
         };
+        note(&mut flow, |f| {
+            f.target = Some(inflight.0.address);
+            f.connected_at = Some(std::time::Instant::now());
+        });
         let mut upstream = upstream;
         let cfg = group.config.load_full();
         if cfg.proxy_protocol_v2 {
@@ -142,6 +157,7 @@ impl TcpProxy {
                 match proxy_protocol::encode_v2(src, dst, &tlvs) {
                     Ok(h) => {
                         if upstream.write_all(&h).await.is_err() {
+                            note(&mut flow, |f| f.end_reason = "target_error");
                             return;
                         }
                     }
@@ -156,25 +172,36 @@ impl TcpProxy {
             idle: listener.idle_timeout,
             dereg: cfg.deregistration_delay,
         };
-        match &self.tls {
+        let ended = match &self.tls {
             Some(live) => match Box::pin(live.current().accept(stream)).await {
                 Ok(tls) => {
+                    if flow.is_some() {
+                        let facts = crate::access_log::TlsFacts::of(tls.get_ref().1);
+                        note(&mut flow, |f| f.tls = Some(facts));
+                    }
                     // TLS has its own buffers: the client side is read through them.
                     let (cr, cw) = tokio::io::split(tls);
                     let c2u = Buffered(cr);
                     self.relay(c2u, cw, upstream, &inflight.0, limits).await
                 }
                 Err(e) => {
+                    note(&mut flow, |f| f.end_reason = "tls_handshake");
                     metrics::counter!(m::L4_REFUSED, "listener" => name.to_string(), "reason" => "tls_handshake")
                         .increment(1);
                     tracing::debug!(listener = name, error = %e, "TLS handshake failed");
+                    return;
                 }
             },
             None => {
                 let (cr, cw) = stream.into_split();
                 self.relay(cr, cw, upstream, &inflight.0, limits).await
             }
-        }
+        };
+        note(&mut flow, |f| {
+            f.end_reason = ended.reason;
+            f.received = ended.received;
+            f.sent = ended.sent;
+        });
     }
 
     /// Connects to a target, trying others when a connect fails.
@@ -235,16 +262,18 @@ impl TcpProxy {
         upstream: TcpStream,
         target: &Arc<Target>,
         limits: Limits,
-    ) where
+    ) -> FlowEnd
+    where
         CR: Source,
         CW: AsyncWrite + Unpin,
     {
         let name = self.listener.clone();
         let (bytes_in, bytes_out) = (&self.metrics.bytes_in, &self.metrics.bytes_out);
         let last = AtomicU64::new(now_ms());
+        let (received, sent) = (AtomicU64::new(0), AtomicU64::new(0));
         let (ur, mut uw) = upstream.into_split();
-        let c2u = copy_half(client_read, &mut uw, &last, bytes_in);
-        let u2c = copy_half(ur, &mut client_write, &last, bytes_out);
+        let c2u = copy_half(client_read, &mut uw, &last, (bytes_in, &received));
+        let u2c = copy_half(ur, &mut client_write, &last, (bytes_out, &sent));
         let watchdog = async {
             let tick = (limits.idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
             loop {
@@ -263,15 +292,24 @@ impl TcpProxy {
                 }
             }
         };
-        tokio::select! {
+        let reason = tokio::select! {
             (a, b) = async { tokio::join!(c2u, u2c) } => {
                 if is_reset(&a) || is_reset(&b) {
                     metrics::counter!(m::L4_RESETS, "listener" => name).increment(1);
+                    "reset"
+                } else {
+                    "closed"
                 }
             }
             why = watchdog => {
                 tracing::debug!(listener = %name, target = %target.label, why, "flow closed");
+                why
             }
+        };
+        FlowEnd {
+            reason,
+            received: received.load(Ordering::Relaxed),
+            sent: sent.load(Ordering::Relaxed),
         }
     }
 }
@@ -315,6 +353,13 @@ impl<R: AsyncRead + Unpin + Send> Source for Buffered<R> {
     }
 }
 
+/// How a relayed flow ended, and the bytes it carried each way.
+struct FlowEnd {
+    reason: &'static str,
+    received: u64,
+    sent: u64,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Limits {
     idle: Duration,
@@ -331,7 +376,7 @@ async fn copy_half<S, W>(
     mut src: S,
     w: &mut W,
     last: &AtomicU64,
-    bytes: &metrics::Counter,
+    (bytes, flow): (&metrics::Counter, &AtomicU64),
 ) -> std::io::Result<()>
 where
     S: Source,
@@ -355,6 +400,7 @@ where
             w.flush().await?;
             last.store(now_ms(), Ordering::Relaxed);
             bytes.increment(n as u64);
+            flow.fetch_add(n as u64, Ordering::Relaxed);
         }
     }
 }

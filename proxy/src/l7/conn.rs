@@ -3,7 +3,7 @@
 //! listener's idle and header timeouts are judged by, and the slot where an upgraded (WebSocket)
 //! request leaves its target connection for the serving loop.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -41,6 +41,11 @@ pub struct ClientConn {
     /// A target connection that switched protocols (WebSocket), left by the request handler
     /// for the serving loop to tunnel once the client has its `101`.
     pub upgrade: Slot,
+    /// The client's address and port (after a PROXY header), for the access log.
+    pub client_addr: Option<SocketAddr>,
+    /// Cipher, protocol and SNI of an https connection, taken once at handshake for the access
+    /// log.
+    pub tls: Option<crate::access_log::TlsFacts>,
 }
 
 impl Drop for ClientConn {
@@ -79,6 +84,8 @@ impl ClientConn {
             activity: Arc::new(Activity::new(now_ms())),
             client_cert: None,
             upgrade: Slot::default(),
+            client_addr: None,
+            tls: None,
         }
     }
 }

@@ -132,6 +132,8 @@ impl HttpListener {
 #[derive(Clone, Copy)]
 struct Serving<'a> {
     activity: &'a Activity,
+    /// The connection, for the access log line of a request hyper refuses.
+    conn: &'a ClientConn,
     s: Settings,
     shutdown: &'a ShutdownWatch,
 }
@@ -175,6 +177,7 @@ impl HttpListener {
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().ok();
         let mut client_ip = Some(peer.ip());
+        let mut client_addr = Some(peer);
         let mut vpce_id = None;
         if listener.proxy_protocol.is_some() {
             let Ok(info) = accept_proxy_header(listener, &self.name, &mut stream, Some(peer)).await
@@ -185,6 +188,7 @@ impl HttpListener {
                 // The PROXY header's client replaces the load balancer's address everywhere.
                 if let Some(src) = info.source {
                     client_ip = Some(src.ip());
+                    client_addr = Some(src);
                 }
                 vpce_id = info.vpce_id;
             }
@@ -200,7 +204,7 @@ impl HttpListener {
             },
         };
         drop(snap);
-        let conn = |client_ip, vpce_id, client_cert| {
+        let conn = |client_ip, vpce_id, client_cert, tls| {
             let mut c = ClientConn::new(
                 self.name.clone(),
                 self.scheme,
@@ -211,11 +215,13 @@ impl HttpListener {
                 vpce_id,
             );
             c.client_cert = client_cert;
+            c.client_addr = client_addr;
+            c.tls = tls;
             Arc::new(c)
         };
         match &self.tls {
             None => {
-                let conn = conn(client_ip, vpce_id, None);
+                let conn = conn(client_ip, vpce_id, None, None);
                 // Each kind of connection in its own allocation, sized to it: a plain
                 // connection's task does not carry room for a TLS one.
                 Box::pin(self.serve(stream, conn, settings, &shutdown)).await;
@@ -248,7 +254,8 @@ impl HttpListener {
                 };
                 let client_cert = current.client_cert_headers(tls.get_ref().1);
                 drop(current);
-                let conn = conn(client_ip, vpce_id, client_cert);
+                let facts = crate::access_log::TlsFacts::of(tls.get_ref().1);
+                let conn = conn(client_ip, vpce_id, client_cert, Some(facts));
                 Box::pin(self.serve(tls, conn, settings, &shutdown)).await;
             }
         }
@@ -270,9 +277,11 @@ impl HttpListener {
             activity: Arc::clone(&activity),
             prefix: Bytes::new(),
         };
+        let log_conn = Arc::clone(&conn);
         if s.protocols != Protocols::Http1 {
             let serving = Serving {
                 activity: &activity,
+                conn: &log_conn,
                 s,
                 shutdown,
             };
@@ -281,6 +290,7 @@ impl HttpListener {
         }
         let serving = Serving {
             activity: &activity,
+            conn: &log_conn,
             s,
             shutdown,
         };
@@ -402,6 +412,7 @@ impl HttpListener {
             activity,
             s,
             shutdown,
+            ..
         } = serving;
         let mut shut = shutdown.clone();
         if *shut.borrow() {
@@ -433,6 +444,7 @@ impl HttpListener {
     {
         let Serving {
             activity,
+            conn,
             s,
             shutdown,
         } = serving;
@@ -490,14 +502,14 @@ impl HttpListener {
             Ok(()) => winding_down.unwrap_or(Ended::Done),
             Err(e) => {
                 let e: Box<dyn std::error::Error + Send + Sync> = e.into();
-                self.count_refused(e.as_ref());
+                self.count_refused(e.as_ref(), conn);
                 Ended::Done
             }
         }
     }
 
     /// Counts a request hyper refused itself (it wrote the 431 or 400).
-    fn count_refused(&self, e: &(dyn std::error::Error + 'static)) {
+    fn count_refused(&self, e: &(dyn std::error::Error + 'static), conn: &ClientConn) {
         let Some(e) = e.downcast_ref::<hyper::Error>() else {
             tracing::debug!(listener = %self.name, error = %e, "connection ended with an error");
             return;
@@ -512,6 +524,7 @@ impl HttpListener {
         };
         self.metrics.requests("").count(status, false);
         self.metrics.proxy_response(reason);
+        super::access::refused(&self.shared.current.load(), conn, status, reason);
     }
 }
 

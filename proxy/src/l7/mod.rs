@@ -7,6 +7,7 @@
 //! requests and [`response_headers`] applies a listener's response header policy; [`sticky`]
 //! signs and checks stickiness cookies.
 
+pub mod access;
 pub mod body;
 pub mod conn;
 pub mod grpc;
@@ -17,5 +18,6 @@ pub mod proxy;
 pub mod response_headers;
 pub mod rules;
 pub mod sticky;
+pub mod trace;
 pub mod transforms;
 pub mod upgrade;

@@ -15,12 +15,14 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 
+use super::access::{Ended, RequestLog};
 use super::body::{DownBody, OnEnd};
 use super::conn::{ClientConn, RequestGuard};
 use super::grpc::{self, Call};
 use super::headers::{cookie, header_bytes, prepare_upstream, redirect_location, strip_hop_by_hop};
 use super::rules::{self, RequestView};
 use super::sticky;
+use super::trace;
 use super::transforms;
 use super::upgrade;
 use crate::group::{Group, SelectInput};
@@ -67,6 +69,8 @@ struct Exchange {
     reuse: Option<(Sender, usize)>,
     /// Set for a gRPC call: its deadline, and its status once seen.
     grpc: Option<Call>,
+    /// Set for a request that gets an access log line.
+    log: Option<Box<RequestLog>>,
 }
 
 impl OnEnd for Exchange {
@@ -82,6 +86,22 @@ impl OnEnd for Exchange {
         lm.bytes_out.increment(body_bytes);
         if let Some(call) = &self.grpc {
             lm.grpc_response(group, call.label(complete));
+        }
+        if let Some(log) = self.log.take() {
+            log.write(&Ended {
+                listener: &self.conn.listener,
+                scheme: self.conn.scheme,
+                client: self.conn.client_addr,
+                tls: self.conn.tls.as_ref(),
+                start: self.start,
+                status: self.status,
+                from_target: self.from_target,
+                reason: self.reason,
+                group: self.group.as_ref().map(|g| g.name.as_str()),
+                grpc: self.grpc.as_ref().map(|c| c.label(complete)),
+                body_bytes,
+                upgraded: self.status == 101,
+            });
         }
         if let (true, Some((sender, max)), Some(f)) =
             (complete, self.reuse.take(), self.inflight.as_ref())
@@ -147,6 +167,9 @@ impl Exchange {
         };
         let code = grpc::code_for(status, reason);
         call.answered(code);
+        if let Some(log) = self.log.as_mut() {
+            log.grpc_ok_status = true;
+        }
         let message = format!("berth: {}", text.trim_end());
         let mut resp = self.respond(
             status,
@@ -202,7 +225,7 @@ impl Exchange {
 pub async fn handle(conn: Arc<ClientConn>, req: Request<Incoming>) -> Response<DownBody> {
     let guard = conn.activity.begin(req.version() == Version::HTTP_2);
     let grpc = Call::of(req.headers());
-    let x = Exchange {
+    let mut x = Exchange {
         conn: Arc::clone(&conn),
         start: Instant::now(),
         _request: guard,
@@ -213,12 +236,23 @@ pub async fn handle(conn: Arc<ClientConn>, req: Request<Incoming>) -> Response<D
         inflight: None,
         reuse: None,
         grpc,
+        log: None,
     };
     let snap = conn.shared.current.load_full();
     let Some(listener) = snap.listener(&conn.listener) else {
         return x.error(503, "internal", "listener not configured\n");
     };
     let (mut parts, body) = req.into_parts();
+    let head_bytes = header_bytes(&parts);
+    let access = snap.config.access_log.for_listener(&conn.listener);
+    if crate::access_log::sampled(access) {
+        x.log = Some(Box::new(RequestLog::new(
+            access.format,
+            snap.config.access_log.buffer_lines,
+            &parts,
+            head_bytes,
+        )));
+    }
     // RFC 9112: no control characters or spaces in the request target (hyper's parser refuses
     // them on HTTP/1; this also covers HTTP/2's :path).
     if parts
@@ -228,7 +262,7 @@ pub async fn handle(conn: Arc<ClientConn>, req: Request<Incoming>) -> Response<D
     {
         return x.refuse(400, "bad_request", "bad request\n");
     }
-    if header_bytes(&parts) > listener.max_header_bytes {
+    if head_bytes > listener.max_header_bytes {
         return x.refuse(431, "header_too_large", "request header fields too large\n");
     }
     let host_header = parts
@@ -253,7 +287,22 @@ pub async fn handle(conn: Arc<ClientConn>, req: Request<Incoming>) -> Response<D
         .and_then(|r| r.transforms.host.as_ref())
         .and(host_header.as_deref())
         .map(str::to_owned);
-    match rule.map_or(&listener.default_action, |r| &r.action) {
+    let action = rule.map_or(&listener.default_action, |r| &r.action);
+    if let Some(log) = x.log.as_mut() {
+        log.matched(rule.map(|r| r.priority), action);
+        if snap.config.proxy.trace_id && !matches!(action, Action::Forward(_)) {
+            // Not forwarded: the id the request would have carried, for the log only.
+            log.trace_id = Some(trace::value_for(
+                parts
+                    .headers
+                    .get(&trace::TRACE_ID)
+                    .map(HeaderValue::as_bytes),
+                unix_secs(),
+                fastrand::u128(..),
+            ));
+        }
+    }
+    match action {
         Action::FixedResponse(f) => x.respond(
             f.status,
             "fixed_response",
@@ -271,14 +320,19 @@ pub async fn handle(conn: Arc<ClientConn>, req: Request<Incoming>) -> Response<D
                 view.query,
             );
             match HeaderValue::from_maybe_shared(Bytes::from(location)) {
-                Ok(v) => x.respond(
-                    r.status,
-                    "redirect",
-                    "text/plain",
-                    Bytes::new(),
-                    &[(header::LOCATION, v)],
-                    false,
-                ),
+                Ok(v) => {
+                    if let Some(log) = x.log.as_mut() {
+                        log.redirect_url = Some(v.clone());
+                    }
+                    x.respond(
+                        r.status,
+                        "redirect",
+                        "text/plain",
+                        Bytes::new(),
+                        &[(header::LOCATION, v)],
+                        false,
+                    )
+                }
                 Err(_) => x.error(500, "internal", "bad redirect location\n"),
             }
         }
@@ -323,6 +377,25 @@ fn transform_failed(
         Err(e) => {
             tracing::warn!(listener = %conn.listener, rule = r.priority, error = %e, "rule transform failed");
             true
+        }
+    }
+}
+
+/// Seconds since the Unix epoch (for trace ids).
+fn unix_secs() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32)
+        .unwrap_or(0)
+}
+
+/// Sets `X-Amzn-Trace-Id` on a request to a target when the configuration says so, noting the
+/// value for the access log.
+fn set_trace_id(x: &mut Exchange, snap: &Generation, headers: &mut HeaderMap) {
+    if snap.config.proxy.trace_id {
+        let v = trace::apply(headers);
+        if let Some(log) = x.log.as_mut() {
+            log.trace_id = Some(v);
         }
     }
 }
@@ -396,6 +469,7 @@ async fn forward(
             .get(header::TE)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     prepare_upstream(&mut parts, &conn, snap);
+    set_trace_id(&mut x, snap, &mut parts.headers);
     if te_trailers {
         parts
             .headers
@@ -461,10 +535,17 @@ async fn forward(
             req.headers_mut().remove(header::CONNECTION);
         }
         let sent_at = Instant::now();
+        if let Some(log) = x.log.as_mut() {
+            log.target = Some(target.address);
+            log.sent_at = Some(sent_at);
+        }
         let read = x.head_timeout(&cfg);
         match tokio::time::timeout(read, sender.send(req)).await {
             Err(_) => return x.error(504, "upstream_timeout", "upstream timed out\n"),
             Ok(Ok(resp)) => {
+                if let Some(log) = x.log.as_mut() {
+                    log.head_at = Some(Instant::now());
+                }
                 let https = conn.scheme == "https";
                 let set_cookie = sticky::target_cookie(&cfg, &target, resp.headers(), https);
                 return from_target(
@@ -625,6 +706,7 @@ async fn forward_upgrade(
     let (hash_key, sticky_id) = balance_keys(&cfg, &group, &parts.headers, &conn);
     let client_side = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     prepare_upstream(&mut parts, &conn, snap);
+    set_trace_id(&mut x, snap, &mut parts.headers);
     upgrade::prepare(&mut parts.headers, upgrade_value);
     let body = if body.is_end_stream() {
         UpBody::Empty
@@ -658,7 +740,15 @@ async fn forward_upgrade(
         };
         let inflight = InFlight::new(Arc::clone(&target));
         let sent_at = Instant::now();
+        if let Some(log) = x.log.as_mut() {
+            log.target = Some(target.address);
+            log.sent_at = Some(sent_at);
+        }
         let answer = upgrade::ask(sender, req, read_timeout(&cfg, x.start)).await;
+        if let Some(log) = x.log.as_mut() {
+            log.head_at = Some(Instant::now());
+            log.answered_at = log.head_at;
+        }
         if let Ok(a) = &answer {
             group.record_response_time(sent_at.elapsed().as_secs_f64());
             let status = match a {
@@ -800,6 +890,9 @@ fn from_target(
     strip_hop_by_hop(&mut parts.headers);
     parts.version = Version::HTTP_11;
     sticky::append(&mut parts.headers, set_cookie);
+    if let Some(log) = x.log.as_mut() {
+        log.answered_at = Some(Instant::now());
+    }
     let body = DownBody::upstream(body, cfg.timeouts.read, Box::new(x));
     let body = if grpc { body.ending_grpc_calls() } else { body };
     Response::from_parts(parts, body)
