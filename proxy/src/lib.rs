@@ -16,6 +16,7 @@ pub mod access_log;
 pub mod admin;
 pub mod balance;
 pub mod conn;
+pub mod cookie_signing;
 pub mod discovery;
 pub mod forward;
 pub mod group;

@@ -222,7 +222,7 @@ fn build_generation(
     config: Config,
     generation: u64,
 ) -> Generation {
-    crate::l7::sticky::install_keys(&config);
+    crate::cookie_signing::install_keys(&config);
     let mut next = HashMap::new();
     for tg in &config.target_groups {
         crate::upstream::tls::prepare(tg);
