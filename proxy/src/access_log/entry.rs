@@ -114,25 +114,90 @@ fn secs(t: SystemTime) -> (i64, u32) {
     }
 }
 
-/// ISO 8601 with microseconds, as ALB: `2026-12-02T06:31:25.123456Z`.
+/// Appends `n` in decimal (the formatting machinery costs more than this, per line).
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
+}
+
+/// Appends `n` zero-padded to `width` digits.
+fn push_padded(out: &mut String, n: u64, width: usize) {
+    let mut buf = [b'0'; 20];
+    let mut i = buf.len();
+    let mut n = n;
+    while n > 0 && i > 0 {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    let start = buf.len().saturating_sub(width).min(i);
+    out.push_str(std::str::from_utf8(&buf[start..]).unwrap_or("0"));
+}
+
+/// Appends seconds with six decimals (microseconds), as `0.000123`.
+fn push_secs(out: &mut String, secs: f64) {
+    let us = (secs.max(0.0) * 1e6).round() as u64;
+    push_u64(out, us / 1_000_000);
+    out.push('.');
+    push_padded(out, us % 1_000_000, 6);
+}
+
+thread_local! {
+    /// The last second formatted on this thread, and its `YYYY-MM-DDTHH:MM:SS`.
+    static SECOND: std::cell::Cell<(i64, [u8; 19])> = const { std::cell::Cell::new((-1, [b'0'; 19])) };
+}
+
+/// ISO 8601 with microseconds, as ALB: `2026-12-02T06:31:25.123456Z`. The date and time of day
+/// are formatted once per second per thread.
 fn push_time(out: &mut String, t: SystemTime) {
     use chrono::{Datelike, Timelike};
     let (s, us) = secs(t);
-    let Some(dt) = chrono::DateTime::from_timestamp(s, 0) else {
-        out.push('-');
-        return;
+    let (cached, text) = SECOND.with(|c| c.get());
+    let text = if cached == s {
+        text
+    } else {
+        let Some(dt) = chrono::DateTime::from_timestamp(s, 0) else {
+            out.push('-');
+            return;
+        };
+        let mut f = String::with_capacity(19);
+        let _ = write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            dt.year(),
+            dt.month(),
+            dt.day(),
+            dt.hour(),
+            dt.minute(),
+            dt.second()
+        );
+        let mut text = [b'0'; 19];
+        if f.len() == 19 {
+            text.copy_from_slice(f.as_bytes());
+            SECOND.with(|c| c.set((s, text)));
+        } else {
+            // A year beyond 9999: not cached.
+            out.push_str(&f);
+            out.push('.');
+            push_padded(out, us.into(), 6);
+            out.push('Z');
+            return;
+        }
+        text
     };
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        dt.year(),
-        dt.month(),
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second(),
-        us
-    );
+    out.push_str(std::str::from_utf8(&text).unwrap_or("-"));
+    out.push('.');
+    push_padded(out, us.into(), 6);
+    out.push('Z');
 }
 
 fn duration(a: SystemTime, b: SystemTime) -> f64 {
@@ -170,11 +235,11 @@ impl<'o> Obj<'o> {
     }
     fn n(&mut self, k: &str, v: u64) {
         self.key(k);
-        let _ = write!(self.out, "{v}");
+        push_u64(self.out, v);
     }
     fn f(&mut self, k: &str, v: f64) {
         self.key(k);
-        let _ = write!(self.out, "{v:.6}");
+        push_secs(self.out, v);
     }
     fn time(&mut self, k: &str, t: SystemTime) {
         self.key(k);
@@ -290,7 +355,8 @@ impl HttpEntry<'_> {
         };
         let t = |out: &mut String, v: Option<f64>| match v {
             Some(v) => {
-                let _ = write!(out, " {v:.6}");
+                out.push(' ');
+                push_secs(out, v);
             }
             None => out.push_str(" -1"),
         };
@@ -310,14 +376,19 @@ impl HttpEntry<'_> {
         t(out, self.request_processing);
         t(out, self.target_processing);
         t(out, self.response_processing);
-        let _ = write!(out, " {}", self.elb_status);
+        out.push(' ');
+        push_u64(out, self.elb_status.into());
         match self.target_status {
             Some(s) => {
-                let _ = write!(out, " {s}");
+                out.push(' ');
+                push_u64(out, s.into());
             }
             None => dash(out),
         }
-        let _ = write!(out, " {} {}", self.received_bytes, self.sent_bytes);
+        out.push(' ');
+        push_u64(out, self.received_bytes);
+        out.push(' ');
+        push_u64(out, self.sent_bytes);
         q(out, Some(&line));
         q(out, self.user_agent);
         match self.tls {
@@ -342,7 +413,8 @@ impl HttpEntry<'_> {
         q(out, None);
         match self.rule_priority {
             Some(p) => {
-                let _ = write!(out, " {p}");
+                out.push(' ');
+                push_u64(out, p.into());
             }
             None => out.push_str(" -1"),
         }
@@ -438,7 +510,8 @@ impl FlowEntry<'_> {
         }
         match self.connect_time {
             Some(t) => {
-                let _ = write!(out, " {t:.6}");
+                out.push(' ');
+                push_secs(out, t);
             }
             None => out.push_str(" -1"),
         }
@@ -583,6 +656,33 @@ mod tests {
         assert_eq!(f[14], "-");
         assert_eq!(f[20], "10");
         assert_eq!(f[33], "-");
+    }
+
+    #[test]
+    fn numbers_and_times() {
+        let mut s = String::new();
+        push_u64(&mut s, 0);
+        s.push(' ');
+        push_u64(&mut s, u64::MAX);
+        s.push(' ');
+        push_secs(&mut s, 0.0001);
+        s.push(' ');
+        push_secs(&mut s, 12.5);
+        s.push(' ');
+        push_padded(&mut s, 1_234_567, 6);
+        assert_eq!(s, "0 18446744073709551615 0.000100 12.500000 1234567");
+        s.clear();
+        let t = UNIX_EPOCH + Duration::from_micros(1_700_000_000_000_042);
+        push_time(&mut s, t);
+        s.push(' ');
+        // Same second, from the cache.
+        push_time(&mut s, t + Duration::from_micros(999_000));
+        s.push(' ');
+        push_time(&mut s, t + Duration::from_secs(86_400));
+        assert_eq!(
+            s,
+            "2023-11-14T22:13:20.000042Z 2023-11-14T22:13:20.999042Z 2023-11-15T22:13:20.000042Z"
+        );
     }
 
     #[test]
